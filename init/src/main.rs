@@ -1,1 +1,23 @@
-fn main() {}
+//! rOS PID 1. Thin: everything happens in [`boot::run`], which never returns.
+
+mod boot;
+mod cmdline;
+mod console;
+mod containerd;
+mod modules;
+mod mounts;
+mod paths;
+mod power;
+mod reaper;
+mod recovery;
+mod root;
+mod services;
+mod sys;
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("init: rOS init must run as PID 1 (the kernel's init)");
+        std::process::exit(2);
+    }
+    boot::run()
+}

@@ -1,1 +1,234 @@
-//! QEMU boot test harness.
+//! QEMU boot-test harness: boots the built image, reads the serial console, types
+//! commands into it. Waits are for console text with deadlines, never sleeps; on
+//! timeout the panic message carries the last console lines.
+//!
+//! The image comes from `ROS_IMAGE_DIR` (set by `make boot-test`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Options for one boot.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// Extra kernel command line words.
+    pub append: String,
+    /// Guest memory in MiB.
+    pub mem_mb: u32,
+    /// Replace the root device argument (default `root=/dev/vda`).
+    pub root_arg: String,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            append: String::new(),
+            mem_mb: 512,
+            root_arg: "root=/dev/vda".into(),
+        }
+    }
+}
+
+/// The built image's directory.
+pub fn image_dir() -> PathBuf {
+    let dir = std::env::var_os("ROS_IMAGE_DIR")
+        .map(PathBuf::from)
+        .expect("ROS_IMAGE_DIR is not set: run the boot tests with `make boot-test`");
+    for f in ["vmlinuz", "initrd", "root.img"] {
+        assert!(dir.join(f).exists(), "{} is missing: run `make image`", dir.join(f).display());
+    }
+    dir
+}
+
+#[derive(Default)]
+struct Console {
+    text: Mutex<String>,
+    changed: Condvar,
+}
+
+/// A running QEMU guest.
+pub struct Vm {
+    pid: u32,
+    stdin: ChildStdin,
+    console: Arc<Console>,
+    cursor: usize,
+    exit_rx: mpsc::Receiver<ExitStatus>,
+    exited: Option<ExitStatus>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Vm {
+    /// Boot the image with `opts`.
+    pub fn boot(opts: &BootOptions) -> Vm {
+        let dir = image_dir();
+        let append = format!("console=ttyS0 quiet panic=-1 {} {}", opts.root_arg, opts.append);
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-smp", "2", "-m", &opts.mem_mb.to_string()])
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(dir.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(dir.join("initrd"))
+            .arg("-drive")
+            .arg(format!(
+                "file={},if=virtio,format=raw,readonly=on",
+                dir.join("root.img").display()
+            ))
+            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
+            .args(["-append", &append])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting qemu-system-x86_64 (make deps installs it)");
+        let stdin = child.stdin.take().expect("qemu stdin");
+        let mut stdout = child.stdout.take().expect("qemu stdout");
+        let console = Arc::new(Console::default());
+        let c2 = console.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let chunk = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+                        let mut t = c2.text.lock().unwrap();
+                        t.push_str(&chunk);
+                        c2.changed.notify_all();
+                    }
+                }
+            }
+            c2.changed.notify_all();
+        });
+        let pid = child.id();
+        let (tx, exit_rx) = mpsc::channel();
+        // The child is waited for on its own thread so that waits can time out.
+        thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = tx.send(status);
+            }
+        });
+        Vm {
+            pid,
+            stdin,
+            console,
+            cursor: 0,
+            exit_rx,
+            exited: None,
+        }
+    }
+
+    /// The whole console output so far.
+    pub fn output(&self) -> String {
+        self.console.text.lock().unwrap().clone()
+    }
+
+    /// The last `n` console lines, for failure messages.
+    pub fn tail(&self, n: usize) -> String {
+        let text = self.output();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Wait until `needle` appears after the cursor; move the cursor past it and
+    /// return the text from the old cursor up to and including the needle.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        match self.try_wait_for(needle, timeout) {
+            Some(s) => s,
+            None => panic!(
+                "timed out after {timeout:?} waiting for {needle:?} on the console; last lines:\n{}",
+                self.tail(40)
+            ),
+        }
+    }
+
+    /// Like [`Vm::wait_for`], but `None` on timeout.
+    pub fn try_wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut text = self.console.text.lock().unwrap();
+        loop {
+            if let Some(pos) = text[self.cursor..].find(needle) {
+                let end = self.cursor + pos + needle.len();
+                let got = text[self.cursor..end].to_string();
+                self.cursor = end;
+                return Some(got);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            text = self.console.changed.wait_timeout(text, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Type a line into the console.
+    pub fn send(&mut self, line: &str) {
+        self.stdin.write_all(line.as_bytes()).expect("writing to qemu");
+        self.stdin.write_all(b"\n").expect("writing to qemu");
+        self.stdin.flush().expect("writing to qemu");
+    }
+
+    /// Run a shell command in the console and return its output (without the echo of
+    /// the command) and its exit status.
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> (String, i32) {
+        let n = 100_000 + SEQ.fetch_add(1, Ordering::SeqCst);
+        // The markers are computed by the shell, so the echoed command line never matches.
+        self.send(&format!(
+            "echo @@B$(({n}+0))@@; {cmd}; echo @@E$(({n}+0))@@ $?"
+        ));
+        self.wait_for(&format!("@@B{n}@@\n"), timeout);
+        let got = self.wait_for(&format!("@@E{n}@@ "), timeout);
+        let status_line = self.wait_for("\n", timeout);
+        let out = got.trim_end_matches(&format!("@@E{n}@@ ")).to_string();
+        let status = status_line.trim().parse().unwrap_or(-1);
+        (out, status)
+    }
+
+    /// Run a command that must succeed; returns its trimmed output.
+    pub fn sh(&mut self, cmd: &str) -> String {
+        let (out, status) = self.run(cmd, Duration::from_secs(60));
+        assert_eq!(status, 0, "`{cmd}` failed with {status}: {out}\nlast lines:\n{}", self.tail(30));
+        out.trim().to_string()
+    }
+
+    /// Wait for QEMU to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(s) = self.exited {
+            return s;
+        }
+        match self.exit_rx.recv_timeout(timeout) {
+            Ok(s) => {
+                self.exited = Some(s);
+                s
+            }
+            Err(_) => panic!(
+                "QEMU did not exit within {timeout:?}; last lines:\n{}",
+                self.tail(40)
+            ),
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            // SAFETY: kill(2) on the pid of our own QEMU child, which the waiter thread
+            // has not reaped yet (no exit status was received).
+            unsafe {
+                libc::kill(self.pid as i32, libc::SIGKILL);
+            }
+            let _ = self.exit_rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Read all lines of `r` (helper for tests that parse command output).
+pub fn lines(s: &str) -> Vec<String> {
+    BufReader::new(s.as_bytes()).lines().map_while(Result::ok).collect()
+}

@@ -1,0 +1,54 @@
+# rOS: build the boot image from Debian packages and our Rust binaries, boot it in QEMU.
+#   make run    build everything and boot into the console (Ctrl-A X quits QEMU)
+#   make test   unit tests, then QEMU boot tests
+SHELL := /bin/bash
+BUILD ?= build
+OUT := $(BUILD)/out
+TARGET := x86_64-unknown-linux-gnu
+MEM ?= 512
+QEMU_APPEND ?=
+KERNEL_ARGS := console=ttyS0 quiet panic=-1 root=/dev/vda $(QEMU_APPEND)
+CARGO ?= cargo
+
+.PHONY: all deps image run test unit-test boot-test lint bench clean
+
+all: image
+
+# Host packages the build and the tests need (apt-get on a fresh Debian 12).
+deps: $(BUILD)/.deps
+$(BUILD)/.deps: scripts/install-deps.sh
+	scripts/install-deps.sh
+	@mkdir -p $(BUILD) && touch $@
+
+rust: deps
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked \
+		--target $(TARGET) -p ros-init -p ros-cli
+	$(CARGO) build --release --locked -p ros-image
+
+image: rust
+	initramfs/build.sh $(BUILD)
+
+run: image
+	qemu-system-x86_64 -accel tcg -m $(MEM) -smp 2 -nographic -no-reboot \
+		-kernel $(OUT)/vmlinuz -initrd $(OUT)/initrd \
+		-drive file=$(OUT)/root.img,if=virtio,format=raw,readonly=on \
+		-netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+		-append "$(KERNEL_ARGS)"
+
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit-test: deps
+	$(CARGO) test --workspace --locked
+
+boot-test: image
+	ROS_IMAGE_DIR=$(abspath $(OUT)) $(CARGO) test --locked -p boot-tests -- --ignored --test-threads=1
+
+test: lint unit-test boot-test
+
+bench: image
+	bench/boot.sh $(OUT)
+
+clean:
+	rm -rf $(BUILD) target

@@ -1,0 +1,279 @@
+//! The boot sequence of PID 1, from the initramfs to a running console, and the
+//! loop that follows it until shutdown.
+//!
+//! Each step says whether it is fatal (boot can't go on: report and offer the recovery
+//! shell) or best-effort (warn and continue), and why.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+
+/// ramfs (the initramfs rootfs without tmpfs); nix doesn't name it.
+const RAMFS_MAGIC: FsType = FsType(0x858458f6);
+use ros_control::PowerAction;
+use ros_runtime::{Containerd, ServiceRuntime, SYSTEM_NAMESPACE};
+use tokio::sync::mpsc;
+
+use crate::cmdline::KernelCmdline;
+use crate::console::{self, BootPhase};
+use crate::containerd::{ContainerdPaths, SystemContainerd};
+use crate::modules::{kernel_release, ModuleIndex};
+use crate::mounts::{self, PSEUDO_MOUNTS, WRITABLE_MOUNTS};
+use crate::paths;
+use crate::power;
+use crate::reaper::Reaper;
+use crate::recovery::{self, fatal};
+use crate::root;
+use crate::services::{self, Supervisor};
+use crate::sys::{Host, ModuleLoader};
+
+/// How long the system containerd may take to answer (TCG emulation is slow).
+const CONTAINERD_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default `rancher.shutdown_timeout`.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn mountinfo() -> Vec<PathBuf> {
+    mounts::mounted_targets(Path::new("/proc/self/mountinfo"))
+}
+
+/// Whether `/` is still the initramfs (ramfs/tmpfs rootfs).
+fn in_initramfs() -> bool {
+    Path::new(paths::NEWROOT).is_dir()
+        && statfs("/")
+            .map(|s| {
+                let t = s.filesystem_type();
+                t == RAMFS_MAGIC || t == TMPFS_MAGIC
+            })
+            .unwrap_or(false)
+}
+
+/// Load every module in `dir`'s modules.dep whose name is in `names` (all if `None`).
+fn load_modules(dir: &Path, names: &[String], loader: &dyn ModuleLoader) {
+    let index = match ModuleIndex::open(dir) {
+        Ok(i) => i,
+        Err(e) => {
+            // Best-effort: a kernel with these drivers built in needs no modules.
+            log::warn!("{e}");
+            return;
+        }
+    };
+    for name in names {
+        match index.load(name, loader) {
+            Ok(()) => log::debug!("module {name}: loaded"),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+}
+
+/// Names of all modules in a modules.dep (the initrd ships exactly the boot set).
+fn all_module_names(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("modules.dep"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter_map(|p| Path::new(p).file_name()?.to_str()?.split(".ko").next().map(str::to_string))
+        .collect()
+}
+
+/// Enable every available cgroup v2 controller for the children of the root cgroup.
+fn enable_cgroup_controllers(cgroup: &Path) {
+    let available = fs::read_to_string(cgroup.join("cgroup.controllers")).unwrap_or_default();
+    for c in available.split_whitespace() {
+        // One at a time: a controller the kernel refuses must not block the others.
+        if let Err(e) = fs::write(cgroup.join("cgroup.subtree_control"), format!("+{c}")) {
+            log::warn!("cgroup: enabling {c}: {e}");
+        }
+    }
+}
+
+fn set_hostname_from(file: &Path) {
+    let name = fs::read_to_string(file).unwrap_or_default();
+    let name = name.trim();
+    let name = if name.is_empty() { "rancher" } else { name };
+    if let Err(e) = nix::unistd::sethostname(name) {
+        log::warn!("hostname {name}: {e}");
+    }
+}
+
+/// PID 1's whole life. Never returns.
+pub fn run() -> ! {
+    recovery::install_panic_hook();
+    console::init_logging(false);
+    console::marker(BootPhase::Init, env!("CARGO_PKG_VERSION"));
+    let host = Host;
+
+    // Fatal: without /proc, /sys, /dev and /run nothing below can work.
+    if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host) {
+        fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
+    }
+    let cmdline = KernelCmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    console::init_logging(cmdline.debug());
+    recovery::set_offer_shell(cmdline.recovery_shell());
+
+    let reaper = Reaper::default();
+    let (power_tx, power_rx) = mpsc::unbounded_channel();
+    let (sig_tx, sig_rx) = std::sync::mpsc::channel::<PowerAction>();
+    // Fatal: PID 1 that can't reap or hear signals would fill with zombies.
+    if let Err(e) = power::start_signal_thread(reaper.clone(), sig_tx) {
+        fatal(&format!("starting the signal thread: {e}"));
+    }
+    std::thread::spawn(move || {
+        while let Ok(a) = sig_rx.recv() {
+            let _ = power_tx.send(a);
+        }
+    });
+    console::marker(BootPhase::Mounts, "");
+
+    let kver = kernel_release();
+    if in_initramfs() {
+        let moddir = Path::new(paths::MODULES_DIR).join(&kver);
+        load_modules(&moddir, &all_module_names(&moddir), &host);
+        console::marker(BootPhase::Modules, "");
+
+        let device = cmdline.root_device();
+        // Fatal: there is nothing to boot without the root.
+        if let Err(e) = root::wait_for_device(Path::new(&device), cmdline.root_wait()) {
+            fatal(&e.to_string());
+        }
+        let newroot = Path::new(paths::NEWROOT);
+        if let Err(e) = root::mount_root(&device, &cmdline.root_fstype(), newroot, &host) {
+            fatal(&e.to_string());
+        }
+        if let Err(e) = root::switch_root(newroot, &host) {
+            fatal(&e.to_string());
+        }
+        console::marker(BootPhase::Root, &device);
+    } else {
+        log::info!("root: not in an initramfs, using / as it is");
+    }
+
+    // The pseudo mounts again (idempotent: adds /tmp on the new root), then the
+    // writable /var. Fatal rows are fatal for the same reasons as above.
+    let writable = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host)
+        .and_then(|()| mounts::apply(WRITABLE_MOUNTS, Path::new("/"), &mountinfo(), &host));
+    if let Err(e) = writable {
+        fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
+    }
+    // Best-effort: extra modules the user asked for.
+    let extra = cmdline.modules();
+    if !extra.is_empty() {
+        load_modules(&Path::new(paths::MODULES_DIR).join(&kver), &extra, &host);
+    }
+    set_hostname_from(Path::new("/etc/hostname"));
+    enable_cgroup_controllers(Path::new("/sys/fs/cgroup"));
+
+    let cpaths = ContainerdPaths {
+        bin: paths::CONTAINERD_BIN.into(),
+        config: paths::CONTAINERD_CONFIG.into(),
+        root: paths::CONTAINERD_ROOT.into(),
+        state: paths::CONTAINERD_STATE.into(),
+        socket: paths::CONTAINERD_SOCKET.into(),
+        log: Path::new(paths::LOG_DIR).join("containerd.log"),
+    };
+    // Fatal: every service runs in it.
+    let containerd = match SystemContainerd::start(cpaths, reaper.clone()) {
+        Ok(c) => c,
+        Err(e) => fatal(&e.to_string()),
+    };
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fatal(&format!("starting the async runtime: {e}")),
+    };
+    let action = rt.block_on(serve(&containerd, power_rx));
+    containerd.stop(Duration::from_secs(10));
+    drop(rt);
+    power::finish(action, &reaper, &host)
+}
+
+/// Bring up containerd's images and services, then supervise until a power action.
+async fn serve(
+    containerd: &SystemContainerd,
+    mut power: mpsc::UnboundedReceiver<PowerAction>,
+) -> PowerAction {
+    let socket = containerd.socket().to_path_buf();
+    // Fatal: without the system runtime there is no console to offer.
+    let runtime =
+        match Containerd::wait_ready(&socket, SYSTEM_NAMESPACE, CONTAINERD_READY_TIMEOUT).await {
+            Ok(c) => c,
+            Err(e) => fatal(&format!("system containerd never became ready: {e}")),
+        };
+    if let Err(e) = crate::containerd::restrict_socket(&socket) {
+        log::warn!("containerd: restricting {}: {e}", socket.display());
+    }
+    console::marker(BootPhase::ContainerdReady, "");
+
+    import_images(&runtime, Path::new(paths::IMAGES_DIR)).await;
+
+    let mut exits = match runtime.exits().await {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            log::error!("containerd: subscribing to exits: {e} (services won't be restarted)");
+            None
+        }
+    };
+    let mut sup = Supervisor::new(runtime, PathBuf::from(paths::LOG_DIR));
+    for (name, spec) in services::load_dir(Path::new(paths::SERVICES_DIR)) {
+        sup.start(&name, spec).await;
+    }
+    console::marker(BootPhase::BootComplete, "");
+
+    let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<String>();
+    let action = loop {
+        tokio::select! {
+            Some(action) = power.recv() => break action,
+            Some(name) = restart_rx.recv() => sup.restart(&name).await,
+            ev = async { match exits.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                match ev {
+                    Some(ev) => {
+                        if let Some(delay) = sup.on_exit(&ev) {
+                            let tx = restart_tx.clone();
+                            let name = ev.service.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await; // backoff, not synchronisation
+                                let _ = tx.send(name);
+                            });
+                        }
+                    }
+                    None => {
+                        log::warn!("containerd: exit events ended; resubscribing");
+                        exits = sup.runtime().exits().await.ok();
+                    }
+                }
+            }
+        }
+    };
+    console::marker(BootPhase::Shutdown, action.name());
+    sup.stop_all(SHUTDOWN_TIMEOUT).await;
+    action
+}
+
+async fn import_images(runtime: &Containerd, dir: &Path) {
+    let mut archives: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    archives.retain(|p| p.extension().is_some_and(|e| e == "tar"));
+    archives.sort();
+    let (mut imported, mut present) = (0, 0);
+    for archive in &archives {
+        match runtime.import_archive(archive).await {
+            Ok(out) if out.skipped => present += 1,
+            Ok(out) => {
+                imported += 1;
+                log::info!("image {}: imported ({})", out.name, out.manifest_digest);
+            }
+            // Best-effort: only the services of that image are affected.
+            Err(e) => log::error!("image {}: {e}", archive.display()),
+        }
+    }
+    console::marker(
+        BootPhase::ImagesImported,
+        &format!("imported={imported} present={present}"),
+    );
+}

@@ -1,0 +1,183 @@
+//! Kernel modules by name: dependencies resolved from `modules.dep`, loaded with
+//! `finit_module` (no modprobe binary).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::sys::ModuleLoader;
+
+/// Errors finding or loading a module.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// `modules.dep` could not be read.
+    #[error("reading {path}: {source}")]
+    ReadIndex {
+        /// The modules.dep path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No module of that name is shipped.
+    #[error("module {0}: not found in modules.dep")]
+    NotFound(String),
+    /// The kernel refused the module.
+    #[error("module {name}: loading {path}: {source}")]
+    Load {
+        /// Module name.
+        name: String,
+        /// File that failed.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `modules.dep` and `modules.builtin` of one kernel, indexed by module name.
+#[derive(Debug, Default)]
+pub struct ModuleIndex {
+    dir: PathBuf,
+    deps: HashMap<String, (PathBuf, Vec<PathBuf>)>,
+    builtin: HashSet<String>,
+}
+
+/// Module names treat `-` and `_` alike.
+fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+fn name_of(path: &Path) -> String {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    normalize(file.split(".ko").next().unwrap_or(file))
+}
+
+impl ModuleIndex {
+    /// Read `<dir>/modules.dep` (and `modules.builtin` if present).
+    pub fn open(dir: &Path) -> Result<Self, ModuleError> {
+        let dep_path = dir.join("modules.dep");
+        let text = fs::read_to_string(&dep_path).map_err(|source| ModuleError::ReadIndex {
+            path: dep_path,
+            source,
+        })?;
+        let builtin = fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+        Ok(Self::parse(dir, &text, &builtin))
+    }
+
+    /// Build an index from the texts of `modules.dep` and `modules.builtin`.
+    pub fn parse(dir: &Path, dep: &str, builtin: &str) -> Self {
+        let mut deps = HashMap::new();
+        for line in dep.lines() {
+            let Some((module, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let module = PathBuf::from(module.trim());
+            let needs = rest.split_whitespace().map(PathBuf::from).collect();
+            deps.insert(name_of(&module), (module, needs));
+        }
+        let builtin = builtin
+            .lines()
+            .map(|l| name_of(Path::new(l.trim())))
+            .collect();
+        ModuleIndex {
+            dir: dir.to_path_buf(),
+            deps,
+            builtin,
+        }
+    }
+
+    /// Whether the module is built into the kernel (nothing to load).
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.contains(&normalize(name))
+    }
+
+    /// Files to load for `name`, dependencies first. Empty for built-ins.
+    pub fn resolve(&self, name: &str) -> Result<Vec<PathBuf>, ModuleError> {
+        let key = normalize(name);
+        if self.is_builtin(&key) {
+            return Ok(Vec::new());
+        }
+        let (path, needs) = self
+            .deps
+            .get(&key)
+            .ok_or_else(|| ModuleError::NotFound(name.to_string()))?;
+        // modules.dep lists each module's full closure, most-dependent first,
+        // so loading it back to front satisfies every dependency.
+        let mut order: Vec<PathBuf> = needs.iter().rev().map(|p| self.dir.join(p)).collect();
+        order.push(self.dir.join(path));
+        Ok(order)
+    }
+
+    /// Load `name` and its dependencies.
+    pub fn load(&self, name: &str, loader: &dyn ModuleLoader) -> Result<(), ModuleError> {
+        for path in self.resolve(name)? {
+            loader.load(&path).map_err(|source| ModuleError::Load {
+                name: name.to_string(),
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel release (`uname -r`), which names the modules directory.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::{Call, Recorder};
+
+    const DEP: &str = "\
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/fs/squashfs/squashfs.ko:
+kernel/net/netfilter/nf_conntrack-netlink.ko: kernel/net/netfilter/nf_conntrack.ko
+";
+
+    #[test]
+    fn resolves_dependencies_first() {
+        let idx = ModuleIndex::parse(Path::new("/m"), DEP, "kernel/fs/ext4/ext4.ko\n");
+        let got = idx.resolve("virtio_pci").unwrap();
+        let want: Vec<PathBuf> = [
+            "kernel/drivers/virtio/virtio_ring.ko",
+            "kernel/drivers/virtio/virtio.ko",
+            "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+            "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+            "kernel/drivers/virtio/virtio_pci.ko",
+        ]
+        .iter()
+        .map(|p| Path::new("/m").join(p))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn dashes_and_underscores_match_and_builtins_load_nothing() {
+        let idx = ModuleIndex::parse(Path::new("/m"), DEP, "kernel/fs/ext4/ext4.ko\n");
+        assert_eq!(idx.resolve("nf_conntrack_netlink").unwrap().len(), 2);
+        assert!(idx.resolve("ext4").unwrap().is_empty());
+        assert!(matches!(idx.resolve("nope"), Err(ModuleError::NotFound(n)) if n == "nope"));
+    }
+
+    #[test]
+    fn loads_through_the_loader() {
+        let idx = ModuleIndex::parse(Path::new("/m"), DEP, "");
+        let rec = Recorder::default();
+        idx.load("squashfs", &rec).unwrap();
+        assert_eq!(
+            rec.calls(),
+            vec![Call::LoadModule("/m/kernel/fs/squashfs/squashfs.ko".into())]
+        );
+    }
+}

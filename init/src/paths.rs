@@ -1,0 +1,31 @@
+//! Every well-known path PID 1 uses, declared once.
+//!
+//! Paths are absolute in the final root; functions elsewhere take `&Path` so tests can
+//! point them into a temp dir.
+
+/// Where the initramfs mounts the real root before switching into it.
+pub const NEWROOT: &str = "/newroot";
+/// Kernel modules (both in the initrd and in the root image).
+pub const MODULES_DIR: &str = "/lib/modules";
+/// The system containerd binary in the root image.
+pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
+/// State dir of the system containerd (tmpfs); also holds its socket and config.
+pub const CONTAINERD_STATE: &str = "/run/system-containerd";
+/// The system containerd's gRPC socket: root-only (the directory is 0700, the socket 0600).
+pub const CONTAINERD_SOCKET: &str = "/run/system-containerd/containerd.sock";
+/// The generated containerd config.
+pub const CONTAINERD_CONFIG: &str = "/run/system-containerd/config.toml";
+/// Root dir of the system containerd (content, snapshots, metadata).
+pub const CONTAINERD_ROOT: &str = "/var/lib/system-containerd";
+/// Preloaded OCI image archives in the root image.
+pub const IMAGES_DIR: &str = "/usr/share/ros/images";
+/// Built-in service definitions in the root image.
+pub const SERVICES_DIR: &str = "/usr/share/ros/services";
+/// Per-service and daemon logs.
+pub const LOG_DIR: &str = "/var/log/ros";
+/// Writable layers of the /etc overlay.
+pub const ETC_OVERLAY_DIR: &str = "/run/ros/etc";
+/// The shell offered on fatal errors.
+pub const RECOVERY_SHELL: &str = "/bin/sh";
+/// busybox, used to give the recovery shell a controlling terminal.
+pub const BUSYBOX: &str = "/bin/busybox";

@@ -1,0 +1,271 @@
+//! Finding the read-only root, mounting it, and switching into it while staying PID 1.
+//!
+//! runc cannot `pivot_root` out of the initramfs (rootfs can't be unmounted), so the
+//! new root must be a real mount moved onto `/` (the classic switch_root: move the
+//! pseudo filesystems across, `MS_MOVE` the new root onto `/`, `chroot`).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::mount::MsFlags;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use crate::paths;
+use crate::sys::Mounter;
+
+/// Errors on the way to the real root.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// The root device never showed up.
+    #[error("root device {device} did not appear within {waited:?}")]
+    DeviceMissing {
+        /// The device path.
+        device: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Mounting the root failed.
+    #[error("mounting root {device} ({fstype}) on {target}: {source}")]
+    Mount {
+        /// The device.
+        device: String,
+        /// The filesystem type tried.
+        fstype: String,
+        /// Where.
+        target: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A step of the switch failed.
+    #[error("switching root: {step}: {source}")]
+    Switch {
+        /// What we were doing.
+        step: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Wait until `device` exists, woken by inotify on its directory, up to `timeout`.
+pub fn wait_for_device(device: &Path, timeout: Duration) -> Result<(), RootError> {
+    let missing = || RootError::DeviceMissing {
+        device: device.display().to_string(),
+        waited: timeout,
+    };
+    if device.exists() {
+        return Ok(());
+    }
+    let dir = device.parent().unwrap_or(Path::new("/dev"));
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| {
+        RootError::Switch {
+            step: "inotify".into(),
+            source: e.into(),
+        }
+    })?;
+    // Watch before re-checking, so a device created in between is not missed.
+    let _ = inotify.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO);
+    let deadline = Instant::now() + timeout;
+    while !device.exists() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(missing());
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+        let _ = inotify.read_events();
+    }
+    Ok(())
+}
+
+use std::os::fd::AsFd;
+
+/// Mount the root device read-only at `target`.
+pub fn mount_root(
+    device: &str,
+    fstype: &str,
+    target: &Path,
+    m: &dyn Mounter,
+) -> Result<(), RootError> {
+    let _ = fs::create_dir_all(target);
+    m.mount(device, target, Some(fstype), MsFlags::MS_RDONLY, None)
+        .map_err(|source| RootError::Mount {
+            device: device.to_string(),
+            fstype: fstype.to_string(),
+            target: target.to_path_buf(),
+            source,
+        })
+}
+
+/// Pseudo filesystems carried from the initramfs into the new root.
+pub const CARRIED_MOUNTS: &[&str] = &["/dev", "/proc", "/sys", "/run"];
+
+/// Move the pseudo filesystems under `newroot` and give it a writable /etc overlay.
+pub fn prepare_newroot(newroot: &Path, m: &dyn Mounter) -> Result<(), RootError> {
+    for dir in CARRIED_MOUNTS {
+        let target = newroot.join(dir.trim_start_matches('/'));
+        m.mount(dir, &target, None, MsFlags::MS_MOVE, None)
+            .map_err(|source| RootError::Switch {
+                step: format!("moving {dir} to {}", target.display()),
+                source,
+            })?;
+    }
+    // /etc: the image's files below, a tmpfs-backed upper layer on top, so the
+    // system can write hostname, resolv.conf and the like.
+    let ovl = newroot.join(paths::ETC_OVERLAY_DIR.trim_start_matches('/'));
+    let upper = ovl.join("upper");
+    let work = ovl.join("work");
+    for d in [&upper, &work] {
+        fs::create_dir_all(d).map_err(|source| RootError::Switch {
+            step: format!("creating {}", d.display()),
+            source,
+        })?;
+    }
+    let etc = newroot.join("etc");
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        etc.display(),
+        upper.display(),
+        work.display()
+    );
+    m.mount("overlay", &etc, Some("overlay"), MsFlags::empty(), Some(&data))
+        .map_err(|source| RootError::Switch {
+            step: "mounting the /etc overlay".into(),
+            source,
+        })
+}
+
+/// Delete the initramfs contents (they'd pin RAM forever), staying on its device.
+pub fn free_initramfs(root: &Path) {
+    let Ok(meta) = fs::symlink_metadata(root) else {
+        return;
+    };
+    remove_on_device(root, meta.dev());
+}
+
+fn remove_on_device(dir: &Path, dev: u64) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev {
+            continue;
+        }
+        if meta.is_dir() {
+            remove_on_device(&path, dev);
+            let _ = fs::remove_dir(&path);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// Make `newroot` the root of PID 1: `MS_MOVE` it onto `/`, chroot, chdir.
+pub fn switch_into(newroot: &Path, m: &dyn Mounter) -> Result<(), RootError> {
+    let step = |s: &str| {
+        let s = s.to_string();
+        move |source: io::Error| RootError::Switch { step: s, source }
+    };
+    std::env::set_current_dir(newroot).map_err(step("chdir to new root"))?;
+    m.mount(".", Path::new("/"), None, MsFlags::MS_MOVE, None)
+        .map_err(step("moving new root onto /"))?;
+    nix::unistd::chroot(".").map_err(|e| step("chroot")(e.into()))?;
+    std::env::set_current_dir("/").map_err(step("chdir /"))?;
+    Ok(())
+}
+
+/// The whole switch: initramfs (`/`) to the mounted root at `newroot`.
+pub fn switch_root(newroot: &Path, m: &dyn Mounter) -> Result<(), RootError> {
+    prepare_newroot(newroot, m)?;
+    free_initramfs(Path::new("/"));
+    switch_into(newroot, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::{Call, Recorder};
+
+    #[test]
+    fn moves_pseudo_filesystems_then_overlays_etc() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::default();
+        prepare_newroot(dir.path(), &rec).unwrap();
+        let calls = rec.calls();
+        for (i, d) in CARRIED_MOUNTS.iter().enumerate() {
+            match &calls[i] {
+                Call::Mount(src, target, None, flags, None) => {
+                    assert_eq!(src, d);
+                    assert_eq!(*target, dir.path().join(d.trim_start_matches('/')));
+                    assert_eq!(*flags, MsFlags::MS_MOVE.bits());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        match &calls[CARRIED_MOUNTS.len()] {
+            Call::Mount(_, target, Some(fs), _, Some(data)) => {
+                assert_eq!(*target, dir.path().join("etc"));
+                assert_eq!(fs, "overlay");
+                assert!(data.contains("upperdir="), "{data}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn root_mount_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::default();
+        mount_root("/dev/vda", "squashfs", dir.path(), &rec).unwrap();
+        assert_eq!(
+            rec.calls(),
+            vec![Call::Mount(
+                "/dev/vda".into(),
+                dir.path().to_path_buf(),
+                Some("squashfs".into()),
+                MsFlags::MS_RDONLY.bits(),
+                None
+            )]
+        );
+    }
+
+    #[test]
+    fn missing_device_times_out_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("vdz");
+        let err = wait_for_device(&dev, Duration::from_millis(50)).unwrap_err();
+        assert!(err.to_string().contains("vdz"), "{err}");
+    }
+
+    #[test]
+    fn device_created_while_waiting_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("vda");
+        let dev2 = dev.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            fs::write(dev2, b"").unwrap();
+        });
+        wait_for_device(&dev, Duration::from_secs(10)).unwrap();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn free_initramfs_removes_files_on_the_same_device() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/c"), b"x").unwrap();
+        free_initramfs(dir.path());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

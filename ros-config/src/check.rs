@@ -1,0 +1,308 @@
+//! Checks on a typed config that the types alone cannot express: content that must decode,
+//! addresses that must parse, RancherOS keys that are accepted but not used. Returns
+//! findings by key path; where they are in which file is `resolve`'s job.
+
+use std::net::IpAddr;
+
+use crate::diagnostic::Severity;
+use crate::keypath::KeyPath;
+use crate::schema::{CloudConfig, CommandSpec, InterfaceConfig, NetworkConfig, RancherConfig};
+
+/// One problem found by [`check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    pub path: KeyPath,
+    pub severity: Severity,
+    pub message: String,
+    /// The value cannot be used: the resolver drops it (and reports it once).
+    pub drop: bool,
+}
+
+const DATASOURCES: &[&str] = &[
+    "aliyun",
+    "azure",
+    "cloudstack",
+    "cmdline",
+    "configdrive",
+    "digitalocean",
+    "ec2",
+    "exoscale",
+    "file",
+    "gce",
+    "hetzner",
+    "nocloud",
+    "openstack",
+    "packet",
+    "proxmox",
+    "url",
+    "vmware",
+];
+
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn error(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.0.push(Finding {
+            path,
+            severity: Severity::Error,
+            message: message.into(),
+            drop: true,
+        });
+    }
+    fn warning(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.0.push(Finding {
+            path,
+            severity: Severity::Warning,
+            message: message.into(),
+            drop: false,
+        });
+    }
+}
+
+fn root(key: &str) -> KeyPath {
+    KeyPath::root().key(key)
+}
+
+/// Every finding in `cfg`, in document order.
+pub(crate) fn check(cfg: &CloudConfig) -> Vec<Finding> {
+    let mut f = Findings(Vec::new());
+
+    for (i, key) in cfg.ssh_authorized_keys.iter().enumerate() {
+        if key.split_whitespace().count() < 2 {
+            f.warning(
+                root("ssh_authorized_keys").index(i),
+                "does not look like a public key (`TYPE BASE64 [COMMENT]`)",
+            );
+        }
+    }
+    for (i, wf) in cfg.write_files.iter().enumerate() {
+        let at = root("write_files").index(i);
+        if !wf.path.starts_with('/') {
+            f.error(at.key("path"), format!("`{}` is not an absolute path", wf.path));
+        }
+        if let Err(e) = wf.decoded_content() {
+            f.error(at.key("content"), e.to_string());
+        }
+    }
+    commands(&mut f, "runcmd", &cfg.runcmd);
+    commands(&mut f, "bootcmd", &cfg.bootcmd);
+    for (i, row) in cfg.mounts.iter().enumerate() {
+        if row.0.is_empty() || row.0.len() > 4 {
+            f.error(
+                root("mounts").index(i),
+                format!(
+                    "a mount row has 1 to 4 fields (device, mountpoint, fstype, options), found {}",
+                    row.0.len()
+                ),
+            );
+        }
+    }
+    rancher(&mut f, &cfg.rancher);
+    f.0
+}
+
+fn commands(f: &mut Findings, key: &str, list: &[CommandSpec]) {
+    for (i, cmd) in list.iter().enumerate() {
+        let empty = match cmd {
+            CommandSpec::Shell(line) => line.trim().is_empty(),
+            CommandSpec::Argv(argv) => argv.is_empty(),
+        };
+        if empty {
+            f.error(root(key).index(i), "empty command");
+        }
+    }
+}
+
+fn rancher(f: &mut Findings, r: &RancherConfig) {
+    let at = root("rancher");
+    for (key, why) in r.ignored_keys() {
+        f.warning(at.key(key), format!("RancherOS key not used by rOS ({why}); ignored"));
+    }
+    for (name, spec) in &r.services {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            f.error(
+                at.key("services").key(name.as_str()),
+                "a service name may only contain letters, digits, `-`, `_` and `.`",
+            );
+        } else if spec.image.trim().is_empty() {
+            f.error(at.key("services").key(name.as_str()).key("image"), "empty image");
+        }
+    }
+    for (i, m) in r.modules.iter().enumerate() {
+        if m.trim().is_empty() || m.contains('/') {
+            f.error(
+                at.key("modules").index(i),
+                format!("`{m}` is not a module name (with optional parameters)"),
+            );
+        }
+    }
+    for key in r.sysctl.keys() {
+        let valid = !key.is_empty()
+            && !key.starts_with(['.', '/'])
+            && !key.contains("..")
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));
+        if !valid {
+            f.error(at.key("sysctl").key(key.as_str()), "not a sysctl key");
+        }
+    }
+    network(f, &at.key("network"), &r.network);
+    network(f, &at.key("defaults").key("network"), &r.defaults.network);
+    if r.ssh.port == Some(0) {
+        f.error(at.key("ssh").key("port"), "port 0 is not a port");
+    }
+    for (i, ds) in r.cloud_init.datasources.iter().enumerate() {
+        let kind = ds.split(':').next().unwrap_or_default();
+        if !DATASOURCES.contains(&kind) {
+            f.warning(
+                at.key("cloud_init").key("datasources").index(i),
+                format!("unknown datasource `{kind}`; it will be skipped"),
+            );
+        }
+    }
+    if let Some(dev) = &r.state.dev {
+        let known = ["LABEL=", "UUID=", "PARTUUID=", "PARTLABEL=", "/dev/"]
+            .iter()
+            .any(|p| dev.starts_with(p));
+        if !known {
+            f.warning(
+                at.key("state").key("dev"),
+                format!("`{dev}` is not LABEL=, UUID=, PARTUUID=, PARTLABEL= or a /dev path"),
+            );
+        }
+    }
+    for (i, dev) in r.state.autoformat.iter().enumerate() {
+        if !dev.starts_with("/dev/") {
+            f.error(
+                at.key("state").key("autoformat").index(i),
+                format!("`{dev}` is not a /dev path"),
+            );
+        }
+    }
+    for (key, t) in [("http_proxy", &r.network.http_proxy), ("https_proxy", &r.network.https_proxy)] {
+        if let Some(url) = t {
+            if !url.contains("://") {
+                f.warning(
+                    at.key("network").key(key),
+                    format!("`{url}` has no scheme (http://...)"),
+                );
+            }
+        }
+    }
+}
+
+fn network(f: &mut Findings, at: &KeyPath, n: &NetworkConfig) {
+    for (i, ns) in n.dns.nameservers.iter().enumerate() {
+        if ns.parse::<IpAddr>().is_err() {
+            f.error(
+                at.key("dns").key("nameservers").index(i),
+                format!("`{ns}` is not an IP address"),
+            );
+        }
+    }
+    for (name, iface) in &n.interfaces {
+        let here = at.key("interfaces").key(name.as_str());
+        if let Err(why) = interface_key(name) {
+            f.error(here, why);
+            continue;
+        }
+        interface(f, &here, iface);
+    }
+}
+
+fn interface_key(name: &str) -> Result<(), String> {
+    if let Some(mac) = name.strip_prefix("mac=") {
+        let ok = !mac.is_empty()
+            && mac
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'*');
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!("`{mac}` is not a MAC address (or glob)"))
+        };
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && !name.contains('/')
+        && !name.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not an interface name, glob or `mac=ADDRESS` (names have at most 15 characters)"
+        ))
+    }
+}
+
+fn interface(f: &mut Findings, at: &KeyPath, i: &InterfaceConfig) {
+    if let Some(addr) = &i.address {
+        if let Err(why) = cidr(addr) {
+            f.error(at.key("address"), why);
+        }
+    }
+    for (n, addr) in i.addresses.iter().enumerate() {
+        if let Err(why) = cidr(addr) {
+            f.error(at.key("addresses").index(n), why);
+        }
+    }
+    for (key, gw, want_v6) in [("gateway", &i.gateway, false), ("gateway_ipv6", &i.gateway_ipv6, true)] {
+        if let Some(gw) = gw {
+            match gw.parse::<IpAddr>() {
+                Ok(ip) if ip.is_ipv6() == want_v6 => {}
+                _ => f.error(
+                    at.key(key),
+                    format!("`{gw}` is not an IPv{} address", if want_v6 { 6 } else { 4 }),
+                ),
+            }
+        }
+    }
+    if let Some(mtu) = i.mtu {
+        if !(68..=65535).contains(&mtu) {
+            f.error(at.key("mtu"), format!("MTU {mtu} is outside 68..65535"));
+        }
+    }
+}
+
+/// `192.168.1.10/24` or `fd00::1/64`.
+fn cidr(text: &str) -> Result<(), String> {
+    let bad = || format!("`{text}` is not an address in CIDR form (`192.168.1.10/24`)");
+    let (ip, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_table() {
+        for ok in ["10.0.0.1/8", "192.168.1.10/24", "fd00::1/64", "0.0.0.0/0"] {
+            assert!(cidr(ok).is_ok(), "{ok}");
+        }
+        for bad in ["10.0.0.1", "10.0.0.1/33", "fd00::1/129", "x/24", "10.0.0.1/"] {
+            assert!(cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn interface_key_table() {
+        for ok in ["eth0", "eth*", "mac=00:11:22:33:44:55", "mac=00:11:*", "br0"] {
+            assert!(interface_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "mac=", "mac=zz", "a/b", "a very long interface name", "eth 0"] {
+            assert!(interface_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! Loading and resolving the config layers: read each file under hard limits, merge the
+//! layers (lowest first), type-check the result, and collect every problem with its file,
+//! line, column and key path. Owns the policy of what a bad value costs; must never panic or
+//! give up on the whole config because of one file.
+//!
+//! How problems are collected: the merged tree is converted to [`CloudConfig`]; on the first
+//! error (whose key path `serde_path_to_error` gives) the offending node is removed from the
+//! layer that supplied it, and the conversion is retried. Removing it from that layer only
+//! means a lower layer's value for the same key (the built-in default) applies again. The
+//! position is looked up in that layer's text only for nodes that are reported, and removed
+//! sequence elements leave holes so that indices keep matching the file.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::check::{check, Finding};
+use crate::cmdline::{Cmdline, WordPos};
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::keypath::{KeyPath, Segment};
+use crate::paths;
+use crate::schema::CloudConfig;
+use crate::tree::{get_exact, merge, original_path, remove_exact, strip_holes};
+use crate::yaml::{self, Mapping, Target, Value};
+
+/// Largest config file read, in bytes; larger files are refused whole.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// After this many problems in one file, the rest of that file is ignored.
+const MAX_PROBLEMS_PER_LAYER: usize = 100;
+
+/// How strictly to treat problems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `ros config validate`: unknown keys under `rancher:` are errors.
+    Strict,
+    /// Boot: unknown keys under `rancher:` are warnings; the rest of the file applies.
+    Boot,
+}
+
+enum Source {
+    Text(String),
+    Cmdline(Vec<WordPos>),
+    Memory,
+}
+
+/// One config source (a file, the kernel command line, or a value built in memory),
+/// parsed and normalised, ready to be layered.
+pub struct Layer {
+    origin: String,
+    value: Value,
+    source: Source,
+    notes: Vec<Diagnostic>,
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layer").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+impl Layer {
+    /// Parse YAML text; `origin` names it in diagnostics. A syntax error, a hostile document
+    /// (too large, too deep, alias bomb) or a document that is not a mapping is an `Err`:
+    /// such a file is skipped whole.
+    pub fn parse(origin: impl Into<String>, text: &str) -> Result<Layer, Diagnostic> {
+        let origin = origin.into();
+        let whole_file = |line, column, message: String| Diagnostic {
+            file: origin.clone(),
+            line,
+            column,
+            key_path: KeyPath::root(),
+            severity: Severity::Error,
+            message,
+        };
+        if text.len() > MAX_FILE_BYTES {
+            return Err(whole_file(
+                0,
+                0,
+                format!("larger than {} KiB; file refused", MAX_FILE_BYTES >> 10),
+            ));
+        }
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let value = yaml::parse_document(text).map_err(|e| {
+            whole_file(e.line, e.column, format!("{}; file skipped", e.message))
+        })?;
+        let mut layer = Layer {
+            origin: origin.clone(),
+            value: Value::Null,
+            source: Source::Text(text.to_string()),
+            notes: Vec::new(),
+        };
+        match value {
+            Value::Null | Value::Mapping(_) => {}
+            other => {
+                let (line, column) = layer.locate(&KeyPath::root(), Target::Value);
+                return Err(whole_file(
+                    line,
+                    column,
+                    format!(
+                        "a cloud-config must be a mapping of keys, found a {}; file skipped",
+                        crate::tree::kind_of(&other)
+                    ),
+                ));
+            }
+        }
+        layer.set_value(value);
+        Ok(layer)
+    }
+
+    /// Read and parse a file. `Ok(None)` when it does not exist; `Err` when it cannot be
+    /// used (unreadable, too large, not UTF-8, bad YAML).
+    pub fn read(path: &Path) -> Result<Option<Layer>, Diagnostic> {
+        let origin = path.display().to_string();
+        let fail = |message: String| Diagnostic {
+            file: origin.clone(),
+            line: 0,
+            column: 0,
+            key_path: KeyPath::root(),
+            severity: Severity::Error,
+            message,
+        };
+        let file = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fail(format!("reading: {e}; file skipped"))),
+        };
+        let mut bytes = Vec::new();
+        let limit = u64::try_from(MAX_FILE_BYTES).unwrap_or(u64::MAX) + 1;
+        if let Err(e) = file.take(limit).read_to_end(&mut bytes) {
+            return Err(fail(format!("reading: {e}; file skipped")));
+        }
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(fail(format!(
+                "larger than {} KiB; file refused",
+                MAX_FILE_BYTES >> 10
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            fail(format!(
+                "not UTF-8 text (byte {}); file skipped",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        Layer::parse(origin, &text).map(Some)
+    }
+
+    /// A layer from a value built in memory (positions unknown).
+    pub fn from_value(origin: impl Into<String>, value: Value) -> Layer {
+        let mut layer = Layer {
+            origin: origin.into(),
+            value: Value::Null,
+            source: Source::Memory,
+            notes: Vec::new(),
+        };
+        match value {
+            Value::Null | Value::Mapping(_) => layer.set_value(value),
+            other => {
+                layer.note(
+                    KeyPath::root(),
+                    Severity::Error,
+                    format!("a cloud-config must be a mapping of keys, found a {}", crate::tree::kind_of(&other)),
+                    Target::Value,
+                );
+                layer.value = Value::Mapping(Mapping::new());
+            }
+        }
+        layer
+    }
+
+    pub(crate) fn from_cmdline(value: Value, words: Vec<WordPos>) -> Layer {
+        let mut layer = Layer {
+            origin: paths::KERNEL_CMDLINE.to_string(),
+            value: Value::Null,
+            source: Source::Cmdline(words),
+            notes: Vec::new(),
+        };
+        layer.set_value(value);
+        layer
+    }
+
+    /// Where this layer came from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The layer's tree (normalised: keys are strings, empty values are unset).
+    pub fn value(&self) -> Value {
+        strip_holes(&self.value)
+    }
+
+    fn set_value(&mut self, value: Value) {
+        let mut notes = Vec::new();
+        let mut value = normalize(value, &KeyPath::root(), &mut notes).unwrap_or(Value::Null);
+        if value.is_null() {
+            value = Value::Mapping(Mapping::new());
+        }
+        flatten_sysctl(&mut value);
+        self.value = value;
+        for (path, severity, message) in notes {
+            self.note(path, severity, message, Target::Key);
+        }
+    }
+
+    fn note(&mut self, key_path: KeyPath, severity: Severity, message: String, target: Target) {
+        let (line, column) = self.locate(&key_path, target);
+        self.notes.push(Diagnostic {
+            file: self.origin.clone(),
+            line,
+            column,
+            key_path,
+            severity,
+            message,
+        });
+    }
+
+    /// 1-based line and column of `path` in this layer; (0, 0) when unknown.
+    fn locate(&self, path: &KeyPath, target: Target) -> (usize, usize) {
+        match &self.source {
+            Source::Text(text) => yaml::locate(text, path, target).unwrap_or((0, 0)),
+            Source::Cmdline(words) => {
+                let want = plain(path);
+                let hit = words.iter().rev().find_map(|w| {
+                    let have = plain(&w.path);
+                    if have == want {
+                        Some(if target == Target::Key { w.key_column } else { w.value_column })
+                    } else if under(&have, &want) {
+                        Some(w.key_column)
+                    } else if under(&want, &have) {
+                        Some(w.value_column)
+                    } else {
+                        None
+                    }
+                });
+                hit.map_or((0, 0), |col| (1, col))
+            }
+            Source::Memory => (0, 0),
+        }
+    }
+}
+
+/// A path with keys joined by dots and no quoting: how a command-line word spells it.
+fn plain(path: &KeyPath) -> String {
+    let mut s = String::new();
+    for seg in path.segments() {
+        match seg {
+            Segment::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Segment::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+type Note = (KeyPath, Severity, String);
+
+/// Keys become strings (`1:` -> "1"), empty values mean unset (as in RancherOS), tags are
+/// dropped with a warning. `None` when the node itself is empty.
+fn normalize(value: Value, path: &KeyPath, notes: &mut Vec<Note>) -> Option<Value> {
+    let value = match yaml::untag(value) {
+        Ok((tag, inner)) => {
+            notes.push((path.clone(), Severity::Warning, format!("YAML tag `{tag}` ignored")));
+            inner
+        }
+        Err(v) => v,
+    };
+    match value {
+        Value::Null => None,
+        Value::Mapping(map) => {
+            let mut out = Mapping::new();
+            for (k, v) in map {
+                let Some(key) = yaml::key_text(&k) else {
+                    notes.push((
+                        path.clone(),
+                        Severity::Error,
+                        format!("a key must be a string, found a {}; entry ignored", crate::tree::kind_of(&k)),
+                    ));
+                    continue;
+                };
+                let child = path.key(key.as_str());
+                if let Some(v) = normalize(v, &child, notes) {
+                    if out.insert(Value::String(key), v).is_some() {
+                        notes.push((child, Severity::Warning, "key given twice; the last one wins".into()));
+                    }
+                }
+            }
+            Some(Value::Mapping(out))
+        }
+        Value::Sequence(seq) => Some(Value::Sequence(
+            seq.into_iter()
+                .enumerate()
+                .map(|(i, v)| normalize(v, &path.index(i), notes).unwrap_or(Value::Null))
+                .collect(),
+        )),
+        scalar => Some(scalar),
+    }
+}
+
+/// `rancher.sysctl` may be written nested (`net: {ipv4: {ip_forward: 1}}`, which is what
+/// `rancher.sysctl.net.ipv4.ip_forward=1` on the command line means); flatten it to
+/// dotted keys per layer, so that layering compares like with like.
+fn flatten_sysctl(value: &mut Value) {
+    let Some(Value::Mapping(sysctl)) = value
+        .get_mut("rancher")
+        .and_then(|r| r.get_mut("sysctl"))
+    else {
+        return;
+    };
+    if !sysctl.values().any(Value::is_mapping) {
+        return;
+    }
+    fn walk(prefix: &str, v: Value, out: &mut Mapping) {
+        match v {
+            Value::Mapping(m) => {
+                for (k, v) in m {
+                    let key = yaml::key_text(&k).unwrap_or_default();
+                    let full = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                    walk(&full, v, out);
+                }
+            }
+            leaf => {
+                out.insert(Value::String(prefix.to_string()), leaf);
+            }
+        }
+    }
+    let mut out = Mapping::new();
+    walk("", Value::Mapping(std::mem::take(sysctl)), &mut out);
+    *sysctl = out;
+}
+
+/// The outcome of layering: the typed config, the merged tree it came from (with every
+/// dropped value removed), and every problem found on the way.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The typed config.
+    pub config: CloudConfig,
+    /// The merged tree, cleaned of the values that were dropped.
+    pub value: Value,
+    /// Every problem, in layer order, then by position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// What a single problem is and what to do about it.
+struct Problem {
+    path: KeyPath,
+    severity: Severity,
+    message: String,
+    target: Target,
+    /// What to remove: `path` or an ancestor that must go as a whole.
+    drop: KeyPath,
+}
+
+/// Merge `layers` (lowest first) and type-check the result, dropping what is invalid.
+pub fn resolve(layers: Vec<Layer>, mode: Mode) -> Resolved {
+    let mut layers = layers;
+    let mut diags: Vec<(usize, Diagnostic)> = Vec::new();
+    for (i, layer) in layers.iter_mut().enumerate() {
+        diags.extend(layer.notes.drain(..).map(|d| (i, d)));
+    }
+    let mut problems_per_layer = vec![0usize; layers.len()];
+    loop {
+        let merged = layers
+            .iter()
+            .fold(Value::Mapping(Mapping::new()), |acc, l| merge(acc, l.value.clone()));
+        let clean = strip_holes(&merged);
+        let problems = match yaml::from_value::<CloudConfig>(clean.clone()) {
+            Ok(config) => {
+                let (drops, notes): (Vec<Finding>, Vec<Finding>) =
+                    check(&config).into_iter().partition(|f| f.drop);
+                if drops.is_empty() {
+                    for f in notes {
+                        let path = original_path(&merged, &f.path);
+                        let (i, d) = report(&layers, &path, f.severity, f.message, Target::Value);
+                        diags.push((i, d));
+                    }
+                    diags.sort_by_key(|(i, d)| (*i, d.line, d.column));
+                    return Resolved {
+                        config,
+                        value: clean,
+                        diagnostics: diags.into_iter().map(|(_, d)| d).collect(),
+                    };
+                }
+                drops
+                    .into_iter()
+                    .map(|f| {
+                        let path = original_path(&merged, &f.path);
+                        Problem {
+                            drop: drop_anchor(&path),
+                            path,
+                            severity: f.severity,
+                            message: f.message,
+                            target: Target::Value,
+                        }
+                    })
+                    .collect()
+            }
+            Err(e) => vec![classify(original_path(&merged, &e.path), &e.message, mode)],
+        };
+        for p in problems {
+            let mut message = p.message;
+            if mode == Mode::Boot && p.drop != p.path {
+                message.push_str(&format!(" (`{}` skipped)", p.drop));
+            }
+            let (i, d) = report(&layers, &p.path, p.severity, message, p.target);
+            diags.push((i, d));
+            let removed_from = remove_from_top(&mut layers, &p.drop);
+            let counted = removed_from.unwrap_or(i);
+            if let Some(n) = problems_per_layer.get_mut(counted) {
+                *n += 1;
+                if *n == MAX_PROBLEMS_PER_LAYER {
+                    let layer = &mut layers[counted];
+                    layer.value = Value::Mapping(Mapping::new());
+                    diags.push((
+                        counted,
+                        Diagnostic {
+                            file: layer.origin.clone(),
+                            line: 0,
+                            column: 0,
+                            key_path: KeyPath::root(),
+                            severity: Severity::Error,
+                            message: format!(
+                                "{MAX_PROBLEMS_PER_LAYER} problems; ignoring the rest of this file"
+                            ),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Remove `path` from the highest layer that has it; failing that, its nearest ancestor
+/// that some layer has (so every round makes progress). Returns the layer's index.
+fn remove_from_top(layers: &mut [Layer], path: &KeyPath) -> Option<usize> {
+    for len in (1..=path.segments().len()).rev() {
+        let p = path.truncated(len);
+        for (i, layer) in layers.iter_mut().enumerate().rev() {
+            if remove_exact(&mut layer.value, &p) {
+                return Some(i);
+            }
+        }
+    }
+    // The root itself is wrong: nothing in any layer can be used.
+    for layer in layers.iter_mut() {
+        layer.value = Value::Mapping(Mapping::new());
+    }
+    None
+}
+
+/// A diagnostic for `path`, placed in the highest layer that has it (or its deepest
+/// existing ancestor).
+fn report(
+    layers: &[Layer],
+    path: &KeyPath,
+    severity: Severity,
+    message: String,
+    target: Target,
+) -> (usize, Diagnostic) {
+    let mut best: Option<(usize, usize)> = None; // (prefix length, layer)
+    for (i, layer) in layers.iter().enumerate() {
+        let mut len = path.segments().len();
+        while len > 0 && get_exact(&layer.value, &path.truncated(len)).is_none() {
+            len -= 1;
+        }
+        match best {
+            Some((l, _)) if len < l => {}
+            _ => best = Some((len, i)),
+        }
+    }
+    let Some((_, i)) = best else {
+        let d = Diagnostic {
+            file: "<config>".into(),
+            line: 0,
+            column: 0,
+            key_path: path.clone(),
+            severity,
+            message,
+        };
+        return (0, d);
+    };
+    let layer = &layers[i];
+    let (line, column) = layer.locate(path, target);
+    let d = Diagnostic {
+        file: layer.origin.clone(),
+        line,
+        column,
+        key_path: path.clone(),
+        severity,
+        message,
+    };
+    (i, d)
+}
+
+/// Entries that are used whole or not at all: a write_files entry without its `permissions`
+/// could expose a secret, a service without its `user` could run as root.
+fn drop_anchor(path: &KeyPath) -> KeyPath {
+    let segs = path.segments();
+    let key = |i: usize, k: &str| matches!(segs.get(i), Some(Segment::Key(s)) if s == k);
+    let index = |i: usize| matches!(segs.get(i), Some(Segment::Index(_)));
+    for list in ["write_files", "runcmd", "bootcmd", "mounts"] {
+        if key(0, list) && index(1) {
+            return path.truncated(2);
+        }
+    }
+    if key(0, "rancher") && key(1, "services") && segs.len() >= 3 {
+        return path.truncated(3);
+    }
+    path.clone()
+}
+
+fn classify(path: KeyPath, message: &str, mode: Mode) -> Problem {
+    let drop = drop_anchor(&path);
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let names: Vec<&str> = rest.split('`').step_by(2).collect();
+        let unknown = names.first().copied().unwrap_or_default();
+        let mut message = format!("unknown key `{unknown}`");
+        if let Some(s) = suggest(unknown, names.get(1..).unwrap_or_default()) {
+            message.push_str(&format!("; did you mean `{s}`?"));
+        }
+        let in_rancher = matches!(path.segments().first(), Some(Segment::Key(k)) if k == "rancher");
+        let severity = if drop != path {
+            // The whole entry goes, not just the key: that is an error in any mode.
+            Severity::Error
+        } else if in_rancher && mode == Mode::Strict {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        if severity == Severity::Warning {
+            message.push_str("; ignored");
+        }
+        return Problem {
+            path,
+            severity,
+            message,
+            target: Target::Key,
+            drop,
+        };
+    }
+    Problem {
+        path,
+        severity: Severity::Error,
+        message: message.to_string(),
+        target: Target::Value,
+        drop,
+    }
+}
+
+/// The known name closest to `unknown`, if it is close enough to be a typo.
+fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (unknown.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(unknown, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Check one file's text on its own (`ros config validate -i FILE`).
+pub fn validate_text(origin: &str, text: &str, mode: Mode) -> Vec<Diagnostic> {
+    match Layer::parse(origin, text) {
+        Ok(layer) => resolve(vec![layer], mode).diagnostics,
+        Err(d) => vec![d],
+    }
+}
+
+/// Check a tree built in memory (positions are unknown).
+pub fn validate_value(origin: &str, value: &Value, mode: Mode) -> Vec<Diagnostic> {
+    resolve(vec![Layer::from_value(origin, value.clone())], mode).diagnostics
+}
+
+/// The config files in layer order (lowest first) under `root`: defaults, OEM, user
+/// config, then `cloud-config.d/*.yml` sorted by name. Files need not exist.
+pub fn layer_files(root: &Path) -> Vec<PathBuf> {
+    let mut files = vec![
+        paths::under(root, paths::OS_CONFIG),
+        paths::under(root, paths::OEM_CONFIG),
+        paths::under(root, paths::USER_CONFIG),
+    ];
+    let dir = paths::under(root, paths::DROP_IN_DIR);
+    if let Ok(entries) = fs::read_dir(&dir) {
+        let mut drop_ins: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(".yml") && !n.starts_with('.'))
+            })
+            .collect();
+        drop_ins.sort();
+        files.extend(drop_ins);
+    }
+    files
+}
+
+/// Everything PID 1 and `ros` need from one load.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The typed, merged config.
+    pub config: CloudConfig,
+    /// The merged tree (cleaned of dropped values), for `ros config get/export`.
+    pub value: Value,
+    /// Every problem in every layer.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The kernel command line's own settings (`cloud-config-url=`, `rancher.password=`...).
+    pub cmdline: Cmdline,
+}
+
+/// Load every layer under `root` (see [`layer_files`]) plus the kernel command line text,
+/// and resolve them. Never fails: unusable files are skipped and reported.
+pub fn load(root: &Path, cmdline: Option<&str>, mode: Mode) -> Loaded {
+    let mut layers = Vec::new();
+    let mut read_errors = Vec::new();
+    for path in layer_files(root) {
+        match Layer::read(&path) {
+            Ok(Some(layer)) => layers.push(layer),
+            Ok(None) => {}
+            Err(d) => read_errors.push(d),
+        }
+    }
+    let cmdline = cmdline.map(Cmdline::parse).unwrap_or_default();
+    layers.push(cmdline.layer());
+    let resolved = resolve(layers, mode);
+    let mut diagnostics = read_errors;
+    diagnostics.extend(cmdline.diagnostics().iter().cloned());
+    diagnostics.extend(resolved.diagnostics);
+    Loaded {
+        config: resolved.config,
+        value: resolved.value,
+        diagnostics,
+        cmdline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("netwrok", &["network", "docker"]), Some("network"));
+        assert_eq!(suggest("deamon", &["daemon", "port"]), Some("daemon"));
+        assert_eq!(suggest("zzz", &["network", "docker"]), None);
+    }
+
+    #[test]
+    fn anchors() {
+        let p = |s| KeyPath::parse(s).unwrap();
+        assert_eq!(drop_anchor(&p("write_files[2].permissions")), p("write_files[2]"));
+        assert_eq!(drop_anchor(&p("rancher.services.ntp.user")), p("rancher.services.ntp"));
+        assert_eq!(drop_anchor(&p("rancher.ssh.port")), p("rancher.ssh.port"));
+        assert_eq!(drop_anchor(&p("runcmd[0][1]")), p("runcmd[0]"));
+    }
+}

@@ -1,0 +1,473 @@
+//! OCI image-layout archives and image metadata: scanning an archive, choosing the image and
+//! platform manifest, chain ids, image-name normalisation, and streaming blobs out of the
+//! archive without holding it in memory.
+//!
+//! Blocking file I/O only (callers use `spawn_blocking`); must not talk to containerd.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::RuntimeError;
+
+/// JSON blobs up to this size are kept in memory during the scan: manifests, indexes and
+/// configs are a few KiB; layers are never JSON.
+const SMALL_BLOB_LIMIT: u64 = 1 << 20;
+
+/// Size of the pieces a blob is streamed in (containerd accepts gRPC messages up to 16 MiB).
+pub(crate) const CHUNK_SIZE: usize = 1 << 20;
+
+/// Name annotations, in order of preference.
+pub(crate) const NAME_ANNOTATIONS: [&str; 2] = [
+    "io.containerd.image.name",
+    "org.opencontainers.image.ref.name",
+];
+
+const INDEX_MEDIA_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// What one pass over the archive found.
+#[derive(Debug)]
+pub(crate) struct ArchiveScan {
+    path: PathBuf,
+    gzip: bool,
+    index: Option<Vec<u8>>,
+    /// digest -> size of every blob in the archive.
+    blob_sizes: HashMap<String, u64>,
+    /// digest -> content of the small JSON blobs.
+    small_blobs: HashMap<String, Vec<u8>>,
+}
+
+/// The image an archive holds, resolved down to one platform's manifest and config.
+#[derive(Debug, Clone)]
+pub(crate) struct ImagePlan {
+    pub name: String,
+    /// What the image record points at: the manifest, or an index holding it.
+    pub target: Descriptor,
+    /// The index the target is, with the children present in the archive.
+    pub index_children: Vec<Descriptor>,
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    /// Chain id of each layer, base first.
+    pub chain_ids: Vec<String>,
+    pub diff_ids: Vec<String>,
+}
+
+impl ImagePlan {
+    /// Chain id of the whole image: the snapshot a container's root is prepared on.
+    pub fn top_chain_id(&self) -> Option<&str> {
+        self.chain_ids.last().map(String::as_str)
+    }
+
+    /// Every blob the image needs, metadata first.
+    pub fn blobs(&self) -> Vec<&Descriptor> {
+        let mut blobs = vec![&self.target];
+        blobs.extend(self.index_children.iter().filter(|d| d.digest() != self.target.digest()));
+        if self.manifest.digest() != self.target.digest()
+            && !self.index_children.iter().any(|d| d.digest() == self.manifest.digest())
+        {
+            blobs.push(&self.manifest);
+        }
+        blobs.push(&self.config);
+        blobs.extend(self.layers.iter());
+        blobs
+    }
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> RuntimeError {
+    RuntimeError::InvalidArchive {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn read_error(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::ReadArchive {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The archive as a byte stream, gunzipped when it starts with the gzip magic.
+fn open(path: &Path) -> Result<(Box<dyn Read>, bool), RuntimeError> {
+    let mut file = File::open(path).map_err(|e| read_error(path, e))?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic).map_err(|e| read_error(path, e))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| read_error(path, e))?;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        let gz = flate2::read::GzDecoder::new(BufReader::new(file));
+        Ok((Box::new(gz), true))
+    } else {
+        Ok((Box::new(BufReader::new(file)), false))
+    }
+}
+
+/// `blobs/sha256/<hex>` (with or without a leading `./`) as `sha256:<hex>`.
+fn blob_digest(entry_path: &str) -> Option<String> {
+    let rest = entry_path.trim_start_matches("./").strip_prefix("blobs/")?;
+    let (algorithm, hex) = rest.split_once('/')?;
+    (!hex.is_empty() && !hex.contains('/')).then(|| format!("{algorithm}:{hex}"))
+}
+
+fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// One pass over the archive: blob sizes, index.json, and the small JSON blobs.
+pub(crate) fn scan(path: &Path) -> Result<ArchiveScan, RuntimeError> {
+    let (reader, gzip) = open(path)?;
+    let mut archive = tar::Archive::new(reader);
+    let mut scan = ArchiveScan {
+        path: path.to_path_buf(),
+        gzip,
+        index: None,
+        blob_sizes: HashMap::new(),
+        small_blobs: HashMap::new(),
+    };
+    let mut saw_layout = false;
+    for entry in archive.entries().map_err(|e| read_error(path, e))? {
+        let mut entry = entry.map_err(|e| read_error(path, e))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().map_err(|e| read_error(path, e))?;
+        let name = name.to_string_lossy().trim_start_matches("./").to_string();
+        let size = entry.size();
+        if name == "index.json" {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(|e| read_error(path, e))?;
+            scan.index = Some(data);
+        } else if name == "oci-layout" {
+            saw_layout = true;
+        } else if let Some(digest) = blob_digest(&name) {
+            scan.blob_sizes.insert(digest.clone(), size);
+            if size <= SMALL_BLOB_LIMIT {
+                let mut data = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut data).map_err(|e| read_error(path, e))?;
+                if data.first() == Some(&b'{') {
+                    scan.small_blobs.insert(digest, data);
+                }
+            }
+        }
+    }
+    if !saw_layout {
+        return Err(invalid(path, "no oci-layout file: not an OCI image layout"));
+    }
+    Ok(scan)
+}
+
+impl ArchiveScan {
+    /// Whether reading a blob's content needs a second pass over the archive.
+    pub fn in_memory(&self, digest: &str) -> Option<&[u8]> {
+        self.small_blobs.get(digest).map(Vec::as_slice)
+    }
+
+    fn json_blob(&self, descriptor: &Descriptor) -> Result<&[u8], RuntimeError> {
+        let digest = descriptor.digest().to_string();
+        let data = self.small_blobs.get(&digest).ok_or_else(|| {
+            invalid(
+                &self.path,
+                format!("blob {digest} is missing or is not a JSON document"),
+            )
+        })?;
+        if sha256_digest(data) != digest {
+            return Err(invalid(&self.path, format!("blob {digest} does not match its digest")));
+        }
+        Ok(data)
+    }
+
+    /// Choose the archive's one image and resolve it to the host platform's manifest.
+    pub fn plan(&self) -> Result<ImagePlan, RuntimeError> {
+        let path = &self.path;
+        let index_json = self
+            .index
+            .as_ref()
+            .ok_or_else(|| invalid(path, "no index.json"))?;
+        let index: ImageIndex = serde_json::from_slice(index_json)
+            .map_err(|e| invalid(path, format!("index.json: {e}")))?;
+        let [target] = index.manifests().as_slice() else {
+            return Err(invalid(
+                path,
+                format!(
+                    "index.json lists {} images; expected exactly one",
+                    index.manifests().len()
+                ),
+            ));
+        };
+        let name = target
+            .annotations()
+            .as_ref()
+            .and_then(|a| NAME_ANNOTATIONS.iter().find_map(|k| a.get(*k)))
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .ok_or_else(|| {
+                invalid(
+                    path,
+                    format!("the image has no {} annotation", NAME_ANNOTATIONS.join(" or ")),
+                )
+            })?;
+
+        let (manifest, index_children) =
+            if INDEX_MEDIA_TYPES.contains(&target.media_type().to_string().as_str()) {
+                let nested: ImageIndex = serde_json::from_slice(self.json_blob(target)?)
+                    .map_err(|e| invalid(path, format!("index {}: {e}", target.digest())))?;
+                let chosen = select_platform(nested.manifests()).ok_or_else(|| {
+                    invalid(
+                        path,
+                        format!("no manifest for linux/{} in {}", host_arch(), target.digest()),
+                    )
+                })?;
+                let present = nested
+                    .manifests()
+                    .iter()
+                    .filter(|d| self.blob_sizes.contains_key(&d.digest().to_string()))
+                    .cloned()
+                    .collect();
+                (chosen.clone(), present)
+            } else {
+                (target.clone(), Vec::new())
+            };
+
+        let parsed: ImageManifest = serde_json::from_slice(self.json_blob(&manifest)?)
+            .map_err(|e| invalid(path, format!("manifest {}: {e}", manifest.digest())))?;
+        let config_desc = parsed.config().clone();
+        let config: ImageConfiguration = serde_json::from_slice(self.json_blob(&config_desc)?)
+            .map_err(|e| invalid(path, format!("config {}: {e}", config_desc.digest())))?;
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != parsed.layers().len() {
+            return Err(invalid(
+                path,
+                format!(
+                    "config {} lists {} diff ids for {} layers",
+                    config_desc.digest(),
+                    diff_ids.len(),
+                    parsed.layers().len()
+                ),
+            ));
+        }
+        let plan = ImagePlan {
+            name,
+            target: target.clone(),
+            index_children,
+            manifest,
+            config: config_desc,
+            layers: parsed.layers().clone(),
+            chain_ids: chain_ids(&diff_ids),
+            diff_ids,
+        };
+        for blob in plan.blobs() {
+            let digest = blob.digest().to_string();
+            match self.blob_sizes.get(&digest) {
+                None => return Err(invalid(path, format!("blob {digest} is not in the archive"))),
+                Some(&size) if size != blob.size() => {
+                    return Err(invalid(
+                        path,
+                        format!("blob {digest} is {size} bytes; its descriptor says {}", blob.size()),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// A piece of a blob streamed out of the archive.
+#[derive(Debug)]
+pub(crate) enum BlobPiece {
+    Start { digest: String, size: u64 },
+    Data(Vec<u8>),
+    End,
+}
+
+/// Second pass: send every blob in `wanted` as Start, Data..., End, in archive order.
+/// Stops quietly when the receiver goes away (the async side failed and reports why).
+pub(crate) fn stream_blobs(
+    path: &Path,
+    wanted: &HashSet<String>,
+    tx: &tokio::sync::mpsc::Sender<BlobPiece>,
+) -> Result<(), RuntimeError> {
+    let (reader, _) = open(path)?;
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(|e| read_error(path, e))? {
+        let mut entry = entry.map_err(|e| read_error(path, e))?;
+        let name = entry.path().map_err(|e| read_error(path, e))?;
+        let Some(digest) = blob_digest(&name.to_string_lossy()) else {
+            continue;
+        };
+        if !wanted.contains(&digest) {
+            continue;
+        }
+        let size = entry.size();
+        if tx.blocking_send(BlobPiece::Start { digest, size }).is_err() {
+            return Ok(());
+        }
+        loop {
+            let mut chunk = vec![0u8; CHUNK_SIZE];
+            let mut filled = 0;
+            while filled < CHUNK_SIZE {
+                let n = entry
+                    .read(&mut chunk[filled..])
+                    .map_err(|e| read_error(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            chunk.truncate(filled);
+            if tx.blocking_send(BlobPiece::Data(chunk)).is_err() {
+                return Ok(());
+            }
+        }
+        if tx.blocking_send(BlobPiece::End).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+impl ArchiveScan {
+    /// Path of the scanned archive.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the archive is gzip-compressed (each pass decompresses it again).
+    pub fn is_gzip(&self) -> bool {
+        self.gzip
+    }
+}
+
+/// Chain ids of a layer stack: chain(L0) = diff(L0); chain(Ln) = sha256(chain(Ln-1) + " " +
+/// diff(Ln)), as containerd names committed snapshots.
+pub(crate) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut chains: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match chains.last() {
+            None => diff_id.clone(),
+            Some(parent) => sha256_digest(format!("{parent} {diff_id}").as_bytes()),
+        };
+        chains.push(next);
+    }
+    chains
+}
+
+/// GOARCH of this build.
+pub(crate) fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+/// The manifest for linux on this architecture; a descriptor without a platform matches.
+pub(crate) fn select_platform(manifests: &[Descriptor]) -> Option<&Descriptor> {
+    manifests.iter().find(|d| match d.platform() {
+        None => true,
+        Some(p) => p.os().to_string() == "linux" && p.architecture().to_string() == host_arch(),
+    })
+}
+
+/// Whether a media type is an index (manifest list) rather than a manifest.
+pub(crate) fn is_index(media_type: &str) -> bool {
+    INDEX_MEDIA_TYPES.contains(&media_type)
+}
+
+/// Names to look an image up by: as written, then Docker's normalised form
+/// (`busybox` -> `docker.io/library/busybox:latest`) when that differs.
+pub(crate) fn name_candidates(name: &str) -> Vec<String> {
+    let mut candidates = vec![name.to_string()];
+    let (first, rest) = match name.split_once('/') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (name, None),
+    };
+    let has_domain =
+        rest.is_some() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut full = match (has_domain, rest) {
+        (true, _) => name.to_string(),
+        (false, Some(_)) => format!("docker.io/{name}"),
+        (false, None) => format!("docker.io/library/{name}"),
+    };
+    let last = full.rsplit('/').next().unwrap_or_default();
+    if !last.contains(':') && !last.contains('@') {
+        full.push_str(":latest");
+    }
+    if full != name {
+        candidates.push(full);
+    }
+    candidates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_of_one_layer_is_its_diff_id() {
+        let d0 = "sha256:".to_string() + &"a".repeat(64);
+        assert_eq!(chain_ids(std::slice::from_ref(&d0)), vec![d0]);
+    }
+
+    #[test]
+    fn chain_ids_of_a_stack() {
+        // Computed with coreutils: printf '%s %s' "$CHAIN" "$DIFF" | sha256sum
+        let l0 = "sha256:4fc242d58285699eca05db3cc7c7122a2b8e014d9481f323bd9277baacfa0628";
+        let l1 = "sha256:5e5b1a5e1a5f8bb6c1a4f6f4cf4b8e4e1e6e1f5b0b7f1a7a3c3e3d3c3b3a3938";
+        let chains = chain_ids(&[l0.to_string(), l1.to_string(), l1.to_string()]);
+        assert_eq!(chains[0], l0);
+        assert_eq!(
+            chains[1],
+            "sha256:d424ad85941eff640f18803fafa4eb0c98e5b79cf553d46bbb4c0000eaf50fc0"
+        );
+        assert_eq!(
+            chains[2],
+            "sha256:ca5c0c1b778817f21dd346b1794b720a5085e61386685b26b17088b269e493a9"
+        );
+    }
+
+    #[test]
+    fn blob_paths() {
+        let cases = [
+            ("blobs/sha256/abc", Some("sha256:abc")),
+            ("./blobs/sha256/abc", Some("sha256:abc")),
+            ("blobs/sha256/", None),
+            ("blobs/sha256", None),
+            ("index.json", None),
+            ("blobs/sha256/a/b", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(blob_digest(path).as_deref(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn name_normalisation() {
+        let cases: [(&str, &[&str]); 6] = [
+            ("busybox", &["busybox", "docker.io/library/busybox:latest"]),
+            ("ros/console:0.1.0", &["ros/console:0.1.0", "docker.io/ros/console:0.1.0"]),
+            ("docker.io/ros/console:0.1.0", &["docker.io/ros/console:0.1.0"]),
+            ("localhost/x", &["localhost/x", "localhost/x:latest"]),
+            ("reg:5000/a/b:1", &["reg:5000/a/b:1"]),
+            ("a@sha256:00", &["a@sha256:00", "docker.io/library/a@sha256:00"]),
+        ];
+        for (name, want) in cases {
+            assert_eq!(name_candidates(name), want, "{name}");
+        }
+    }
+}

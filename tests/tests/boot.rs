@@ -1,0 +1,109 @@
+//! Boot tests for issue 2: the real image in QEMU, asserting on what a user sees on
+//! the serial console. One boot per scenario, many assertions per boot.
+
+use std::time::Duration;
+
+use boot_tests::{BootOptions, Vm};
+
+const BOOT: Duration = Duration::from_secs(240);
+const STEP: Duration = Duration::from_secs(60);
+
+fn marker(vm: &mut Vm, phase: &str) -> String {
+    vm.wait_for(&format!("ROS BOOT {phase} "), BOOT)
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn boots_to_a_console_container_and_powers_off() {
+    let mut vm = Vm::boot(&BootOptions::default());
+    for phase in [
+        "init",
+        "mounts",
+        "modules",
+        "root",
+        "containerd-ready",
+        "images-imported",
+        "service-started",
+        "boot-complete",
+    ] {
+        marker(&mut vm, phase);
+    }
+    vm.wait_for("rOS console on /dev/ttyS0", STEP);
+    // Let the shell start reading: the first command is echoed once it does.
+    vm.sh("true");
+
+    // PID 1 is our init, running from the initramfs it switched out of.
+    assert_eq!(vm.sh("cat /proc/1/comm"), "init");
+    assert_eq!(vm.sh("tr '\\0' ' ' </proc/1/cmdline"), "/init");
+
+    // The system containerd runs, as a child of PID 1, with a root-only socket.
+    let ppid = vm.sh("for p in $(pidof containerd); do awk '/^PPid/{print $2}' /proc/$p/status; done");
+    assert_eq!(ppid, "1", "containerd's parent");
+    let sock = vm.sh("stat -c '%A %U' /run/system-containerd/containerd.sock");
+    assert_eq!(sock, "srw------- root");
+    assert_eq!(vm.sh("stat -c '%a' /run/system-containerd"), "700");
+
+    // The shell is in a container: its own cgroup and mount namespace, host pid ns.
+    assert_eq!(vm.sh("cat /proc/self/cgroup"), "0::/ros/console");
+    let own = vm.sh("readlink /proc/self/ns/mnt");
+    let init = vm.sh("readlink /proc/1/ns/mnt");
+    assert_ne!(own, init, "console shares PID 1's mount namespace");
+    assert_eq!(vm.sh("readlink /proc/self/ns/pid"), vm.sh("readlink /proc/1/ns/pid"));
+
+    // The system root is the read-only squashfs.
+    let root = vm.sh("awk '$2==\"/\"{print $3, $4}' /proc/1/mounts");
+    assert!(root.starts_with("squashfs ro"), "host root: {root}");
+    let (out, status) = vm.run("touch /proc/1/root/usr/x", STEP);
+    assert_ne!(status, 0);
+    assert!(out.contains("Read-only file system"), "{out}");
+
+    // `ros` is there and talks.
+    assert_eq!(vm.sh("ros os version"), "v0.1.0");
+
+    // Orphans are reaped by PID 1. Processes started by a kernel usermode helper (a
+    // core-dump pipe) are orphaned to PID 1 directly (no shim subreaper above them).
+    vm.sh(
+        "printf '#!/bin/sh\\ni=0; while [ $i -lt 1000 ]; do sleep 4 & i=$((i+1)); done\\n' \
+         >/run/orphans.sh && chmod +x /run/orphans.sh",
+    );
+    vm.sh("echo '|/run/orphans.sh' >/proc/sys/kernel/core_pattern");
+    vm.run("sh -c 'ulimit -c unlimited; kill -SEGV $$'", STEP);
+    // Wait (bounded, in the guest) until the 1000 sleepers exist as children of PID 1...
+    let adopted = vm.sh(
+        "for i in $(seq 300); do n=$(ps -o ppid,comm | awk '$1==1 && $2==\"sleep\"' | wc -l); \
+         [ $n -ge 1000 ] && break; usleep 100000; done; echo $n",
+    );
+    assert_eq!(adopted, "1000", "sleepers adopted by PID 1");
+    // ...then until they are gone: none may be left as a zombie.
+    let left = vm.sh(
+        "for i in $(seq 600); do n=$(ps -o stat,comm | awk '$2==\"sleep\"' | wc -l); \
+         [ $n -eq 0 ] && break; usleep 100000; done; echo $n",
+    );
+    assert_eq!(left, "0", "sleepers left (zombies: {})", vm.sh("ps -o stat | grep -c '^Z' || true"));
+
+    // poweroff in the console reaches PID 1, which shuts down in order and powers off.
+    vm.send("poweroff");
+    vm.wait_for("ROS BOOT shutdown ", STEP);
+    let status = vm.wait_exit(Duration::from_secs(90));
+    assert!(status.success(), "QEMU exit status {status:?}");
+    assert!(vm.output().contains("ros-init: poweroff"));
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn a_fatal_boot_error_offers_a_recovery_shell() {
+    let mut vm = Vm::boot(&BootOptions {
+        root_arg: "root=/dev/vdz rootdelay=2".into(),
+        ..Default::default()
+    });
+    let fatal = marker(&mut vm, "fatal");
+    assert!(fatal.contains("ROS BOOT fatal"), "{fatal}");
+    vm.wait_for("root device /dev/vdz did not appear", STEP);
+    vm.wait_for("recovery shell", STEP);
+    vm.sh("true");
+    assert_eq!(vm.sh("echo RECOVERY-$((40+2))"), "RECOVERY-42");
+    // Leaving the recovery shell reboots (QEMU runs with -no-reboot, so it exits).
+    vm.send("exit");
+    let status = vm.wait_exit(STEP);
+    assert!(status.success(), "QEMU exit status {status:?}");
+}
