@@ -88,7 +88,7 @@ install_modules() {
     mkdir -p "$dest/$(dirname "$ko")"
     cp "$MODDIR/$ko" "$dest/$ko"
   done
-  cp "$MODDIR/modules.builtin" "$MODDIR/modules.order" "$dest/" 2>/dev/null || true
+  cp "$MODDIR/modules.builtin" "$MODDIR/modules.builtin.modinfo" "$MODDIR/modules.order" "$dest/" 2>/dev/null || true
   depmod -b "$2" "$KVER"
   # depmod writes files we don't read; keep the image small.
   find "$dest" -maxdepth 1 -name 'modules.*' ! -name modules.dep ! -name modules.builtin ! -name modules.alias -delete
@@ -174,7 +174,7 @@ rootfs() {
   console_image
   rm -f "$OUT/root.img"
   mksquashfs "$r" "$OUT/root.img" -comp zstd -Xcompression-level 19 -all-root \
-    -reproducible -mkfs-time 0 -all-time 0 -noappend -quiet >/dev/null
+    -reproducible -noappend -quiet >/dev/null
 }
 
 initrd() {

@@ -264,10 +264,8 @@ async fn import_images(runtime: &Containerd, dir: &Path) {
     for archive in &archives {
         match runtime.import_archive(archive).await {
             Ok(out) if out.skipped => present += 1,
-            Ok(out) => {
-                imported += 1;
-                log::info!("image {}: imported ({})", out.name, out.manifest_digest);
-            }
+            // The runtime logs what it imported.
+            Ok(_) => imported += 1,
             // Best-effort: only the services of that image are affected.
             Err(e) => log::error!("image {}: {e}", archive.display()),
         }

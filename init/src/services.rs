@@ -89,7 +89,7 @@ impl<R: ServiceRuntime> Supervisor<R> {
         match self.runtime.run(name, &spec, &stdio).await {
             Ok(pid) => {
                 console::marker(BootPhase::ServiceStarted, name);
-                log::info!("service {name}: started (pid {pid})");
+                log::debug!("service {name}: started (pid {pid})");
                 let restarts = self.running.get(name).map_or(0, |r| r.restarts_in_a_row);
                 if !self.order.iter().any(|n| n == name) {
                     self.order.push(name.to_string());

@@ -69,9 +69,16 @@ impl ImagePlan {
     /// Every blob the image needs, metadata first.
     pub fn blobs(&self) -> Vec<&Descriptor> {
         let mut blobs = vec![&self.target];
-        blobs.extend(self.index_children.iter().filter(|d| d.digest() != self.target.digest()));
+        blobs.extend(
+            self.index_children
+                .iter()
+                .filter(|d| d.digest() != self.target.digest()),
+        );
         if self.manifest.digest() != self.target.digest()
-            && !self.index_children.iter().any(|d| d.digest() == self.manifest.digest())
+            && !self
+                .index_children
+                .iter()
+                .any(|d| d.digest() == self.manifest.digest())
         {
             blobs.push(&self.manifest);
         }
@@ -100,7 +107,8 @@ fn open(path: &Path) -> Result<(Box<dyn Read>, bool), RuntimeError> {
     let mut file = File::open(path).map_err(|e| read_error(path, e))?;
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic).map_err(|e| read_error(path, e))?;
-    file.seek(SeekFrom::Start(0)).map_err(|e| read_error(path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| read_error(path, e))?;
     if n == 2 && magic == [0x1f, 0x8b] {
         let gz = flate2::read::GzDecoder::new(BufReader::new(file));
         Ok((Box::new(gz), true))
@@ -142,7 +150,9 @@ pub(crate) fn scan(path: &Path) -> Result<ArchiveScan, RuntimeError> {
         let size = entry.size();
         if name == "index.json" {
             let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(|e| read_error(path, e))?;
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| read_error(path, e))?;
             scan.index = Some(data);
         } else if name == "oci-layout" {
             saw_layout = true;
@@ -150,7 +160,9 @@ pub(crate) fn scan(path: &Path) -> Result<ArchiveScan, RuntimeError> {
             scan.blob_sizes.insert(digest.clone(), size);
             if size <= SMALL_BLOB_LIMIT {
                 let mut data = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut data).map_err(|e| read_error(path, e))?;
+                entry
+                    .read_to_end(&mut data)
+                    .map_err(|e| read_error(path, e))?;
                 if data.first() == Some(&b'{') {
                     scan.small_blobs.insert(digest, data);
                 }
@@ -164,7 +176,17 @@ pub(crate) fn scan(path: &Path) -> Result<ArchiveScan, RuntimeError> {
 }
 
 impl ArchiveScan {
-    /// Whether reading a blob's content needs a second pass over the archive.
+    /// Path of the scanned archive.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the archive is gzip-compressed (each pass decompresses it again).
+    pub fn is_gzip(&self) -> bool {
+        self.gzip
+    }
+
+    /// A blob's content if the scan kept it (small JSON); others need a second pass.
     pub fn in_memory(&self, digest: &str) -> Option<&[u8]> {
         self.small_blobs.get(digest).map(Vec::as_slice)
     }
@@ -178,7 +200,10 @@ impl ArchiveScan {
             )
         })?;
         if sha256_digest(data) != digest {
-            return Err(invalid(&self.path, format!("blob {digest} does not match its digest")));
+            return Err(invalid(
+                &self.path,
+                format!("blob {digest} does not match its digest"),
+            ));
         }
         Ok(data)
     }
@@ -210,7 +235,10 @@ impl ArchiveScan {
             .ok_or_else(|| {
                 invalid(
                     path,
-                    format!("the image has no {} annotation", NAME_ANNOTATIONS.join(" or ")),
+                    format!(
+                        "the image has no {} annotation",
+                        NAME_ANNOTATIONS.join(" or ")
+                    ),
                 )
             })?;
 
@@ -221,7 +249,11 @@ impl ArchiveScan {
                 let chosen = select_platform(nested.manifests()).ok_or_else(|| {
                     invalid(
                         path,
-                        format!("no manifest for linux/{} in {}", host_arch(), target.digest()),
+                        format!(
+                            "no manifest for linux/{} in {}",
+                            host_arch(),
+                            target.digest()
+                        ),
                     )
                 })?;
                 let present = nested
@@ -265,11 +297,19 @@ impl ArchiveScan {
         for blob in plan.blobs() {
             let digest = blob.digest().to_string();
             match self.blob_sizes.get(&digest) {
-                None => return Err(invalid(path, format!("blob {digest} is not in the archive"))),
+                None => {
+                    return Err(invalid(
+                        path,
+                        format!("blob {digest} is not in the archive"),
+                    ))
+                }
                 Some(&size) if size != blob.size() => {
                     return Err(invalid(
                         path,
-                        format!("blob {digest} is {size} bytes; its descriptor says {}", blob.size()),
+                        format!(
+                            "blob {digest} is {size} bytes; its descriptor says {}",
+                            blob.size()
+                        ),
                     ))
                 }
                 Some(_) => {}
@@ -334,18 +374,6 @@ pub(crate) fn stream_blobs(
         }
     }
     Ok(())
-}
-
-impl ArchiveScan {
-    /// Path of the scanned archive.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Whether the archive is gzip-compressed (each pass decompresses it again).
-    pub fn is_gzip(&self) -> bool {
-        self.gzip
-    }
 }
 
 /// Chain ids of a layer stack: chain(L0) = diff(L0); chain(Ln) = sha256(chain(Ln-1) + " " +
@@ -417,6 +445,209 @@ pub(crate) fn name_candidates(name: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A blob: its bytes and digest.
+    fn blob(data: Vec<u8>) -> (String, Vec<u8>) {
+        (sha256_digest(&data), data)
+    }
+
+    fn json_blob(value: serde_json::Value) -> (String, Vec<u8>) {
+        blob(serde_json::to_vec(&value).unwrap())
+    }
+
+    fn write_archive(files: &[(String, Vec<u8>)]) -> tempfile::NamedTempFile {
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let mut builder = tar::Builder::new(out.reopen().unwrap());
+        for (path, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_size(data.len() as u64);
+            builder
+                .append_data(&mut header, path, data.as_slice())
+                .unwrap();
+        }
+        builder.finish().unwrap();
+        out
+    }
+
+    fn blob_file((digest, data): &(String, Vec<u8>)) -> (String, Vec<u8>) {
+        (format!("blobs/sha256/{}", &digest[7..]), data.clone())
+    }
+
+    fn descriptor(media_type: &str, (digest, data): &(String, Vec<u8>)) -> serde_json::Value {
+        json!({ "mediaType": media_type, "digest": digest, "size": data.len() })
+    }
+
+    /// A one-layer image: (layer, config, manifest) blobs.
+    fn image() -> [(String, Vec<u8>); 3] {
+        let layer = blob(vec![0x1f, 0x8b, 1, 2, 3]);
+        let diff_id = sha256_digest(b"uncompressed");
+        let config = json_blob(json!({
+            "architecture": host_arch(), "os": "linux",
+            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        }));
+        let manifest = json_blob(json!({
+            "schemaVersion": 2,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &layer)],
+        }));
+        [layer, config, manifest]
+    }
+
+    fn layout(index: serde_json::Value, blobs: &[&(String, Vec<u8>)]) -> tempfile::NamedTempFile {
+        let mut files = vec![
+            (
+                "oci-layout".to_string(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            (
+                "index.json".to_string(),
+                serde_json::to_vec(&index).unwrap(),
+            ),
+        ];
+        files.extend(blobs.iter().map(|b| blob_file(b)));
+        write_archive(&files)
+    }
+
+    fn named(media_type: &str, blob: &(String, Vec<u8>), name: &str) -> serde_json::Value {
+        let mut d = descriptor(media_type, blob);
+        d["annotations"] = json!({ "io.containerd.image.name": name });
+        d
+    }
+
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+    fn plan_error(file: &tempfile::NamedTempFile) -> String {
+        match scan(file.path()).and_then(|s| s.plan()) {
+            Ok(plan) => panic!("expected an error, got {plan:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn plan_of_one_image() {
+        let [layer, config, manifest] = image();
+        let index =
+            json!({ "schemaVersion": 2, "manifests": [named(MANIFEST, &manifest, "ros/a:1")] });
+        let file = layout(index, &[&layer, &config, &manifest]);
+        let scan = scan(file.path()).unwrap();
+        let plan = scan.plan().unwrap();
+        assert_eq!(plan.name, "ros/a:1");
+        assert_eq!(plan.target.digest().to_string(), manifest.0);
+        assert_eq!(plan.chain_ids, vec![sha256_digest(b"uncompressed")]);
+        let blobs: Vec<String> = plan
+            .blobs()
+            .iter()
+            .map(|d| d.digest().to_string())
+            .collect();
+        assert_eq!(
+            blobs,
+            vec![manifest.0.clone(), config.0.clone(), layer.0.clone()]
+        );
+        assert!(scan.in_memory(&config.0).is_some());
+        assert!(
+            scan.in_memory(&layer.0).is_none(),
+            "layers are streamed, not kept"
+        );
+    }
+
+    #[test]
+    fn nested_index_resolves_to_this_platform() {
+        let [layer, config, manifest] = image();
+        let mut ours = descriptor(MANIFEST, &manifest);
+        ours["platform"] = json!({ "os": "linux", "architecture": host_arch() });
+        let other = json!({
+            "mediaType": MANIFEST, "digest": sha256_digest(b"other"), "size": 5,
+            "platform": { "os": "linux", "architecture": "s390x" },
+        });
+        let nested = json_blob(json!({ "schemaVersion": 2, "manifests": [other, ours] }));
+        let index = json!({ "schemaVersion": 2, "manifests": [
+            named("application/vnd.oci.image.index.v1+json", &nested, "ros/multi:1")
+        ] });
+        let file = layout(index, &[&layer, &config, &manifest, &nested]);
+        let plan = scan(file.path()).unwrap().plan().unwrap();
+        assert_eq!(plan.target.digest().to_string(), nested.0);
+        assert_eq!(plan.manifest.digest().to_string(), manifest.0);
+        assert_eq!(
+            plan.index_children.len(),
+            1,
+            "only children present in the archive"
+        );
+    }
+
+    #[test]
+    fn bad_archives_name_their_problem() {
+        let [layer, config, manifest] = image();
+        let one = json!({ "schemaVersion": 2, "manifests": [named(MANIFEST, &manifest, "a")] });
+        let two = json!({ "schemaVersion": 2, "manifests": [
+            named(MANIFEST, &manifest, "a"), named(MANIFEST, &manifest, "b")
+        ] });
+        let unnamed = json!({ "schemaVersion": 2, "manifests": [descriptor(MANIFEST, &manifest)] });
+        let cases = [
+            (
+                "two images",
+                layout(two, &[&layer, &config, &manifest]),
+                "lists 2 images",
+            ),
+            (
+                "no name",
+                layout(unnamed, &[&layer, &config, &manifest]),
+                "annotation",
+            ),
+            (
+                "missing layer",
+                layout(one.clone(), &[&config, &manifest]),
+                "not in the archive",
+            ),
+            (
+                "missing config",
+                layout(one.clone(), &[&layer, &manifest]),
+                "is missing",
+            ),
+            (
+                "not a layout",
+                write_archive(&[("index.json".into(), b"{}".to_vec())]),
+                "oci-layout",
+            ),
+        ];
+        for (name, file, want) in cases {
+            let err = plan_error(&file);
+            assert!(err.contains(want), "{name}: {err}");
+            assert!(
+                err.contains(&file.path().display().to_string()),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn gzip_archives_are_read_and_streamed() {
+        let [layer, config, manifest] = image();
+        let index = json!({ "schemaVersion": 2, "manifests": [named(MANIFEST, &manifest, "a")] });
+        let plain = layout(index, &[&layer, &config, &manifest]);
+        let gz = tempfile::NamedTempFile::new().unwrap();
+        let mut encoder =
+            flate2::write::GzEncoder::new(gz.reopen().unwrap(), flate2::Compression::fast());
+        std::io::copy(&mut File::open(plain.path()).unwrap(), &mut encoder).unwrap();
+        encoder.finish().unwrap();
+
+        let scan = scan(gz.path()).unwrap();
+        assert!(scan.is_gzip());
+        scan.plan().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let wanted = HashSet::from([layer.0.clone()]);
+        stream_blobs(gz.path(), &wanted, &tx).unwrap();
+        drop(tx);
+        let mut pieces = Vec::new();
+        while let Ok(piece) = rx.try_recv() {
+            pieces.push(piece);
+        }
+        assert!(matches!(&pieces[0], BlobPiece::Start { digest, size: 5 } if *digest == layer.0));
+        assert!(matches!(&pieces[1], BlobPiece::Data(d) if *d == layer.1));
+        assert!(matches!(pieces[2], BlobPiece::End));
+        assert_eq!(pieces.len(), 3);
+    }
 
     #[test]
     fn chain_id_of_one_layer_is_its_diff_id() {
@@ -460,11 +691,20 @@ mod tests {
     fn name_normalisation() {
         let cases: [(&str, &[&str]); 6] = [
             ("busybox", &["busybox", "docker.io/library/busybox:latest"]),
-            ("ros/console:0.1.0", &["ros/console:0.1.0", "docker.io/ros/console:0.1.0"]),
-            ("docker.io/ros/console:0.1.0", &["docker.io/ros/console:0.1.0"]),
+            (
+                "ros/console:0.1.0",
+                &["ros/console:0.1.0", "docker.io/ros/console:0.1.0"],
+            ),
+            (
+                "docker.io/ros/console:0.1.0",
+                &["docker.io/ros/console:0.1.0"],
+            ),
             ("localhost/x", &["localhost/x", "localhost/x:latest"]),
             ("reg:5000/a/b:1", &["reg:5000/a/b:1"]),
-            ("a@sha256:00", &["a@sha256:00", "docker.io/library/a@sha256:00"]),
+            (
+                "a@sha256:00",
+                &["a@sha256:00", "docker.io/library/a@sha256:00"],
+            ),
         ];
         for (name, want) in cases {
             assert_eq!(name_candidates(name), want, "{name}");

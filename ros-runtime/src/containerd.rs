@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::archive::{self, ArchiveScan, BlobPiece, ImagePlan, CHUNK_SIZE};
 use crate::error::RuntimeError;
-use crate::spec::{runtime_spec, CGROUP_PARENT};
+use crate::spec::{restrict_capabilities, runtime_spec, CGROUP_PARENT};
 use crate::{
     ExitEvent, ExitEvents, ImportOutcome, Result, ServiceRuntime, ServiceState, ServiceStatus,
     Stdio, LABEL_IMAGE, LABEL_SERVICE,
@@ -159,6 +159,13 @@ fn rfc3339(time: SystemTime) -> String {
 fn system_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
     ts.filter(|t| t.seconds > 0)
         .and_then(|t| SystemTime::try_from(t).ok())
+}
+
+/// This process's capability bounding set (`CapBnd`), if /proc says.
+fn own_bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(line.trim(), 16).ok()
 }
 
 fn api_descriptor(d: &Descriptor) -> ApiDescriptor {
@@ -306,12 +313,13 @@ impl Containerd {
     /// ([`crate::SYSTEM_NAMESPACE`] for the system services).
     pub async fn connect(socket: &Path, namespace: &str) -> Result<Self> {
         let namespace_header = namespace_header(namespace)?;
-        let channel = containerd_client::connect(socket)
-            .await
-            .map_err(|e| RuntimeError::Connect {
-                socket: socket.to_path_buf(),
-                message: error_chain(&e),
-            })?;
+        let channel =
+            containerd_client::connect(socket)
+                .await
+                .map_err(|e| RuntimeError::Connect {
+                    socket: socket.to_path_buf(),
+                    message: error_chain(&e),
+                })?;
         Ok(Self {
             channel,
             socket: socket.to_path_buf(),
@@ -598,9 +606,11 @@ impl Containerd {
     }
 
     async fn delete_lease(&self, image: &str, lease: &str) -> Result<()> {
+        // `sync`: collect garbage before answering, so a missing GC reference shows up as
+        // missing content right after the import rather than at some later boot.
         let request = self.request(api::DeleteRequest {
             id: lease.to_string(),
-            sync: false,
+            sync: true,
         });
         match self.leases().delete(request).await {
             Ok(_) => Ok(()),
@@ -643,7 +653,8 @@ impl Containerd {
     /// skipping layers already unpacked.
     async fn unpack(&self, lease: &str, plan: &ImagePlan) -> Result<()> {
         let mut parent = String::new();
-        for ((layer, chain_id), diff_id) in plan.layers.iter().zip(&plan.chain_ids).zip(&plan.diff_ids)
+        for ((layer, chain_id), diff_id) in
+            plan.layers.iter().zip(&plan.chain_ids).zip(&plan.diff_ids)
         {
             let error = |message: String| RuntimeError::Unpack {
                 image: plan.name.clone(),
@@ -657,13 +668,17 @@ impl Containerd {
                 .map_err(|s| error(format!("stat: {}", status_text(&s))))?;
             if exists {
                 let kind = format!("snapshots/{SNAPSHOTTER}");
-                self.lease_resource(lease, &plan.name, chain_id, &kind).await?;
+                self.lease_resource(lease, &plan.name, chain_id, &kind)
+                    .await?;
             } else {
                 let key = format!("ros-unpack-{}-{chain_id}", unique_suffix());
                 let applied = self.apply_layer(lease, &key, &parent, layer, chain_id, diff_id);
                 if let Err(message) = applied.await {
                     if let Err(s) = self.remove_snapshot(&key).await {
-                        log::warn!("snapshot {key}: removing after failed unpack: {}", status_text(&s));
+                        log::warn!(
+                            "snapshot {key}: removing after failed unpack: {}",
+                            status_text(&s)
+                        );
                     }
                     return Err(error(message));
                 }
@@ -715,7 +730,9 @@ impl Containerd {
             .map(|d| d.digest)
             .unwrap_or_default();
         if applied != diff_id {
-            return Err(format!("layer unpacked to {applied:?}; the config says {diff_id}"));
+            return Err(format!(
+                "layer unpacked to {applied:?}; the config says {diff_id}"
+            ));
         }
         let committed = self
             .snapshots()
@@ -815,12 +832,19 @@ impl Containerd {
         };
         if let Some(existing) = self.get_image(&plan.name).await? {
             let same = existing.target.is_some_and(|t| t.digest == digest);
-            let unpacked = self.snapshot_exists(&top).await.map_err(|s| RuntimeError::Unpack {
-                image: plan.name.clone(),
-                layer: plan.layers.last().map(|l| l.digest().to_string()).unwrap_or_default(),
-                chain_id: top.clone(),
-                message: status_text(&s),
-            })?;
+            let unpacked = self
+                .snapshot_exists(&top)
+                .await
+                .map_err(|s| RuntimeError::Unpack {
+                    image: plan.name.clone(),
+                    layer: plan
+                        .layers
+                        .last()
+                        .map(|l| l.digest().to_string())
+                        .unwrap_or_default(),
+                    chain_id: top.clone(),
+                    message: status_text(&s),
+                })?;
             if same && unpacked {
                 log::info!("image {}: {digest} already imported", plan.name);
                 return Ok(outcome(true));
@@ -846,7 +870,8 @@ impl Containerd {
         for blob in plan.blobs() {
             let digest = blob.digest().to_string();
             if self.blob_exists(&digest).await? {
-                self.lease_resource(lease, &plan.name, &digest, "content").await?;
+                self.lease_resource(lease, &plan.name, &digest, "content")
+                    .await?;
             } else if let Some(data) = scan.in_memory(&digest) {
                 self.write_blob_from_memory(lease, &digest, data).await?;
             } else {
@@ -871,26 +896,39 @@ impl Containerd {
                 .index_children
                 .iter()
                 .enumerate()
-                .map(|(i, d)| (format!("containerd.io/gc.ref.content.m.{i}"), d.digest().to_string()))
+                .map(|(i, d)| {
+                    (
+                        format!("containerd.io/gc.ref.content.m.{i}"),
+                        d.digest().to_string(),
+                    )
+                })
                 .collect();
-            self.label_blob(&plan.target.digest().to_string(), labels).await?;
+            self.label_blob(plan.target.digest().as_ref(), labels)
+                .await?;
         }
         let mut labels: HashMap<String, String> = plan
             .layers
             .iter()
             .enumerate()
-            .map(|(i, d)| (format!("containerd.io/gc.ref.content.l.{i}"), d.digest().to_string()))
+            .map(|(i, d)| {
+                (
+                    format!("containerd.io/gc.ref.content.l.{i}"),
+                    d.digest().to_string(),
+                )
+            })
             .collect();
         labels.insert(
             "containerd.io/gc.ref.content.config".into(),
             plan.config.digest().to_string(),
         );
-        self.label_blob(&plan.manifest.digest().to_string(), labels).await?;
+        self.label_blob(plan.manifest.digest().as_ref(), labels)
+            .await?;
         let labels = HashMap::from([(
             format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
             top.to_string(),
         )]);
-        self.label_blob(&plan.config.digest().to_string(), labels).await?;
+        self.label_blob(plan.config.digest().as_ref(), labels)
+            .await?;
 
         self.unpack(lease, plan).await?;
         self.save_image(plan).await
@@ -1039,6 +1077,11 @@ impl Containerd {
     }
 
     async fn run_service(&self, service: &str, spec: &ServiceSpec, stdio: &Stdio) -> Result<u32> {
+        if spec.tty {
+            return Err(RuntimeError::TtyUnsupported {
+                service: service.to_string(),
+            });
+        }
         let output = match stdio {
             Stdio::Null => String::new(),
             Stdio::File(path) if path.is_absolute() => format!("file://{}", path.display()),
@@ -1052,6 +1095,11 @@ impl Containerd {
         self.remove_stale(service).await?;
         let image = self.resolve_image(&spec.image).await?;
         let mut oci = runtime_spec(service, spec, &image.config, |k| self.lookup_env(k))?;
+        // containerd and its shims run with init's bounding set (all of them on a real boot;
+        // fewer in a sandbox), and runc refuses to grant more.
+        if let Some(bounding) = own_bounding_set() {
+            restrict_capabilities(&mut oci, bounding);
+        }
         if let Some(linux) = oci.linux_mut() {
             let path = self
                 .cgroup_parent
@@ -1064,8 +1112,11 @@ impl Containerd {
             message,
         };
         let spec_json = serde_json::to_vec(&oci).map_err(|e| create_error(e.to_string()))?;
-        let mut labels: HashMap<String, String> =
-            spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut labels: HashMap<String, String> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         labels.insert(LABEL_SERVICE.into(), service.into());
         labels.insert(LABEL_IMAGE.into(), spec.image.clone());
         // The container record references the snapshot key, which keeps the root snapshot
@@ -1092,9 +1143,7 @@ impl Containerd {
             }))
             .await
             .map_err(|s| create_error(status_text(&s)))?;
-        let started = self
-            .start_task(service, &image.top_chain_id, &output, spec.tty)
-            .await;
+        let started = self.start_task(service, &image.top_chain_id, &output).await;
         if started.is_err() {
             if let Err(e) = self.delete_service(service).await {
                 log::warn!("service {service}: cleaning up after failed start: {e}");
@@ -1105,13 +1154,7 @@ impl Containerd {
         Ok(pid)
     }
 
-    async fn start_task(
-        &self,
-        service: &str,
-        parent: &str,
-        output: &str,
-        terminal: bool,
-    ) -> Result<u32> {
+    async fn start_task(&self, service: &str, parent: &str, output: &str) -> Result<u32> {
         let mounts: Vec<ApiMount> = self
             .snapshots()
             .prepare(self.request(snap::PrepareSnapshotRequest {
@@ -1135,7 +1178,6 @@ impl Containerd {
                 stdin: String::new(),
                 stdout: output.to_string(),
                 stderr: output.to_string(),
-                terminal,
                 ..Default::default()
             }))
             .await
@@ -1234,7 +1276,15 @@ impl Containerd {
             .into_inner()
             .tasks
             .into_iter()
-            .map(|p| (p.container_id.clone(), p))
+            // containerd 1.6 fills in only `id` (= the container id for a task's init).
+            .map(|p| {
+                let id = if p.container_id.is_empty() {
+                    p.id.clone()
+                } else {
+                    p.container_id.clone()
+                };
+                (id, p)
+            })
             .collect();
         let mut states: Vec<ServiceState> = containers
             .into_iter()
@@ -1258,7 +1308,9 @@ impl Containerd {
                     pid: task.as_ref().map(|p| p.pid).filter(|&pid| pid > 0),
                     status,
                     exit_status: task.as_ref().filter(|_| stopped).map(|p| p.exit_status),
-                    exited_at: task.filter(|_| stopped).and_then(|p| system_time(p.exited_at)),
+                    exited_at: task
+                        .filter(|_| stopped)
+                        .and_then(|p| system_time(p.exited_at)),
                 }
             })
             .collect();
@@ -1306,7 +1358,8 @@ impl Containerd {
         let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;
         loop {
             self.publish_marker(&token).await?;
-            let wait = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
+            let wait =
+                Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
             match timeout(wait, &mut live_rx).await {
                 Ok(Ok(Ok(()))) => return Ok(rx),
                 Ok(Ok(Err(message))) => {
@@ -1381,11 +1434,9 @@ async fn forward_exits(
             continue;
         };
         match envelope.topic.as_str() {
-            SYNC_TOPIC => {
-                if payload.value == token.as_bytes() {
-                    if let Some(live) = live.take() {
-                        let _ = live.send(Ok(()));
-                    }
+            SYNC_TOPIC if payload.value == token.as_bytes() => {
+                if let Some(live) = live.take() {
+                    let _ = live.send(Ok(()));
                 }
             }
             EXIT_TOPIC => {
@@ -1474,6 +1525,9 @@ mod tests {
             seconds: 10,
             nanos: 0,
         };
-        assert_eq!(system_time(Some(t)), Some(UNIX_EPOCH + Duration::from_secs(10)));
+        assert_eq!(
+            system_time(Some(t)),
+            Some(UNIX_EPOCH + Duration::from_secs(10))
+        );
     }
 }

@@ -76,6 +76,10 @@ pub enum RuntimeError {
     /// `Stdio::File` must be absolute: the shim resolves it in its own working directory.
     #[error("service {service}: output file {path} is not an absolute path")]
     InvalidStdio { service: String, path: PathBuf },
+    /// `tty: true`: the runc shim copies a terminal only to a FIFO someone reads, which
+    /// this runtime does not provide yet.
+    #[error("service {service}: tty: true is not supported yet (the shim needs a FIFO reader)")]
+    TtyUnsupported { service: String },
     /// The service's task is already running.
     #[error("service {service} is already running (pid {pid})")]
     AlreadyRunning { service: String, pid: u32 },

@@ -58,7 +58,9 @@ impl FakeRuntime {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock has failed already.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every call so far, in order.
@@ -102,7 +104,9 @@ impl FakeRuntime {
 
 impl ServiceRuntime for FakeRuntime {
     async fn import_archive(&self, archive: &Path) -> Result<ImportOutcome> {
-        self.state().calls.push(FakeCall::Import(archive.to_path_buf()));
+        self.state()
+            .calls
+            .push(FakeCall::Import(archive.to_path_buf()));
         let name = archive
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -203,7 +207,10 @@ mod tests {
 
         assert!(fake.exit("ntp", 3));
         let event = exits.recv().await.unwrap();
-        assert_eq!((event.service.as_str(), event.pid, event.exit_status), ("ntp", pid, 3));
+        assert_eq!(
+            (event.service.as_str(), event.pid, event.exit_status),
+            ("ntp", pid, 3)
+        );
         let listed = fake.list().await.unwrap();
         assert_eq!(listed[0].status, ServiceStatus::Stopped);
         assert_eq!(listed[0].exit_status, Some(3));

@@ -21,7 +21,7 @@ use ros_config::ServiceSpec;
 
 pub use containerd::Containerd;
 pub use error::RuntimeError;
-pub use spec::{runtime_spec, SpecError};
+pub use spec::{restrict_capabilities, runtime_spec, SpecError};
 
 /// The containerd namespace holding every rOS system service and image.
 pub const SYSTEM_NAMESPACE: &str = "ros";
@@ -121,8 +121,7 @@ pub type ExitEvents = tokio::sync::mpsc::Receiver<ExitEvent>;
 pub trait ServiceRuntime: Send + Sync {
     /// Import an OCI image-layout tar archive (optionally gzip-compressed) and unpack its
     /// layers, unless the image is already there with the same digest.
-    fn import_archive(&self, archive: &Path)
-        -> impl Future<Output = Result<ImportOutcome>> + Send;
+    fn import_archive(&self, archive: &Path) -> impl Future<Output = Result<ImportOutcome>> + Send;
 
     /// Create and start the container for `service`; returns the task's host pid.
     /// Fails with [`RuntimeError::AlreadyRunning`] if its task is running; a stale

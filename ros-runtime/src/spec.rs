@@ -42,8 +42,9 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// Every capability up to `CAP_CHECKPOINT_RESTORE` (Linux 5.9): what `privileged: true` gets.
-/// runc skips the ones the running kernel does not know.
+/// Every capability up to `CAP_CHECKPOINT_RESTORE` (Linux 5.9), in kernel numbering order
+/// (index = capability number): what `privileged: true` gets. runc skips the ones the
+/// running kernel does not know.
 const ALL_CAPABILITIES: [Capability; 41] = [
     Capability::Chown,
     Capability::DacOverride,
@@ -212,7 +213,13 @@ pub fn runtime_spec(
 
     let process = ProcessBuilder::default()
         .terminal(spec.tty)
-        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(build)?)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(build)?,
+        )
         .args(args)
         .env(environment(spec, image_config, env_lookup))
         .cwd(cwd)
@@ -292,6 +299,33 @@ pub fn runtime_spec(
     Ok(oci)
 }
 
+/// Drop from every capability set of `spec` the capabilities missing from `bounding`, a
+/// kernel capability mask (`CapBnd` in /proc/self/status): runc cannot grant what its caller
+/// does not hold, and fails the whole container if asked to. Capabilities numbered past
+/// the ones this crate knows are unaffected.
+pub fn restrict_capabilities(spec: &mut Spec, bounding: u64) {
+    let allowed = |c: &Capability| {
+        let bit = ALL_CAPABILITIES.iter().position(|known| known == c);
+        !matches!(bit, Some(bit) if bounding & (1u64 << bit) == 0)
+    };
+    let Some(process) = spec.process_mut() else {
+        return;
+    };
+    let Some(mut caps) = process.capabilities().clone() else {
+        return;
+    };
+    let keep = |set: &Option<Capabilities>| -> Option<Capabilities> {
+        set.as_ref()
+            .map(|s| s.iter().copied().filter(allowed).collect())
+    };
+    caps.set_bounding(keep(caps.bounding()));
+    caps.set_effective(keep(caps.effective()));
+    caps.set_permitted(keep(caps.permitted()));
+    caps.set_inheritable(keep(caps.inheritable()));
+    caps.set_ambient(keep(caps.ambient()));
+    process.set_capabilities(Some(caps));
+}
+
 fn is_host(mode: &Option<NamespaceMode>) -> bool {
     matches!(mode, Some(NamespaceMode::Host))
 }
@@ -362,12 +396,11 @@ fn parse_capability(service: &str, name: &str) -> Result<Capability, SpecError> 
 
 fn capabilities(service: &str, spec: &ServiceSpec) -> Result<Capabilities, SpecError> {
     let is_all = |name: &str| name.eq_ignore_ascii_case("ALL");
-    let mut caps: Capabilities =
-        if spec.privileged || spec.cap_add.iter().any(|c| is_all(c)) {
-            ALL_CAPABILITIES.into_iter().collect()
-        } else {
-            DEFAULT_CAPABILITIES.into_iter().collect()
-        };
+    let mut caps: Capabilities = if spec.privileged || spec.cap_add.iter().any(|c| is_all(c)) {
+        ALL_CAPABILITIES.into_iter().collect()
+    } else {
+        DEFAULT_CAPABILITIES.into_iter().collect()
+    };
     for name in spec.cap_add.iter().filter(|c| !is_all(c)) {
         caps.insert(parse_capability(service, name)?);
     }
@@ -392,7 +425,12 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Mount 
 }
 
 fn mounts(service: &str, spec: &ServiceSpec) -> Result<Vec<Mount>, SpecError> {
-    let mut mounts = vec![mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])];
+    let mut mounts = vec![mount(
+        "/proc",
+        "proc",
+        "proc",
+        &["nosuid", "noexec", "nodev"],
+    )];
     if spec.privileged {
         mounts.push(mount("/dev", "bind", "/dev", &["rbind", "rw"]));
     } else {
@@ -471,7 +509,9 @@ fn volume_mount(service: &str, volume: &str) -> Result<Mount, SpecError> {
         _ => return Err(invalid("expected /host:/container[:ro]")),
     };
     if !host.starts_with('/') {
-        return Err(invalid("named volumes are not supported; the host path must be absolute"));
+        return Err(invalid(
+            "named volumes are not supported; the host path must be absolute",
+        ));
     }
     if !container.starts_with('/') {
         return Err(invalid("the container path must be absolute"));
@@ -669,13 +709,37 @@ mod tests {
 
     fn caps(spec: &Spec) -> HashSet<String> {
         let process = spec.process().as_ref().unwrap();
-        cap_names(process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap())
+        cap_names(
+            process
+                .capabilities()
+                .as_ref()
+                .unwrap()
+                .bounding()
+                .as_ref()
+                .unwrap(),
+        )
     }
 
     #[test]
     fn args_follow_docker_semantics() {
-        let cases: &[(&str, Option<Command>, Option<Command>, &[&str], &[&str], &[&str])] = &[
-            ("image only", None, None, &["/ep"], &["a", "b"], &["/ep", "a", "b"]),
+        // (case, command, entrypoint, image Entrypoint, image Cmd, expected argv)
+        type Case<'a> = (
+            &'a str,
+            Option<Command>,
+            Option<Command>,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
+            (
+                "image only",
+                None,
+                None,
+                &["/ep"],
+                &["a", "b"],
+                &["/ep", "a", "b"],
+            ),
             (
                 "command replaces cmd",
                 Some(Command::Line("x y".into())),
@@ -736,11 +800,7 @@ mod tests {
     #[test]
     fn env_is_image_then_service_with_passthrough() {
         let svc = ServiceSpec {
-            environment: Environment::List(vec![
-                "B=service".into(),
-                "HOME".into(),
-                "C=3".into(),
-            ]),
+            environment: Environment::List(vec!["B=service".into(), "HOME".into(), "C=3".into()]),
             tty: true,
             ..service()
         };
@@ -750,7 +810,14 @@ mod tests {
         let env = spec.process().as_ref().unwrap().env().clone().unwrap();
         assert_eq!(
             env,
-            vec!["PATH=/bin", "A=1", "B=service", "HOME=/root", "C=3", "TERM=xterm"]
+            vec![
+                "PATH=/bin",
+                "A=1",
+                "B=service",
+                "HOME=/root",
+                "C=3",
+                "TERM=xterm"
+            ]
         );
     }
 
@@ -772,8 +839,14 @@ mod tests {
             ..service()
         });
         let got = caps(&added);
-        assert!(got.contains("SYS_ADMIN") && got.contains("NET_ADMIN"), "{got:?}");
-        assert!(!got.contains("MKNOD") && !got.contains("NET_RAW"), "{got:?}");
+        assert!(
+            got.contains("SYS_ADMIN") && got.contains("NET_ADMIN"),
+            "{got:?}"
+        );
+        assert!(
+            !got.contains("MKNOD") && !got.contains("NET_RAW"),
+            "{got:?}"
+        );
         assert_eq!(got.len(), default.len());
 
         let privileged = build(&ServiceSpec {
@@ -789,9 +862,54 @@ mod tests {
         });
         assert_eq!(caps(&none), HashSet::new(), "drop ALL wins, as in Docker");
 
-        let sets = added.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+        let sets = added
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
         assert_eq!(sets.inheritable().as_ref().unwrap().len(), 0);
         assert_eq!(sets.ambient().as_ref().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn capabilities_the_host_lacks_are_dropped() {
+        let mut spec = build(&ServiceSpec {
+            privileged: true,
+            ..service()
+        });
+        // Everything but CAP_SYS_RESOURCE (24), as in a sandbox that dropped it.
+        restrict_capabilities(&mut spec, ((1u64 << 41) - 1) & !(1 << 24));
+        let got = caps(&spec);
+        assert_eq!(got.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(
+            !got.contains("SYS_RESOURCE") && got.contains("SYS_ADMIN"),
+            "{got:?}"
+        );
+        let sets = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        assert!(!cap_names(sets.effective().as_ref().unwrap()).contains("SYS_RESOURCE"));
+
+        let mut spec = build(&service());
+        restrict_capabilities(&mut spec, u64::MAX);
+        assert_eq!(caps(&spec).len(), DEFAULT_CAPABILITIES.len());
+        for (bit, cap) in ALL_CAPABILITIES.iter().enumerate() {
+            let mut spec = build(&ServiceSpec {
+                cap_add: vec![cap.to_string()],
+                ..service()
+            });
+            restrict_capabilities(&mut spec, !(1u64 << bit));
+            assert!(
+                !caps(&spec).contains(&cap.to_string()),
+                "{cap} is bit {bit}"
+            );
+        }
     }
 
     #[test]
@@ -819,13 +937,25 @@ mod tests {
             .as_ref()
             .unwrap()
             .contains(&"/proc/sys".to_string()));
-        assert_eq!(mount_of(&spec, "/dev").unwrap().typ().as_deref(), Some("tmpfs"));
+        assert_eq!(
+            mount_of(&spec, "/dev").unwrap().typ().as_deref(),
+            Some("tmpfs")
+        );
         assert!(mount_of(&spec, "/dev/pts").is_some());
         assert!(options(mount_of(&spec, "/sys").unwrap()).contains(&"ro".to_string()));
         assert!(options(mount_of(&spec, "/sys/fs/cgroup").unwrap()).contains(&"ro".to_string()));
-        let devices = linux.resources().as_ref().unwrap().devices().clone().unwrap();
+        let devices = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
         assert!(!devices[0].allow());
-        assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), Some(true));
+        assert_eq!(
+            spec.process().as_ref().unwrap().no_new_privileges(),
+            Some(true)
+        );
         let names: Vec<String> = linux
             .seccomp()
             .as_ref()
@@ -873,12 +1003,24 @@ mod tests {
         assert_eq!(dev.typ().as_deref(), Some("bind"));
         assert_eq!(dev.source().as_deref(), Some(std::path::Path::new("/dev")));
         assert!(options(dev).contains(&"rbind".to_string()));
-        assert!(mount_of(&spec, "/dev/pts").is_none(), "comes with the rbind");
+        assert!(
+            mount_of(&spec, "/dev/pts").is_none(),
+            "comes with the rbind"
+        );
         assert!(options(mount_of(&spec, "/sys").unwrap()).contains(&"rw".to_string()));
         assert!(options(mount_of(&spec, "/sys/fs/cgroup").unwrap()).contains(&"rw".to_string()));
-        let devices = linux.resources().as_ref().unwrap().devices().clone().unwrap();
+        let devices = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
         assert!(devices[0].allow());
-        assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), Some(false));
+        assert_eq!(
+            spec.process().as_ref().unwrap().no_new_privileges(),
+            Some(false)
+        );
     }
 
     #[test]
@@ -924,9 +1066,16 @@ mod tests {
         assert_eq!(run.typ().as_deref(), Some("bind"));
         assert_eq!(run.source().as_deref(), Some(std::path::Path::new("/run")));
         assert_eq!(options(run), vec!["rbind"]);
-        assert_eq!(options(mount_of(&spec, "/usr/bin/ros").unwrap()), vec!["rbind", "ro"]);
+        assert_eq!(
+            options(mount_of(&spec, "/usr/bin/ros").unwrap()),
+            vec!["rbind", "ro"]
+        );
         let last = spec.mounts().as_ref().unwrap().last().unwrap();
-        assert_eq!(last.destination(), &PathBuf::from("/usr/bin/ros"), "volumes come last");
+        assert_eq!(
+            last.destination(),
+            &PathBuf::from("/usr/bin/ros"),
+            "volumes come last"
+        );
     }
 
     #[test]
@@ -937,7 +1086,10 @@ mod tests {
                 ..service()
             };
             let err = runtime_spec("svc", &svc, &image(&[], &[], &[]), no_env).unwrap_err();
-            assert!(matches!(err, SpecError::InvalidVolume { .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, SpecError::InvalidVolume { .. }),
+                "{bad}: {err}"
+            );
             assert!(err.to_string().contains(bad), "{err}");
         }
     }
@@ -959,7 +1111,10 @@ mod tests {
         assert_eq!(root.path(), &PathBuf::from("rootfs"));
         assert_eq!(root.readonly(), Some(true));
         let linux = spec.linux().as_ref().unwrap();
-        assert_eq!(linux.cgroups_path().as_deref(), Some(std::path::Path::new("/ros/svc")));
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(std::path::Path::new("/ros/svc"))
+        );
 
         let defaults = build(&service());
         let process = defaults.process().as_ref().unwrap();
@@ -1001,7 +1156,9 @@ mod tests {
         assert_eq!(json["linux"]["cgroupsPath"], "/ros/svc");
         assert_eq!(json["process"]["noNewPrivileges"], true);
         assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
-        let caps = json["process"]["capabilities"]["bounding"].as_array().unwrap();
+        let caps = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
         assert!(caps.contains(&serde_json::json!("CAP_CHOWN")));
     }
 }

@@ -44,7 +44,11 @@ fn boots_to_a_console_container_and_powers_off() {
     assert_eq!(vm.sh("stat -c '%a' /run/system-containerd"), "700");
 
     // The shell is in a container: its own cgroup and mount namespace, host pid ns.
-    assert_eq!(vm.sh("cat /proc/self/cgroup"), "0::/ros/console");
+    // Seen from PID 1's cgroup2 mount, the shell is in the console's cgroup...
+    vm.sh("grep -qx $$ /proc/1/root/sys/fs/cgroup/ros/console/cgroup.procs");
+    // ...and it has a cgroup namespace of its own, rooted there.
+    assert_eq!(vm.sh("cat /proc/self/cgroup"), "0::/");
+    assert_ne!(vm.sh("readlink /proc/self/ns/cgroup"), vm.sh("readlink /proc/1/ns/cgroup"));
     let own = vm.sh("readlink /proc/self/ns/mnt");
     let init = vm.sh("readlink /proc/1/ns/mnt");
     assert_ne!(own, init, "console shares PID 1's mount namespace");

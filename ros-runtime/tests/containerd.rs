@@ -1,0 +1,508 @@
+//! End to end against a private containerd (root only): import an OCI archive built here
+//! from the host's static busybox, re-import it, run one-shot and long-running services,
+//! list, stop, and wait for exit events.
+//!
+//! Skips (passes with a message) when not root or when /usr/bin/containerd is missing.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio as ProcessStdio};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use ros_config::service::{Command as ServiceCommand, NamespaceMode};
+use ros_config::ServiceSpec;
+use ros_runtime::{
+    Containerd, ExitEvent, ExitEvents, RuntimeError, ServiceRuntime, ServiceStatus, Stdio,
+};
+use sha2::{Digest, Sha256};
+
+const CONTAINERD: &str = "/usr/bin/containerd";
+const BUSYBOX: &str = "/bin/busybox";
+const IMAGE: &str = "ros/test:1";
+const GZ_IMAGE: &str = "docker.io/ros/test-gz:1";
+const DEADLINE: Duration = Duration::from_secs(60);
+/// Docker's default capability set as /proc/self/status shows it.
+const DEFAULT_CAP_EFF: &str = "00000000a80425fb";
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+fn hex(digest: &str) -> &str {
+    digest.trim_start_matches("sha256:")
+}
+
+/// A one-layer OCI archive: busybox and a few applet links. Returns the manifest digest.
+fn build_archive(out: &Path, name: &str, gzip_archive: bool) -> anyhow::Result<String> {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    layer.append_data(&mut dir, "bin/", std::io::empty())?;
+    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}"))?;
+    let mut file = tar::Header::new_gnu();
+    file.set_mode(0o755);
+    file.set_size(busybox.len() as u64);
+    layer.append_data(&mut file, "bin/busybox", busybox.as_slice())?;
+    for applet in ["sh", "echo", "sleep", "cat", "grep"] {
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_mode(0o777);
+        link.set_size(0);
+        layer.append_link(&mut link, format!("bin/{applet}"), "busybox")?;
+    }
+    // Incompressible filler so the layer blob spans several write chunks.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let filler: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut file = tar::Header::new_gnu();
+    file.set_mode(0o644);
+    file.set_size(filler.len() as u64);
+    layer.append_data(&mut file, "filler", filler.as_slice())?;
+    let layer_tar = layer.into_inner()?;
+    let diff_id = sha256(&layer_tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer_tar)?;
+    let layer_gz = gz.finish()?;
+    let layer_digest = sha256(&layer_gz);
+
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": match std::env::consts::ARCH { "aarch64" => "arm64", _ => "amd64" },
+        "os": "linux",
+        "config": { "Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/" },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+    }))?;
+    let config_digest = sha256(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": layer_digest,
+            "size": layer_gz.len(),
+        }],
+    }))?;
+    let manifest_digest = sha256(&manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": "1",
+            },
+        }],
+    }))?;
+
+    let file = std::fs::File::create(out)?;
+    let writer: Box<dyn Write> = if gzip_archive {
+        Box::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(file)
+    };
+    let mut archive = tar::Builder::new(writer);
+    let mut add = |path: String, data: &[u8]| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        archive.append_data(&mut header, path, data)
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    // Layer before index.json, as a streaming writer would produce it.
+    add(format!("blobs/sha256/{}", hex(&layer_digest)), &layer_gz)?;
+    add(format!("blobs/sha256/{}", hex(&config_digest)), &config)?;
+    add(format!("blobs/sha256/{}", hex(&manifest_digest)), &manifest)?;
+    add("index.json".into(), &index)?;
+    archive.into_inner()?.flush()?;
+    Ok(manifest_digest)
+}
+
+/// A containerd with its own root, state and socket under a temp dir.
+struct PrivateContainerd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    namespace: String,
+    cgroup_parent: String,
+}
+
+impl PrivateContainerd {
+    fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("ros-rt-").tempdir()?;
+        let path = dir.path();
+        let socket = path.join("containerd.sock");
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{socket}"
+
+[ttrpc]
+  address = "{socket}.ttrpc"
+
+[debug]
+  address = "{path}/debug.sock"
+  level = "info"
+
+[metrics]
+  address = ""
+"#,
+            root = path.join("root").display(),
+            state = path.join("state").display(),
+            socket = socket.display(),
+            path = path.display(),
+        );
+        let config_path = path.join("config.toml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(path.join("containerd.log"))?;
+        let child = Command::new(CONTAINERD)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(ProcessStdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {CONTAINERD}"))?;
+        Ok(Self {
+            child: Some(child),
+            socket,
+            namespace: format!("ros-test-{}", std::process::id()),
+            cgroup_parent: format!("/ros-test-{}", std::process::id()),
+            dir,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.path().join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for PrivateContainerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Snapshot and rootfs mounts under our root, deepest first.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let root = self.path().to_string_lossy().to_string();
+        let mut mounts: Vec<String> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(|p| p.replace("\\040", " "))
+            .filter(|p| p.starts_with(&root))
+            .collect();
+        mounts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for mount in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&mount).status();
+        }
+        // runc removes each service's cgroup; the parent is ours to remove.
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(
+                hierarchy
+                    .path()
+                    .join(self.cgroup_parent.trim_start_matches('/')),
+            );
+        }
+        let _ = std::fs::remove_dir(
+            Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/')),
+        );
+        // The runc shim keeps per-namespace state here, empty once every task is deleted.
+        let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
+    }
+}
+
+/// containerd's own CLI, only to check what the runtime left in the store.
+fn ctr(ctd: &PrivateContainerd, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("ctr")
+        .arg("--address")
+        .arg(&ctd.socket)
+        .arg("--namespace")
+        .arg(&ctd.namespace)
+        .args(args)
+        .output()
+        .context("running ctr")?;
+    ensure!(
+        output.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+async fn next_exit(exits: &mut ExitEvents, service: &str) -> anyhow::Result<ExitEvent> {
+    let wait = async {
+        while let Some(event) = exits.recv().await {
+            if event.service == service {
+                return Ok(event);
+            }
+        }
+        bail!("exit stream closed before {service} exited")
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .with_context(|| format!("no exit event for {service} within {DEADLINE:?}"))?
+}
+
+fn service(argv: &[&str]) -> ServiceSpec {
+    ServiceSpec {
+        image: IMAGE.into(),
+        command: Some(ServiceCommand::Argv(
+            argv.iter().map(|s| s.to_string()).collect(),
+        )),
+        ..Default::default()
+    }
+}
+
+/// Run a one-shot service to completion and return its output.
+async fn run_to_exit(
+    runtime: &Containerd,
+    exits: &mut ExitEvents,
+    dir: &Path,
+    name: &str,
+    spec: &ServiceSpec,
+) -> anyhow::Result<(u32, String)> {
+    let log = dir.join(format!("{name}.log"));
+    let pid = runtime.run(name, spec, &Stdio::File(log.clone())).await?;
+    ensure!(pid > 0, "{name}: pid {pid}");
+    let exit = next_exit(exits, name).await?;
+    ensure!(
+        exit.pid == pid,
+        "{name}: exit event for pid {} not {pid}",
+        exit.pid
+    );
+    // Deleting the task waits for the shim to finish copying output.
+    runtime.stop(name, Duration::from_secs(5)).await?;
+    let output =
+        std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    Ok((exit.exit_status, output))
+}
+
+async fn scenario(ctd: &PrivateContainerd) -> anyhow::Result<()> {
+    let runtime = Containerd::wait_ready(&ctd.socket, &ctd.namespace, Duration::from_secs(30))
+        .await?
+        .with_cgroup_parent(Some(ctd.cgroup_parent.clone()));
+    eprintln!("containerd {}", runtime.version().await?);
+
+    let archive = ctd.path().join("test.tar");
+    let digest = build_archive(&archive, IMAGE, false)?;
+    let first = runtime.import_archive(&archive).await?;
+    ensure!(
+        first.name == IMAGE && first.manifest_digest == digest && !first.skipped,
+        "{first:?}"
+    );
+    // The lease is gone and garbage collected: what survives is what the image references.
+    let content = ctr(ctd, &["content", "ls", "-q"])?;
+    ensure!(
+        content.contains(&digest),
+        "manifest collected; content: {content}"
+    );
+    ensure!(
+        content.lines().count() == 3,
+        "expected manifest, config, layer: {content}"
+    );
+    let snapshots = ctr(ctd, &["snapshots", "--snapshotter", "overlayfs", "ls"])?;
+    ensure!(
+        snapshots.lines().count() == 2,
+        "expected one committed layer: {snapshots}"
+    );
+
+    let again = runtime.import_archive(&archive).await?;
+    ensure!(again.skipped, "second import not skipped: {again:?}");
+
+    // Same blobs under another name, gzip-compressed archive: nothing to write but the record.
+    let gz_archive = ctd.path().join("test.tar.gz");
+    build_archive(&gz_archive, GZ_IMAGE, true)?;
+    let gz = runtime.import_archive(&gz_archive).await?;
+    ensure!(
+        gz.name == GZ_IMAGE && gz.manifest_digest == digest && !gz.skipped,
+        "{gz:?}"
+    );
+
+    let mut exits = runtime.exits().await?;
+
+    let tty = ServiceSpec {
+        tty: true,
+        ..service(&["echo", "tty"])
+    };
+    match runtime.run("tty", &tty, &Stdio::Null).await {
+        Err(RuntimeError::TtyUnsupported { .. }) => {}
+        other => bail!("tty service: {other:?}"),
+    }
+
+    let (status, output) = run_to_exit(
+        &runtime,
+        &mut exits,
+        ctd.path(),
+        "echo",
+        &service(&["echo", "hello"]),
+    )
+    .await?;
+    ensure!(
+        status == 0 && output == "hello\n",
+        "echo: status {status}, output {output:?}"
+    );
+
+    // Least privilege by default: Docker's capability set.
+    let caps = service(&["grep", "CapEff", "/proc/self/status"]);
+    let (status, output) = run_to_exit(&runtime, &mut exits, ctd.path(), "caps", &caps).await?;
+    ensure!(
+        status == 0 && output.contains(DEFAULT_CAP_EFF),
+        "caps: status {status}, output {output:?}"
+    );
+
+    // Privileged with the host's namespaces and a volume, like the console.
+    let volume = ctd.path().join("volume");
+    std::fs::create_dir(&volume)?;
+    let console_like = ServiceSpec {
+        privileged: true,
+        net: Some(NamespaceMode::Host),
+        pid: Some(NamespaceMode::Host),
+        ipc: Some(NamespaceMode::Host),
+        uts: Some(NamespaceMode::Host),
+        volumes: vec![format!("{}:/out", volume.display())],
+        ..service(&[
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status > /out/caps && ls /dev/null",
+        ])
+    };
+    let (status, output) = run_to_exit(
+        &runtime,
+        &mut exits,
+        ctd.path(),
+        "privileged",
+        &console_like,
+    )
+    .await?;
+    let caps = std::fs::read_to_string(volume.join("caps"))?;
+    ensure!(
+        status == 0 && output.contains("/dev/null") && !caps.contains(DEFAULT_CAP_EFF),
+        "privileged: status {status}, output {output:?}, caps {caps:?}"
+    );
+
+    // A stale container (exited, never stopped) is replaced by the next run.
+    let log = ctd.path().join("twice.log");
+    let once = service(&["echo", "again"]);
+    runtime
+        .run("twice", &once, &Stdio::File(log.clone()))
+        .await?;
+    next_exit(&mut exits, "twice").await?;
+    let listed = runtime.list().await?;
+    let twice = listed
+        .iter()
+        .find(|s| s.name == "twice")
+        .context("twice not listed")?;
+    ensure!(
+        twice.status == ServiceStatus::Stopped
+            && twice.exit_status == Some(0)
+            && twice.exited_at.is_some(),
+        "{twice:?}"
+    );
+    runtime
+        .run("twice", &once, &Stdio::File(log.clone()))
+        .await?;
+    next_exit(&mut exits, "twice").await?;
+    runtime.stop("twice", Duration::from_secs(5)).await?;
+    ensure!(
+        std::fs::read_to_string(&log)? == "again\nagain\n",
+        "output is appended"
+    );
+
+    // A long-running service: listed while running, refused twice, killed when it ignores
+    // SIGTERM (sleep as pid 1 has no handler), gone afterwards.
+    let sleeper = service(&["sleep", "1000"]);
+    let pid = runtime.run("sleep", &sleeper, &Stdio::Null).await?;
+    let listed = runtime.list().await?;
+    let state = listed
+        .iter()
+        .find(|s| s.name == "sleep")
+        .context("sleep not listed")?;
+    ensure!(
+        state.status == ServiceStatus::Running && state.pid == Some(pid) && state.image == IMAGE,
+        "{state:?}"
+    );
+    match runtime.run("sleep", &sleeper, &Stdio::Null).await {
+        Err(RuntimeError::AlreadyRunning { pid: running, .. }) if running == pid => {}
+        other => bail!("second run of sleep: {other:?}"),
+    }
+    runtime.stop("sleep", Duration::from_millis(500)).await?;
+    let exit = next_exit(&mut exits, "sleep").await?;
+    ensure!(
+        exit.exit_status == 128 + 9,
+        "sleep exited {}",
+        exit.exit_status
+    );
+    ensure!(
+        !runtime.list().await?.iter().any(|s| s.name == "sleep"),
+        "sleep still listed after stop"
+    );
+    runtime.stop("sleep", Duration::from_secs(1)).await?;
+    runtime
+        .stop("never-existed", Duration::from_secs(1))
+        .await?;
+    Ok(())
+}
+
+/// Stop whatever the scenario left running, so no shim outlives containerd.
+async fn stop_everything(ctd: &PrivateContainerd) -> anyhow::Result<()> {
+    let runtime = Containerd::connect(&ctd.socket, &ctd.namespace).await?;
+    for state in runtime.list().await? {
+        runtime.stop(&state.name, Duration::from_secs(1)).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_end_to_end() {
+    // /proc/self belongs to the effective uid.
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    let needed = [CONTAINERD, BUSYBOX, "/usr/bin/ctr"];
+    if euid != 0 || !needed.iter().all(|p| Path::new(p).exists()) {
+        eprintln!("skipping containerd_end_to_end: needs root and {needed:?}");
+        return;
+    }
+    let ctd = PrivateContainerd::start().expect("starting containerd");
+    let result = scenario(&ctd).await;
+    let stopped = stop_everything(&ctd).await;
+    let tail = ctd.log_tail();
+    drop(ctd);
+    if let Err(e) = result {
+        panic!("{e:#}\n--- containerd log (last lines) ---\n{tail}");
+    }
+    stopped.expect("stopping leftover services");
+}
