@@ -16,6 +16,8 @@ pub(crate) struct Finding {
     pub message: String,
     /// The value cannot be used: the resolver drops it (and reports it once).
     pub drop: bool,
+    /// The finding is about the key itself (point at the key, not the value).
+    pub on_key: bool,
 }
 
 const DATASOURCES: &[&str] = &[
@@ -47,6 +49,7 @@ impl Findings {
             severity: Severity::Error,
             message: message.into(),
             drop: true,
+            on_key: false,
         });
     }
     fn warning(&mut self, path: KeyPath, message: impl Into<String>) {
@@ -55,7 +58,14 @@ impl Findings {
             severity: Severity::Warning,
             message: message.into(),
             drop: false,
+            on_key: false,
         });
+    }
+    fn unused_key(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.warning(path, message);
+        if let Some(last) = self.0.last_mut() {
+            last.on_key = true;
+        }
     }
 }
 
@@ -78,7 +88,10 @@ pub(crate) fn check(cfg: &CloudConfig) -> Vec<Finding> {
     for (i, wf) in cfg.write_files.iter().enumerate() {
         let at = root("write_files").index(i);
         if !wf.path.starts_with('/') {
-            f.error(at.key("path"), format!("`{}` is not an absolute path", wf.path));
+            f.error(
+                at.key("path"),
+                format!("`{}` is not an absolute path", wf.path),
+            );
         }
         if let Err(e) = wf.decoded_content() {
             f.error(at.key("content"), e.to_string());
@@ -116,7 +129,15 @@ fn commands(f: &mut Findings, key: &str, list: &[CommandSpec]) {
 fn rancher(f: &mut Findings, r: &RancherConfig) {
     let at = root("rancher");
     for (key, why) in r.ignored_keys() {
-        f.warning(at.key(key), format!("RancherOS key not used by rOS ({why}); ignored"));
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({why})")
+        };
+        f.unused_key(
+            at.key(key),
+            format!("RancherOS key not used by rOS{why}; ignored"),
+        );
     }
     for (name, spec) in &r.services {
         let valid = !name.is_empty()
@@ -129,7 +150,10 @@ fn rancher(f: &mut Findings, r: &RancherConfig) {
                 "a service name may only contain letters, digits, `-`, `_` and `.`",
             );
         } else if spec.image.trim().is_empty() {
-            f.error(at.key("services").key(name.as_str()).key("image"), "empty image");
+            f.error(
+                at.key("services").key(name.as_str()).key("image"),
+                "empty image",
+            );
         }
     }
     for (i, m) in r.modules.iter().enumerate() {
@@ -184,7 +208,10 @@ fn rancher(f: &mut Findings, r: &RancherConfig) {
             );
         }
     }
-    for (key, t) in [("http_proxy", &r.network.http_proxy), ("https_proxy", &r.network.https_proxy)] {
+    for (key, t) in [
+        ("http_proxy", &r.network.http_proxy),
+        ("https_proxy", &r.network.https_proxy),
+    ] {
         if let Some(url) = t {
             if !url.contains("://") {
                 f.warning(
@@ -251,13 +278,19 @@ fn interface(f: &mut Findings, at: &KeyPath, i: &InterfaceConfig) {
             f.error(at.key("addresses").index(n), why);
         }
     }
-    for (key, gw, want_v6) in [("gateway", &i.gateway, false), ("gateway_ipv6", &i.gateway_ipv6, true)] {
+    for (key, gw, want_v6) in [
+        ("gateway", &i.gateway, false),
+        ("gateway_ipv6", &i.gateway_ipv6, true),
+    ] {
         if let Some(gw) = gw {
             match gw.parse::<IpAddr>() {
                 Ok(ip) if ip.is_ipv6() == want_v6 => {}
                 _ => f.error(
                     at.key(key),
-                    format!("`{gw}` is not an IPv{} address", if want_v6 { 6 } else { 4 }),
+                    format!(
+                        "`{gw}` is not an IPv{} address",
+                        if want_v6 { 6 } else { 4 }
+                    ),
                 ),
             }
         }
@@ -291,17 +324,36 @@ mod tests {
         for ok in ["10.0.0.1/8", "192.168.1.10/24", "fd00::1/64", "0.0.0.0/0"] {
             assert!(cidr(ok).is_ok(), "{ok}");
         }
-        for bad in ["10.0.0.1", "10.0.0.1/33", "fd00::1/129", "x/24", "10.0.0.1/"] {
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.1/33",
+            "fd00::1/129",
+            "x/24",
+            "10.0.0.1/",
+        ] {
             assert!(cidr(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn interface_key_table() {
-        for ok in ["eth0", "eth*", "mac=00:11:22:33:44:55", "mac=00:11:*", "br0"] {
+        for ok in [
+            "eth0",
+            "eth*",
+            "mac=00:11:22:33:44:55",
+            "mac=00:11:*",
+            "br0",
+        ] {
             assert!(interface_key(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "mac=", "mac=zz", "a/b", "a very long interface name", "eth 0"] {
+        for bad in [
+            "",
+            "mac=",
+            "mac=zz",
+            "a/b",
+            "a very long interface name",
+            "eth 0",
+        ] {
             assert!(interface_key(bad).is_err(), "{bad}");
         }
     }

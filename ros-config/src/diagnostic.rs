@@ -84,6 +84,9 @@ mod tests {
         );
         d.line = 0;
         d.key_path = KeyPath::root();
-        assert_eq!(d.to_string(), "/var/lib/rancher/conf/cloud-config.yml: invalid type");
+        assert_eq!(
+            d.to_string(),
+            "/var/lib/rancher/conf/cloud-config.yml: invalid type"
+        );
     }
 }

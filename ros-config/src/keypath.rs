@@ -161,9 +161,9 @@ impl fmt::Display for KeyPath {
                         f.write_str(".")?;
                     }
                     let plain = !k.is_empty()
-                        && !k
-                            .chars()
-                            .any(|c| matches!(c, '.' | '[' | ']' | '"' | '\\') || c.is_whitespace());
+                        && !k.chars().any(|c| {
+                            matches!(c, '.' | '[' | ']' | '"' | '\\') || c.is_whitespace()
+                        });
                     if plain {
                         f.write_str(k)?;
                     } else {
@@ -219,7 +219,9 @@ mod tests {
 
     #[test]
     fn parse_rejects_malformed() {
-        for bad in ["", ".", "a.", ".a", "a..b", "a[x]", "a[1", "a.\"b", "a]b", "a.[0]"] {
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "a[x]", "a[1", "a.\"b", "a]b", "a.[0]",
+        ] {
             assert!(KeyPath::parse(bad).is_err(), "{bad:?} should not parse");
         }
     }

@@ -2,8 +2,38 @@
 //!
 //! Owns parsing, layering, validation and dotted get/set. Must not depend on nix, libc,
 //! tokio or tonic: everything here is testable without root. `serde_yaml` is used only
-//! inside this crate so that replacing it touches one module.
+//! inside this crate (the `yaml` module, and `service`) so that replacing it touches one
+//! module.
+//!
+//! PID 1 calls [`load`] with [`Mode::Boot`]: every layer plus the kernel command line,
+//! never failing; bad files or keys are dropped and reported as [`Diagnostic`]s. `ros config`
+//! uses [`get`], [`set`], [`merge`], [`export`], [`validate_text`] and [`write_atomic`].
 
+mod atomic;
+mod check;
+mod cmdline;
+mod diagnostic;
+mod export;
+mod keypath;
+pub mod paths;
+mod resolve;
+pub mod schema;
 pub mod service;
+mod tree;
+mod userdata;
+mod yaml;
 
+pub use atomic::{write_atomic, AtomicWriteError, SECRET_MODE};
+pub use cmdline::{Cmdline, MAX_CMDLINE_BYTES};
+pub use diagnostic::{Diagnostic, Severity};
+pub use export::export;
+pub use keypath::{KeyPath, KeyPathError, Segment};
+pub use resolve::{
+    layer_files, load, resolve, validate_text, validate_value, Layer, Loaded, Mode, Resolved,
+    MAX_FILE_BYTES,
+};
+pub use schema::CloudConfig;
 pub use service::{ServiceFile, ServiceSpec};
+pub use tree::{get, merge, set, SetError};
+pub use userdata::{parse_user_data, UserData, UserDataError};
+pub use yaml::{to_yaml, Mapping, ToYamlError, Value, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES};

@@ -54,7 +54,9 @@ pub struct Layer {
 
 impl std::fmt::Debug for Layer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Layer").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("Layer")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,9 +82,8 @@ impl Layer {
             ));
         }
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let value = yaml::parse_document(text).map_err(|e| {
-            whole_file(e.line, e.column, format!("{}; file skipped", e.message))
-        })?;
+        let value = yaml::parse_document(text)
+            .map_err(|e| whole_file(e.line, e.column, format!("{}; file skipped", e.message)))?;
         let mut layer = Layer {
             origin: origin.clone(),
             value: Value::Null,
@@ -158,7 +159,10 @@ impl Layer {
                 layer.note(
                     KeyPath::root(),
                     Severity::Error,
-                    format!("a cloud-config must be a mapping of keys, found a {}", crate::tree::kind_of(&other)),
+                    format!(
+                        "a cloud-config must be a mapping of keys, found a {}",
+                        crate::tree::kind_of(&other)
+                    ),
                     Target::Value,
                 );
                 layer.value = Value::Mapping(Mapping::new());
@@ -222,7 +226,11 @@ impl Layer {
                 let hit = words.iter().rev().find_map(|w| {
                     let have = plain(&w.path);
                     if have == want {
-                        Some(if target == Target::Key { w.key_column } else { w.value_column })
+                        Some(if target == Target::Key {
+                            w.key_column
+                        } else {
+                            w.value_column
+                        })
                     } else if under(&have, &want) {
                         Some(w.key_column)
                     } else if under(&want, &have) {
@@ -269,7 +277,11 @@ type Note = (KeyPath, Severity, String);
 fn normalize(value: Value, path: &KeyPath, notes: &mut Vec<Note>) -> Option<Value> {
     let value = match yaml::untag(value) {
         Ok((tag, inner)) => {
-            notes.push((path.clone(), Severity::Warning, format!("YAML tag `{tag}` ignored")));
+            notes.push((
+                path.clone(),
+                Severity::Warning,
+                format!("YAML tag `{tag}` ignored"),
+            ));
             inner
         }
         Err(v) => v,
@@ -277,20 +289,38 @@ fn normalize(value: Value, path: &KeyPath, notes: &mut Vec<Note>) -> Option<Valu
     match value {
         Value::Null => None,
         Value::Mapping(map) => {
+            // In a service's `environment:` map an empty value means "pass the host's value
+            // through" (compose semantics), so it must survive.
+            let keep_nulls = matches!(
+                path.segments(),
+                [Segment::Key(r), Segment::Key(s), Segment::Key(_), Segment::Key(e)]
+                    if r == "rancher" && s == "services" && e == "environment"
+            );
             let mut out = Mapping::new();
             for (k, v) in map {
                 let Some(key) = yaml::key_text(&k) else {
                     notes.push((
                         path.clone(),
                         Severity::Error,
-                        format!("a key must be a string, found a {}; entry ignored", crate::tree::kind_of(&k)),
+                        format!(
+                            "a key must be a string, found a {}; entry ignored",
+                            crate::tree::kind_of(&k)
+                        ),
                     ));
                     continue;
                 };
                 let child = path.key(key.as_str());
-                if let Some(v) = normalize(v, &child, notes) {
+                let v = match normalize(v, &child, notes) {
+                    None if keep_nulls => Some(Value::Null),
+                    v => v,
+                };
+                if let Some(v) = v {
                     if out.insert(Value::String(key), v).is_some() {
-                        notes.push((child, Severity::Warning, "key given twice; the last one wins".into()));
+                        notes.push((
+                            child,
+                            Severity::Warning,
+                            "key given twice; the last one wins".into(),
+                        ));
                     }
                 }
             }
@@ -310,9 +340,7 @@ fn normalize(value: Value, path: &KeyPath, notes: &mut Vec<Note>) -> Option<Valu
 /// `rancher.sysctl.net.ipv4.ip_forward=1` on the command line means); flatten it to
 /// dotted keys per layer, so that layering compares like with like.
 fn flatten_sysctl(value: &mut Value) {
-    let Some(Value::Mapping(sysctl)) = value
-        .get_mut("rancher")
-        .and_then(|r| r.get_mut("sysctl"))
+    let Some(Value::Mapping(sysctl)) = value.get_mut("rancher").and_then(|r| r.get_mut("sysctl"))
     else {
         return;
     };
@@ -324,7 +352,11 @@ fn flatten_sysctl(value: &mut Value) {
             Value::Mapping(m) => {
                 for (k, v) in m {
                     let key = yaml::key_text(&k).unwrap_or_default();
-                    let full = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                    let full = if prefix.is_empty() {
+                        key
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
                     walk(&full, v, out);
                 }
             }
@@ -371,7 +403,9 @@ pub fn resolve(layers: Vec<Layer>, mode: Mode) -> Resolved {
     loop {
         let merged = layers
             .iter()
-            .fold(Value::Mapping(Mapping::new()), |acc, l| merge(acc, l.value.clone()));
+            .fold(Value::Mapping(Mapping::new()), |acc, l| {
+                merge(acc, l.value.clone())
+            });
         let clean = strip_holes(&merged);
         let problems = match yaml::from_value::<CloudConfig>(clean.clone()) {
             Ok(config) => {
@@ -380,7 +414,8 @@ pub fn resolve(layers: Vec<Layer>, mode: Mode) -> Resolved {
                 if drops.is_empty() {
                     for f in notes {
                         let path = original_path(&merged, &f.path);
-                        let (i, d) = report(&layers, &path, f.severity, f.message, Target::Value);
+                        let target = if f.on_key { Target::Key } else { Target::Value };
+                        let (i, d) = report(&layers, &path, f.severity, f.message, target);
                         diags.push((i, d));
                     }
                     diags.sort_by_key(|(i, d)| (*i, d.line, d.column));
@@ -525,7 +560,7 @@ fn classify(path: KeyPath, message: &str, mode: Mode) -> Problem {
         let unknown = names.first().copied().unwrap_or_default();
         let mut message = format!("unknown key `{unknown}`");
         if let Some(s) = suggest(unknown, names.get(1..).unwrap_or_default()) {
-            message.push_str(&format!("; did you mean `{s}`?"));
+            message.push_str(&format!(" (did you mean `{s}`?)"));
         }
         let in_rancher = matches!(path.segments().first(), Some(Segment::Key(k)) if k == "rancher");
         let severity = if drop != path {
@@ -663,6 +698,75 @@ pub fn load(root: &Path, cmdline: Option<&str>, mode: Mode) -> Loaded {
 mod tests {
     use super::*;
 
+    fn boot(text: &str) -> Resolved {
+        resolve(vec![Layer::parse("t.yml", text).unwrap()], Mode::Boot)
+    }
+
+    fn shown(r: &Resolved) -> Vec<String> {
+        r.diagnostics.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn normalisation_table() {
+        let cases: [(&str, &str, &[&str]); 6] = [
+            // (input, resulting tree, diagnostics)
+            ("rancher:\n# network: {}\nhostname: a\n", "hostname: a", &[]),
+            ("hostname: !foo bar\n", "hostname: bar", &["t.yml:1:1: hostname: YAML tag `!foo` ignored"]),
+            (
+                "rancher:\n  sysctl:\n    net:\n      ipv4: {ip_forward: 1}\n    vm.swappiness: 10\n",
+                "rancher: {sysctl: {net.ipv4.ip_forward: 1, vm.swappiness: 10}}",
+                &[],
+            ),
+            (
+                "rancher:\n  services_include:\n    1: true\n    \"1\": false\n",
+                "rancher: {services_include: {'1': false}}",
+                &["t.yml:3:5: rancher.services_include.1: key given twice; the last one wins"],
+            ),
+            (
+                "? [a]\n: b\nhostname: c\n",
+                "hostname: c",
+                &["t.yml:1:1: a key must be a string, found a sequence; entry ignored"],
+            ),
+            (
+                "base: &b {console: alpine}\nrancher:\n  <<: *b\n  debug: true\n",
+                "rancher: {debug: true, console: alpine}",
+                &["t.yml:1:1: base: unknown key `base`; ignored"],
+            ),
+        ];
+        for (text, want, diags) in cases {
+            let r = boot(text);
+            assert_eq!(r.value, yaml::parse_document(want).unwrap(), "{text}");
+            assert_eq!(shown(&r), *diags, "{text}");
+        }
+    }
+
+    #[test]
+    fn top_level_must_be_a_mapping() {
+        let err = Layer::parse("t.yml", "- a\n- b\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.yml:1:1: a cloud-config must be a mapping of keys, found a sequence; file skipped"
+        );
+        assert!(Layer::parse("t.yml", "").is_ok());
+        assert!(Layer::parse("t.yml", "a: 1\n---\nb: 2\n").is_err());
+    }
+
+    #[test]
+    fn too_many_problems_drop_the_rest_of_the_file() {
+        let mut text = String::from("hostname: kept\nrancher:\n");
+        for i in 0..150 {
+            text.push_str(&format!("  bogus{i}: 1\n"));
+        }
+        let r = boot(&text);
+        assert_eq!(r.diagnostics.len(), MAX_PROBLEMS_PER_LAYER + 1);
+        assert!(
+            r.diagnostics[0].message.contains("ignoring the rest"),
+            "{}",
+            r.diagnostics[0]
+        );
+        assert_eq!(r.config.hostname, None);
+    }
+
     #[test]
     fn suggestions() {
         assert_eq!(suggest("netwrok", &["network", "docker"]), Some("network"));
@@ -673,8 +777,14 @@ mod tests {
     #[test]
     fn anchors() {
         let p = |s| KeyPath::parse(s).unwrap();
-        assert_eq!(drop_anchor(&p("write_files[2].permissions")), p("write_files[2]"));
-        assert_eq!(drop_anchor(&p("rancher.services.ntp.user")), p("rancher.services.ntp"));
+        assert_eq!(
+            drop_anchor(&p("write_files[2].permissions")),
+            p("write_files[2]")
+        );
+        assert_eq!(
+            drop_anchor(&p("rancher.services.ntp.user")),
+            p("rancher.services.ntp")
+        );
         assert_eq!(drop_anchor(&p("rancher.ssh.port")), p("rancher.ssh.port"));
         assert_eq!(drop_anchor(&p("runcmd[0][1]")), p("runcmd[0]"));
     }

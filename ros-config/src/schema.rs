@@ -163,7 +163,10 @@ impl Hostname {
             if label.is_empty() || label.len() > 63 {
                 return Err(err("each dot-separated label must have 1 to 63 characters"));
             }
-            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
                 return Err(err("only letters, digits, `-` and `.` are allowed"));
             }
             if label.starts_with('-') || label.ends_with('-') {
@@ -240,7 +243,12 @@ pub enum Encoding {
     #[serde(rename = "gzip", alias = "gz")]
     Gzip,
     /// Base64 of a gzip stream (`gz+b64`, `gzip+base64`, `gz+base64`, `gzip+b64`).
-    #[serde(rename = "gz+b64", alias = "gzip+base64", alias = "gz+base64", alias = "gzip+b64")]
+    #[serde(
+        rename = "gz+b64",
+        alias = "gzip+base64",
+        alias = "gz+base64",
+        alias = "gzip+b64"
+    )]
     GzipBase64,
 }
 
@@ -292,7 +300,9 @@ impl WriteFile {
 }
 
 fn decode_base64(text: &str) -> Result<Vec<u8>, ContentError> {
-    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
+    use base64::engine::{
+        general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig,
+    };
     const ENGINE: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
@@ -300,11 +310,22 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, ContentError> {
     // Block scalars wrap base64 over lines.
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     ENGINE.decode(compact).map_err(|e| ContentError::Base64 {
-        reason: e.to_string(),
+        reason: match e {
+            base64::DecodeError::InvalidByte(offset, byte) => format!(
+                "invalid character {:?} at offset {offset}",
+                char::from(byte)
+            ),
+            other => other.to_string(),
+        },
     })
 }
 
 pub(crate) fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, ContentError> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Err(ContentError::Gzip {
+            reason: "not gzip data".into(),
+        });
+    }
     gunzip_capped(bytes, MAX_WRITE_FILE_BYTES).map_err(|e| match e {
         Some(reason) => ContentError::Gzip { reason },
         None => ContentError::TooLarge {
@@ -507,21 +528,41 @@ pub struct RancherConfig {
 }
 
 impl RancherConfig {
-    /// The RancherOS keys that are set here but not used by rOS, with advice.
+    /// The RancherOS keys that are set here but not used by rOS, with advice (may be empty).
     pub fn ignored_keys(&self) -> Vec<(&'static str, &'static str)> {
         let all = [
-            ("bootstrap", self.bootstrap, "bootstrap containers are not used"),
-            ("cloud_init_services", self.cloud_init_services, "not used"),
-            ("bootstrap_docker", self.bootstrap_docker, "there is no bootstrap Docker"),
-            ("rm_usr", self.rm_usr, "not used"),
-            ("no_sharedroot", self.no_sharedroot, "not used"),
-            ("force_console_rebuild", self.force_console_rebuild, "not used"),
-            ("disable", self.disable, "use `rancher.services_include: {NAME: false}`"),
-            ("repositories", self.repositories, "service repositories are not used"),
-            ("registry_auths", self.registry_auths, "not used"),
-            ("resize_device", self.resize_device, "not used"),
-            ("restart_services", self.restart_services, "config changes are applied live"),
-            ("preload_wait", self.preload_wait, "not used"),
+            (
+                "bootstrap",
+                self.bootstrap,
+                "bootstrap containers are not used",
+            ),
+            ("cloud_init_services", self.cloud_init_services, ""),
+            (
+                "bootstrap_docker",
+                self.bootstrap_docker,
+                "there is no bootstrap Docker",
+            ),
+            ("rm_usr", self.rm_usr, ""),
+            ("no_sharedroot", self.no_sharedroot, ""),
+            ("force_console_rebuild", self.force_console_rebuild, ""),
+            (
+                "disable",
+                self.disable,
+                "use `rancher.services_include: {NAME: false}`",
+            ),
+            (
+                "repositories",
+                self.repositories,
+                "service repositories are not used",
+            ),
+            ("registry_auths", self.registry_auths, ""),
+            ("resize_device", self.resize_device, ""),
+            (
+                "restart_services",
+                self.restart_services,
+                "config changes are applied live",
+            ),
+            ("preload_wait", self.preload_wait, ""),
         ];
         all.into_iter()
             .filter(|(_, v, _)| v.is_some())
@@ -782,10 +823,22 @@ mod tests {
 
     #[test]
     fn file_mode_table() {
-        let cases = [("0644", Some(0o644)), ("755", Some(0o755)), ("0o600", Some(0o600)),
-            ("04755", Some(0o4755)), ("0999", None), ("", None), ("rw", None), ("77777", None)];
+        let cases = [
+            ("0644", Some(0o644)),
+            ("755", Some(0o755)),
+            ("0o600", Some(0o600)),
+            ("04755", Some(0o4755)),
+            ("0999", None),
+            ("", None),
+            ("rw", None),
+            ("77777", None),
+        ];
         for (text, want) in cases {
-            assert_eq!(FileMode::parse(text).ok().map(FileMode::bits), want, "{text}");
+            assert_eq!(
+                FileMode::parse(text).ok().map(FileMode::bits),
+                want,
+                "{text}"
+            );
         }
     }
 
@@ -799,13 +852,31 @@ mod tests {
             owner: None,
             container: None,
         };
-        assert_eq!(wf("aGVsbG8=", Encoding::Base64).decoded_content().unwrap(), b"hello");
-        assert_eq!(wf("aGVs\n bG8", Encoding::Base64).decoded_content().unwrap(), b"hello");
-        assert!(wf("not base64!", Encoding::Base64).decoded_content().is_err());
+        assert_eq!(
+            wf("aGVsbG8=", Encoding::Base64).decoded_content().unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            wf("aGVs\n bG8", Encoding::Base64)
+                .decoded_content()
+                .unwrap(),
+            b"hello"
+        );
+        assert!(wf("not base64!", Encoding::Base64)
+            .decoded_content()
+            .is_err());
         // gzip of "hello\n", base64.
         let gz = "H4sIAAAAAAAC/8tIzcnJ5wIAIDA6NgYAAAA=";
-        assert_eq!(wf(gz, Encoding::GzipBase64).decoded_content().unwrap(), b"hello\n");
-        assert_eq!(wf(gz, Encoding::Gzip).decoded_content().unwrap(), b"hello\n");
-        assert!(wf("aGVsbG8=", Encoding::GzipBase64).decoded_content().is_err());
+        assert_eq!(
+            wf(gz, Encoding::GzipBase64).decoded_content().unwrap(),
+            b"hello\n"
+        );
+        assert_eq!(
+            wf(gz, Encoding::Gzip).decoded_content().unwrap(),
+            b"hello\n"
+        );
+        assert!(wf("aGVsbG8=", Encoding::GzipBase64)
+            .decoded_content()
+            .is_err());
     }
 }

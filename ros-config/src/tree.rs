@@ -126,7 +126,11 @@ pub fn set(value: &mut Value, key: &str, value_text: &str) -> Result<(), SetErro
     let before = errors_of(value);
     let introduced: Vec<Diagnostic> = errors_of(&candidate)
         .into_iter()
-        .filter(|d| !before.iter().any(|b| b.key_path == d.key_path && b.message == d.message))
+        .filter(|d| {
+            !before
+                .iter()
+                .any(|b| b.key_path == d.key_path && b.message == d.message)
+        })
         .collect();
     if !introduced.is_empty() {
         return Err(SetError::Invalid {
@@ -230,85 +234,89 @@ pub(crate) fn insert(
     new: Value,
     mode: InsertMode,
 ) -> Result<(), InsertError> {
+    insert_at(value, path, 0, new, mode)
+}
+
+fn insert_at(
+    node: &mut Value,
+    path: &KeyPath,
+    i: usize,
+    new: Value,
+    mode: InsertMode,
+) -> Result<(), InsertError> {
     let segs = path.segments();
-    let mut node = value;
-    let mut i = 0;
-    while i < segs.len() {
-        let at = path.truncated(i);
-        if node.is_null() {
-            *node = Value::Mapping(Mapping::new());
-        }
-        match node {
-            Value::Mapping(map) => {
-                // Reuse an existing dotted key if one matches; else the single segment.
-                let mut take = 1;
-                let mut key = match &segs[i] {
-                    Segment::Key(k) => k.clone(),
-                    Segment::Index(n) => n.to_string(),
-                };
-                let mut joined = key.clone();
-                for (n, seg) in segs[i + 1..].iter().enumerate() {
-                    let Segment::Key(k) = seg else { break };
-                    joined.push('.');
-                    joined.push_str(k);
-                    if map.contains_key(joined.as_str()) {
-                        take = n + 2;
-                        key = joined.clone();
-                    }
-                }
-                i += take;
-                let last = i == segs.len();
-                let k = Value::String(key);
-                if last {
-                    match map.get_mut(&k) {
-                        Some(slot) => *slot = new,
-                        None => {
-                            map.insert(k, new);
-                        }
-                    }
-                    return Ok(());
-                }
-                node = map
-                    .entry(k)
-                    .or_insert_with(|| Value::Mapping(Mapping::new()));
-            }
-            Value::Sequence(seq) => {
-                let Some(index) = seq_index(&segs[i]) else {
-                    return Err(InsertError::NotAMapping {
-                        at,
-                        kind: "sequence",
-                    });
-                };
-                let len = seq.len();
-                let Some(child) = seq.get_mut(index) else {
-                    if mode == InsertMode::Replace {
-                        // Command line: a key cannot extend a list; the word replaces it.
-                        *node = Value::Mapping(Mapping::new());
-                        continue;
-                    }
-                    return Err(InsertError::IndexOutOfRange { at, index: index.max(len) });
-                };
-                i += 1;
-                if i == segs.len() {
-                    *child = new;
-                    return Ok(());
-                }
-                node = child;
-            }
-            other => {
-                if mode == InsertMode::Replace {
-                    *other = Value::Mapping(Mapping::new());
-                    continue;
-                }
-                return Err(InsertError::NotAMapping {
-                    at,
-                    kind: kind_of(other),
-                });
-            }
-        }
+    let Some(seg) = segs.get(i) else {
+        *node = new;
+        return Ok(());
+    };
+    if node.is_null() {
+        *node = Value::Mapping(Mapping::new());
     }
-    *node = new;
-    Ok(())
+    let in_the_way = match &*node {
+        Value::Mapping(_) => None,
+        Value::Sequence(s) => match seq_index(seg) {
+            Some(index) if index < s.len() => None,
+            Some(index) => Some(InsertError::IndexOutOfRange {
+                at: path.truncated(i),
+                index,
+            }),
+            None => Some(InsertError::NotAMapping {
+                at: path.truncated(i),
+                kind: "sequence",
+            }),
+        },
+        other => Some(InsertError::NotAMapping {
+            at: path.truncated(i),
+            kind: kind_of(other),
+        }),
+    };
+    if let Some(err) = in_the_way {
+        if mode == InsertMode::Keep {
+            return Err(err);
+        }
+        // Command line: the later word wins over whatever was there.
+        *node = Value::Mapping(Mapping::new());
+    }
+    match node {
+        Value::Mapping(map) => {
+            // Reuse an existing dotted key if one matches; else the single segment.
+            let mut take = 1;
+            let mut key = match seg {
+                Segment::Key(k) => k.clone(),
+                Segment::Index(n) => n.to_string(),
+            };
+            let mut joined = key.clone();
+            for (n, next) in segs[i + 1..].iter().enumerate() {
+                let Segment::Key(k) = next else { break };
+                joined.push('.');
+                joined.push_str(k);
+                if map.contains_key(joined.as_str()) {
+                    take = n + 2;
+                    key = joined.clone();
+                }
+            }
+            let k = Value::String(key);
+            if i + take == segs.len() {
+                map.insert(k, new);
+                return Ok(());
+            }
+            let child = map
+                .entry(k)
+                .or_insert_with(|| Value::Mapping(Mapping::new()));
+            insert_at(child, path, i + take, new, mode)
+        }
+        Value::Sequence(seq) => match seq_index(seg).and_then(|ix| seq.get_mut(ix)) {
+            Some(child) => insert_at(child, path, i + 1, new, mode),
+            None => Err(InsertError::NotAMapping {
+                at: path.truncated(i),
+                kind: "sequence",
+            }),
+        },
+        other => Err(InsertError::NotAMapping {
+            at: path.truncated(i),
+            kind: kind_of(other),
+        }),
+    }
 }
 
 pub(crate) fn kind_of(v: &Value) -> &'static str {
@@ -377,11 +385,9 @@ pub(crate) fn remove_exact(value: &mut Value, path: &KeyPath) -> bool {
 /// A copy without holes: what the user's config now is.
 pub(crate) fn strip_holes(value: &Value) -> Value {
     match value {
-        Value::Mapping(m) => Value::Mapping(
-            m.iter()
-                .map(|(k, v)| (k.clone(), strip_holes(v)))
-                .collect(),
-        ),
+        Value::Mapping(m) => {
+            Value::Mapping(m.iter().map(|(k, v)| (k.clone(), strip_holes(v))).collect())
+        }
         Value::Sequence(s) => Value::Sequence(
             s.iter()
                 .filter(|v| !yaml::is_hole(v))
@@ -442,12 +448,20 @@ mod tests {
             // (lower, upper, expected)
             ("a: 1", "b: 2", "{a: 1, b: 2}"),
             ("a: 1", "a: 2", "{a: 2}"),
-            ("a: {x: 1, y: 2}", "a: {y: 3, z: 4}", "{a: {x: 1, y: 3, z: 4}}"),
+            (
+                "a: {x: 1, y: 2}",
+                "a: {y: 3, z: 4}",
+                "{a: {x: 1, y: 3, z: 4}}",
+            ),
             ("a: [1, 2, 3]", "a: [4]", "{a: [4]}"),
             ("a: {x: 1}", "a: [1]", "{a: [1]}"),
             ("a: [1]", "a: {x: 1}", "{a: {x: 1}}"),
             ("a: 1", "a: null", "{a: null}"),
-            ("a: {b: {c: {d: 1, e: 2}}}", "a: {b: {c: {e: 3}}}", "{a: {b: {c: {d: 1, e: 3}}}}"),
+            (
+                "a: {b: {c: {d: 1, e: 2}}}",
+                "a: {b: {c: {e: 3}}}",
+                "{a: {b: {c: {d: 1, e: 3}}}}",
+            ),
             ("", "a: 1", "{a: 1}"),
             ("a: 1", "", "null"),
         ];
@@ -471,11 +485,23 @@ mod tests {
             "write_files:\n  - path: /etc/a\n",
         ));
         let cases: [(&str, Option<Value>); 9] = [
-            ("rancher.network.dns.nameservers", Some(y("[8.8.8.8, 1.1.1.1]"))),
-            ("rancher.network.dns.nameservers[1]", Some(Value::from("1.1.1.1"))),
-            ("rancher.network.dns.nameservers.0", Some(Value::from("8.8.8.8"))),
+            (
+                "rancher.network.dns.nameservers",
+                Some(y("[8.8.8.8, 1.1.1.1]")),
+            ),
+            (
+                "rancher.network.dns.nameservers[1]",
+                Some(Value::from("1.1.1.1")),
+            ),
+            (
+                "rancher.network.dns.nameservers.0",
+                Some(Value::from("8.8.8.8")),
+            ),
             ("rancher.sysctl.net.ipv4.ip_forward", Some(Value::from(1))),
-            ("rancher.sysctl.\"net.ipv4.ip_forward\"", Some(Value::from(1))),
+            (
+                "rancher.sysctl.\"net.ipv4.ip_forward\"",
+                Some(Value::from(1)),
+            ),
             ("write_files[0].path", Some(Value::from("/etc/a"))),
             ("rancher.network.dns.search", None),
             ("rancher.network.dns.nameservers[5]", None),
@@ -491,17 +517,43 @@ mod tests {
         let cases = [
             // (start, key, value text, expected)
             ("{}", "hostname", "box1", "hostname: box1"),
-            ("{}", "rancher.ssh.port", "2222", "rancher: {ssh: {port: 2222}}"),
-            ("{}", "rancher.network.interfaces.eth0.dhcp", "false",
-             "rancher: {network: {interfaces: {eth0: {dhcp: false}}}}"),
-            ("{}", "rancher.network.dns.nameservers", "[8.8.8.8, 1.1.1.1]",
-             "rancher: {network: {dns: {nameservers: [8.8.8.8, 1.1.1.1]}}}"),
+            (
+                "{}",
+                "rancher.ssh.port",
+                "2222",
+                "rancher: {ssh: {port: 2222}}",
+            ),
+            (
+                "{}",
+                "rancher.network.interfaces.eth0.dhcp",
+                "false",
+                "rancher: {network: {interfaces: {eth0: {dhcp: false}}}}",
+            ),
+            (
+                "{}",
+                "rancher.network.dns.nameservers",
+                "[8.8.8.8, 1.1.1.1]",
+                "rancher: {network: {dns: {nameservers: [8.8.8.8, 1.1.1.1]}}}",
+            ),
             ("{}", "rancher.modules", "[]", "rancher: {modules: []}"),
-            ("rancher: {modules: [a, b]}", "rancher.modules[1]", "c", "rancher: {modules: [a, c]}"),
-            ("rancher: {sysctl: {net.ipv4.ip_forward: 0}}", "rancher.sysctl.net.ipv4.ip_forward", "1",
-             "rancher: {sysctl: {net.ipv4.ip_forward: 1}}"),
-            ("rancher: {docker: {extra_args: [a]}}", "rancher.docker.extra_args", "['--x=a,b', -y]",
-             "rancher: {docker: {extra_args: ['--x=a,b', -y]}}"),
+            (
+                "rancher: {modules: [a, b]}",
+                "rancher.modules[1]",
+                "c",
+                "rancher: {modules: [a, c]}",
+            ),
+            (
+                "rancher: {sysctl: {net.ipv4.ip_forward: 0}}",
+                "rancher.sysctl.net.ipv4.ip_forward",
+                "1",
+                "rancher: {sysctl: {net.ipv4.ip_forward: 1}}",
+            ),
+            (
+                "rancher: {docker: {extra_args: [a]}}",
+                "rancher.docker.extra_args",
+                "['--x=a,b', -y]",
+                "rancher: {docker: {extra_args: ['--x=a,b', -y]}}",
+            ),
         ];
         for (start, key, text, want) in cases {
             let mut v = y(start);

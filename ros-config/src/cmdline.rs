@@ -1,0 +1,292 @@
+//! The kernel command line: `rancher.KEY.PATH=VALUE` words become the top config layer, and
+//! the cmdline-only settings (`cloud-config-url=`, `rancher.password=`, ...) are exposed.
+//! Pure: the caller reads `/proc/cmdline`; other words are ignored.
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::keypath::KeyPath;
+use crate::paths;
+use crate::resolve::Layer;
+use crate::tree::{self, insert, InsertMode};
+use crate::yaml::{Mapping, Value};
+
+/// Longest command line read; the kernel's own limit is a few KiB.
+pub const MAX_CMDLINE_BYTES: usize = 64 << 10;
+
+/// Keys whose value is taken verbatim, never read as YAML: a password `0x1F` must stay
+/// `0x1F`, not become 31.
+const VERBATIM_KEYS: &[&str] = &["rancher.password", "rancher.autologin"];
+
+/// Where a `rancher.*` word sits on the line, to place diagnostics (1-based columns).
+#[derive(Debug, Clone)]
+pub(crate) struct WordPos {
+    pub path: KeyPath,
+    pub key_column: usize,
+    pub value_column: usize,
+}
+
+/// A parsed kernel command line.
+#[derive(Debug, Clone, Default)]
+pub struct Cmdline {
+    tree: Value,
+    words: Vec<WordPos>,
+    cloud_config_url: Option<String>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+struct Word {
+    text: String,
+    /// Column of each char of `text` in the line (quotes removed).
+    cols: Vec<usize>,
+    start: usize,
+}
+
+fn split_words(text: &str) -> Vec<Word> {
+    let mut words = Vec::new();
+    let mut cur: Option<Word> = None;
+    let mut in_quote = false;
+    for (i, c) in text.chars().enumerate() {
+        let col = i + 1;
+        if c == '"' {
+            in_quote = !in_quote;
+            cur.get_or_insert_with(|| Word {
+                text: String::new(),
+                cols: Vec::new(),
+                start: col,
+            });
+            continue;
+        }
+        if c.is_whitespace() && !in_quote {
+            words.extend(cur.take());
+            continue;
+        }
+        let w = cur.get_or_insert_with(|| Word {
+            text: String::new(),
+            cols: Vec::new(),
+            start: col,
+        });
+        w.text.push(c);
+        w.cols.push(col);
+    }
+    words.extend(cur);
+    words
+}
+
+impl Cmdline {
+    /// Parse the text of `/proc/cmdline`. `rancher.a.b=VALUE` sets `rancher.a.b`; VALUE is a
+    /// YAML scalar or a `[a,b]` list and may be double-quoted to hold spaces; a bare
+    /// `rancher.a.b` means `true`; later words win. Malformed `rancher.` words are reported
+    /// and ignored.
+    pub fn parse(text: &str) -> Cmdline {
+        let mut out = Cmdline {
+            tree: Value::Mapping(Mapping::new()),
+            ..Cmdline::default()
+        };
+        let mut text = text;
+        if text.len() > MAX_CMDLINE_BYTES {
+            let mut end = MAX_CMDLINE_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text = &text[..end];
+            out.warn(
+                0,
+                format!("longer than {MAX_CMDLINE_BYTES} bytes; the rest is ignored"),
+            );
+        }
+        for word in split_words(text) {
+            let (key, value) = match word.text.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word.text.as_str(), None),
+            };
+            if key == "cloud-config-url" {
+                out.cloud_config_url = value.map(str::to_string);
+                continue;
+            }
+            if !key.starts_with("rancher.") {
+                continue;
+            }
+            let path = match KeyPath::parse(key) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.warn(word.start, format!("`{}`: {e}; ignored", word.text));
+                    continue;
+                }
+            };
+            let key_chars = key.chars().count();
+            let value_column = word
+                .cols
+                .get(key_chars + 1)
+                .copied()
+                .unwrap_or_else(|| word.cols.last().map_or(word.start, |c| c + 1));
+            let parsed = match value {
+                None => Value::Bool(true),
+                Some(v) if VERBATIM_KEYS.contains(&key) => Value::String(v.to_string()),
+                Some(v) => tree::parse_value_text(v),
+            };
+            // Replace mode cannot fail: whatever is in the way is replaced.
+            let _ = insert(&mut out.tree, &path, parsed, InsertMode::Replace);
+            out.words.push(WordPos {
+                path,
+                key_column: word.start,
+                value_column,
+            });
+        }
+        out
+    }
+
+    fn warn(&mut self, column: usize, message: String) {
+        self.diagnostics.push(Diagnostic {
+            file: paths::KERNEL_CMDLINE.to_string(),
+            line: usize::from(column > 0),
+            column,
+            key_path: KeyPath::root(),
+            severity: Severity::Warning,
+            message,
+        });
+    }
+
+    /// The `rancher.*` words as a config tree (`{rancher: {...}}`).
+    pub fn tree(&self) -> &Value {
+        &self.tree
+    }
+
+    /// The top config layer made of the `rancher.*` words.
+    pub fn layer(&self) -> Layer {
+        Layer::from_cmdline(self.tree.clone(), self.words.clone())
+    }
+
+    /// Problems with the words themselves (malformed keys).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    /// `cloud-config-url=URL`: fetch user-data from there.
+    pub fn cloud_config_url(&self) -> Option<&str> {
+        self.cloud_config_url.as_deref()
+    }
+
+    /// `rancher.password=`: the console user's password, verbatim.
+    pub fn password(&self) -> Option<&str> {
+        tree::get(&self.tree, "rancher.password").and_then(Value::as_str)
+    }
+
+    /// `rancher.autologin=tty1`: the console to log in on automatically.
+    pub fn autologin(&self) -> Option<&str> {
+        tree::get(&self.tree, "rancher.autologin").and_then(Value::as_str)
+    }
+
+    /// `rancher.recovery=true` (or a bare `rancher.recovery`): boot to a recovery console.
+    pub fn recovery(&self) -> bool {
+        self.flag("rancher.recovery")
+    }
+
+    /// `rancher.debug=true` (or a bare `rancher.debug`): verbose logging.
+    pub fn debug(&self) -> bool {
+        self.flag("rancher.debug")
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        matches!(tree::get(&self.tree, key), Some(Value::Bool(true)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::parse_document;
+
+    fn y(text: &str) -> Value {
+        parse_document(text).unwrap()
+    }
+
+    #[test]
+    fn cmdline_table() {
+        let cases = [
+            ("", "{}"),
+            ("console=ttyS0 quiet root=/dev/sda1", "{}"),
+            (
+                "rancher.network.interfaces.eth0.dhcp=false",
+                "rancher: {network: {interfaces: {eth0: {dhcp: false}}}}",
+            ),
+            (
+                "rancher.cloud_init.datasources=[configdrive:/media/config-2]",
+                "rancher: {cloud_init: {datasources: ['configdrive:/media/config-2']}}",
+            ),
+            (
+                "rancher.modules=[ip_vs,nbd]",
+                "rancher: {modules: [ip_vs, nbd]}",
+            ),
+            (
+                "rancher.ssh.port=2222 rancher.ssh.daemon",
+                "rancher: {ssh: {port: 2222, daemon: true}}",
+            ),
+            (
+                "rancher.environment.GREETING=\"hello world\"",
+                "rancher: {environment: {GREETING: hello world}}",
+            ),
+            (
+                "\"rancher.environment.X=a b\"",
+                "rancher: {environment: {X: a b}}",
+            ),
+            (
+                "rancher.shutdown_timeout=10 rancher.shutdown_timeout=20",
+                "rancher: {shutdown_timeout: 20}",
+            ),
+            ("rancher.a=1 rancher.a.b=2", "rancher: {a: {b: 2}}"),
+            (
+                "rancher.password=0x1F rancher.autologin=tty1",
+                "rancher: {password: '0x1F', autologin: tty1}",
+            ),
+            (
+                "rancher.sysctl.net.ipv4.ip_forward=1",
+                "rancher: {sysctl: {net: {ipv4: {ip_forward: 1}}}}",
+            ),
+            (
+                "rancher.state.dev=LABEL=RANCHER_STATE",
+                "rancher: {state: {dev: LABEL=RANCHER_STATE}}",
+            ),
+            (
+                "rancher.docker.extra_args=[]",
+                "rancher: {docker: {extra_args: []}}",
+            ),
+        ];
+        for (line, want) in cases {
+            let c = Cmdline::parse(line);
+            assert_eq!(c.tree(), &y(want), "{line}");
+            assert!(c.diagnostics().is_empty(), "{line}: {:?}", c.diagnostics());
+        }
+    }
+
+    #[test]
+    fn cmdline_only_keys() {
+        let c = Cmdline::parse(
+            "rancher.password=s3cr3t rancher.autologin=ttyS0 rancher.recovery rancher.debug=true \
+             cloud-config-url=http://10.0.0.1/cc.yml",
+        );
+        assert_eq!(c.password(), Some("s3cr3t"));
+        assert_eq!(c.autologin(), Some("ttyS0"));
+        assert!(c.recovery());
+        assert!(c.debug());
+        assert_eq!(c.cloud_config_url(), Some("http://10.0.0.1/cc.yml"));
+        let none = Cmdline::parse("quiet");
+        assert_eq!(none.password(), None);
+        assert!(!none.recovery() && !none.debug());
+        assert_eq!(none.cloud_config_url(), None);
+    }
+
+    #[test]
+    fn malformed_words_are_reported_with_column() {
+        let c = Cmdline::parse("quiet rancher..x=1 rancher.ok=1");
+        assert_eq!(c.diagnostics().len(), 1);
+        let d = &c.diagnostics()[0];
+        assert_eq!((d.line, d.column), (1, 7));
+        assert_eq!(c.tree(), &y("rancher: {ok: 1}"));
+    }
+
+    #[test]
+    fn word_positions() {
+        let c = Cmdline::parse("quiet rancher.ssh.port=x");
+        let w = &c.words[0];
+        assert_eq!((w.key_column, w.value_column), (7, 24));
+    }
+}

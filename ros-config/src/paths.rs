@@ -1,0 +1,37 @@
+//! Every well-known path of the config system, declared once. Paths are absolute as on the
+//! running system; [`under`] places them below another root (tests pass a temp dir).
+
+use std::path::{Path, PathBuf};
+
+/// Built-in defaults, the lowest layer.
+pub const OS_CONFIG: &str = "/usr/share/ros/os-config.yml";
+/// OEM layer, above the defaults.
+pub const OEM_CONFIG: &str = "/usr/share/ros/oem/oem-config.yml";
+/// The user's cloud-config (what `ros config set/merge` edits).
+pub const USER_CONFIG: &str = "/var/lib/rancher/conf/cloud-config.yml";
+/// Drop-ins from datasources and `ros`, applied in name order above the user config.
+pub const DROP_IN_DIR: &str = "/var/lib/rancher/conf/cloud-config.d";
+/// The kernel command line, the top layer.
+pub const KERNEL_CMDLINE: &str = "/proc/cmdline";
+
+/// `well_known` below `root` (`under(Path::new("/"), X)` is `X`).
+pub fn under(root: &Path, well_known: &str) -> PathBuf {
+    root.join(well_known.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_root() {
+        assert_eq!(
+            under(Path::new("/"), USER_CONFIG),
+            PathBuf::from(USER_CONFIG)
+        );
+        assert_eq!(
+            under(Path::new("/tmp/r"), OS_CONFIG),
+            PathBuf::from("/tmp/r/usr/share/ros/os-config.yml")
+        );
+    }
+}
