@@ -73,7 +73,14 @@ fn all_module_names(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(':').next())
-        .filter_map(|p| Path::new(p).file_name()?.to_str()?.split(".ko").next().map(str::to_string))
+        .filter_map(|p| {
+            Path::new(p)
+                .file_name()?
+                .to_str()?
+                .split(".ko")
+                .next()
+                .map(str::to_string)
+        })
         .collect()
 }
 

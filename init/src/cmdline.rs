@@ -110,7 +110,7 @@ mod tests {
             "console=ttyS0 quiet root=/dev/vdb rancher.x=\"a b\" rancher.modules=[loop,nbd]\n",
         );
         assert_eq!(c.get("console"), Some("ttyS0"));
-                assert_eq!(c.get("quiet"), None);
+        assert_eq!(c.get("quiet"), None);
         assert_eq!(c.root_device(), "/dev/vdb");
         assert_eq!(c.get("rancher.x"), Some("a b"));
         assert_eq!(c.modules(), vec!["loop", "nbd"]);

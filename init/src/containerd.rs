@@ -268,7 +268,9 @@ mod tests {
             Some(p.socket.to_str().unwrap())
         );
         let disabled = doc["disabled_plugins"].as_array().unwrap();
-        assert!(disabled.iter().any(|v| v.as_str() == Some("io.containerd.grpc.v1.cri")));
+        assert!(disabled
+            .iter()
+            .any(|v| v.as_str() == Some("io.containerd.grpc.v1.cri")));
     }
 
     #[test]
@@ -283,7 +285,9 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let d: Vec<u64> = (0..8).map(|n| restart_delay(n).as_millis() as u64).collect();
+        let d: Vec<u64> = (0..8)
+            .map(|n| restart_delay(n).as_millis() as u64)
+            .collect();
         assert_eq!(d, vec![500, 1000, 2000, 4000, 8000, 16000, 16000, 16000]);
     }
 }

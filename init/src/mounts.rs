@@ -164,7 +164,10 @@ pub fn apply(
 ) -> Result<(), MountError> {
     for row in table {
         let target = root.join(row.target.trim_start_matches('/'));
-        if already.iter().any(|p| p == Path::new(row.target) || *p == target) {
+        if already
+            .iter()
+            .any(|p| p == Path::new(row.target) || *p == target)
+        {
             log::debug!("mount {}: already mounted", target.display());
             continue;
         }
@@ -210,7 +213,11 @@ mod tests {
     #[test]
     fn skips_what_is_mounted() {
         let rec = Recorder::default();
-        let already = vec![PathBuf::from("/proc"), PathBuf::from("/sys"), PathBuf::from("/dev")];
+        let already = vec![
+            PathBuf::from("/proc"),
+            PathBuf::from("/sys"),
+            PathBuf::from("/dev"),
+        ];
         apply(PSEUDO_MOUNTS, Path::new("/"), &already, &rec).unwrap();
         let calls = rec.calls();
         assert_eq!(calls.len(), PSEUDO_MOUNTS.len() - 3);

@@ -69,7 +69,12 @@ pub fn terminate_all(reaper: &Reaper, grace: Duration) {
 
 /// Unmount everything but `/` and the kernel's pseudo filesystems, newest first.
 pub fn unmount_all(mountinfo: &Path, m: &dyn Mounter) {
-    let keep = [Path::new("/"), Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
+    let keep = [
+        Path::new("/"),
+        Path::new("/proc"),
+        Path::new("/sys"),
+        Path::new("/dev"),
+    ];
     let mut targets: Vec<PathBuf> = mounts::mounted_targets(mountinfo);
     targets.reverse();
     for target in targets.iter().filter(|t| !keep.contains(&t.as_path())) {

@@ -63,7 +63,9 @@ impl Reaper {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => self.publish(pid, Exit::Code(code)),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => self.publish(pid, Exit::Signal(sig as i32)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.publish(pid, Exit::Signal(sig as i32))
+                }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             }

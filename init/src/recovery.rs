@@ -30,7 +30,11 @@ pub fn in_recovery() -> bool {
 pub fn console_tty(sys: &Path) -> PathBuf {
     std::fs::read_to_string(sys.join("class/tty/console/active"))
         .ok()
-        .and_then(|s| s.split_whitespace().last().map(|t| PathBuf::from("/dev").join(t)))
+        .and_then(|s| {
+            s.split_whitespace()
+                .last()
+                .map(|t| PathBuf::from("/dev").join(t))
+        })
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("/dev/console"))
 }

@@ -134,11 +134,17 @@ pub fn prepare_newroot(newroot: &Path, m: &dyn Mounter) -> Result<(), RootError>
         upper.display(),
         work.display()
     );
-    m.mount("overlay", &etc, Some("overlay"), MsFlags::empty(), Some(&data))
-        .map_err(|source| RootError::Switch {
-            step: "mounting the /etc overlay".into(),
-            source,
-        })
+    m.mount(
+        "overlay",
+        &etc,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )
+    .map_err(|source| RootError::Switch {
+        step: "mounting the /etc overlay".into(),
+        source,
+    })
 }
 
 /// Delete the initramfs contents (they'd pin RAM forever), staying on its device.

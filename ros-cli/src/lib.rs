@@ -1,12 +1,18 @@
-//! The `ros` command tree. Each subcommand lives in its own module.
+//! The `ros` command tree. Each subcommand group lives in its own module; this file
+//! only parses arguments and dispatches.
 
 use clap::{Parser, Subcommand};
 
+pub mod config_cmd;
+pub mod exit;
 pub mod power;
+pub mod service_cmd;
+
+pub use exit::{CliError, ExitStatus};
 
 /// rOS control: services, config and the OS.
 #[derive(Debug, Parser)]
-#[command(name = "ros", version, about)]
+#[command(name = "ros", version, about, after_help = exit::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Read, change, merge, export and validate the cloud-config.
+    Config(config_cmd::ConfigArgs),
+    /// List, enable, start, stop and inspect services.
+    Service(service_cmd::ServiceArgs),
     /// Operating system: version, power.
     Os {
         #[command(subcommand)]
@@ -34,9 +44,23 @@ enum OsCommand {
 }
 
 /// Run `ros` with the process arguments.
-pub fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+pub fn run() -> Result<(), CliError> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors.
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return if usage {
+                Err(CliError::usage_printed())
+            } else {
+                Ok(())
+            };
+        }
+    };
     match cli.command {
+        Command::Config(args) => config_cmd::run(args),
+        Command::Service(args) => service_cmd::run(args),
         Command::Os { command } => match command {
             OsCommand::Version => {
                 println!("v{}", env!("CARGO_PKG_VERSION"));

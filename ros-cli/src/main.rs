@@ -1,6 +1,6 @@
-//! `ros`: the rOS command line. Thin: parses arguments and calls into `ros_cli`.
-//!
-//! Exit codes: 0 success, 1 the operation failed, 2 usage error.
+//! `ros`: the rOS command line. Thin: picks the command by argv[0] (`poweroff`,
+//! `reboot` and `halt` are `ros` too), runs it, and maps errors to exit codes
+//! (see `ros_cli::ExitStatus`).
 
 use std::process::ExitCode;
 
@@ -18,8 +18,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e:#}");
-            ExitCode::from(1)
+            if !e.message.is_empty() {
+                eprintln!("{name}: {}", e.message);
+            }
+            ExitCode::from(e.status as u8)
         }
     }
 }

@@ -83,7 +83,11 @@ mod tests {
 
     #[test]
     fn every_action_round_trips_through_its_signal() {
-        for action in [PowerAction::PowerOff, PowerAction::Reboot, PowerAction::Halt] {
+        for action in [
+            PowerAction::PowerOff,
+            PowerAction::Reboot,
+            PowerAction::Halt,
+        ] {
             assert_eq!(action_for_signal(action.signal()), Some(action));
             assert_eq!(PowerAction::from_command(action.name()), Some(action));
         }

@@ -40,7 +40,11 @@ pub fn image_dir() -> PathBuf {
         .map(PathBuf::from)
         .expect("ROS_IMAGE_DIR is not set: run the boot tests with `make boot-test`");
     for f in ["vmlinuz", "initrd", "root.img"] {
-        assert!(dir.join(f).exists(), "{} is missing: run `make image`", dir.join(f).display());
+        assert!(
+            dir.join(f).exists(),
+            "{} is missing: run `make image`",
+            dir.join(f).display()
+        );
     }
     dir
 }
@@ -67,10 +71,21 @@ impl Vm {
     /// Boot the image with `opts`.
     pub fn boot(opts: &BootOptions) -> Vm {
         let dir = image_dir();
-        let append = format!("console=ttyS0 quiet panic=-1 {} {}", opts.root_arg, opts.append);
+        let append = format!(
+            "console=ttyS0 quiet panic=-1 {} {}",
+            opts.root_arg, opts.append
+        );
         let mut child = Command::new("qemu-system-x86_64")
             .args(["-accel", "tcg", "-smp", "2", "-m", &opts.mem_mb.to_string()])
-            .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
+            .args([
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
             .arg("-kernel")
             .arg(dir.join("vmlinuz"))
             .arg("-initrd")
@@ -80,7 +95,12 @@ impl Vm {
                 "file={},if=virtio,format=raw,readonly=on",
                 dir.join("root.img").display()
             ))
-            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
+            .args([
+                "-netdev",
+                "user,id=n0",
+                "-device",
+                "virtio-net-pci,netdev=n0",
+            ])
             .args(["-append", &append])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -163,13 +183,20 @@ impl Vm {
             if now >= deadline {
                 return None;
             }
-            text = self.console.changed.wait_timeout(text, deadline - now).unwrap().0;
+            text = self
+                .console
+                .changed
+                .wait_timeout(text, deadline - now)
+                .unwrap()
+                .0;
         }
     }
 
     /// Type a line into the console.
     pub fn send(&mut self, line: &str) {
-        self.stdin.write_all(line.as_bytes()).expect("writing to qemu");
+        self.stdin
+            .write_all(line.as_bytes())
+            .expect("writing to qemu");
         self.stdin.write_all(b"\n").expect("writing to qemu");
         self.stdin.flush().expect("writing to qemu");
     }
@@ -193,7 +220,12 @@ impl Vm {
     /// Run a command that must succeed; returns its trimmed output.
     pub fn sh(&mut self, cmd: &str) -> String {
         let (out, status) = self.run(cmd, Duration::from_secs(60));
-        assert_eq!(status, 0, "`{cmd}` failed with {status}: {out}\nlast lines:\n{}", self.tail(30));
+        assert_eq!(
+            status,
+            0,
+            "`{cmd}` failed with {status}: {out}\nlast lines:\n{}",
+            self.tail(30)
+        );
         out.trim().to_string()
     }
 
@@ -230,5 +262,8 @@ impl Drop for Vm {
 
 /// Read all lines of `r` (helper for tests that parse command output).
 pub fn lines(s: &str) -> Vec<String> {
-    BufReader::new(s.as_bytes()).lines().map_while(Result::ok).collect()
+    BufReader::new(s.as_bytes())
+        .lines()
+        .map_while(Result::ok)
+        .collect()
 }

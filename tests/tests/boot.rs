@@ -37,7 +37,8 @@ fn boots_to_a_console_container_and_powers_off() {
     assert_eq!(vm.sh("tr '\\0' ' ' </proc/1/cmdline"), "/init");
 
     // The system containerd runs, as a child of PID 1, with a root-only socket.
-    let ppid = vm.sh("for p in $(pidof containerd); do awk '/^PPid/{print $2}' /proc/$p/status; done");
+    let ppid =
+        vm.sh("for p in $(pidof containerd); do awk '/^PPid/{print $2}' /proc/$p/status; done");
     assert_eq!(ppid, "1", "containerd's parent");
     let sock = vm.sh("stat -c '%A %U' /run/system-containerd/containerd.sock");
     assert_eq!(sock, "srw------- root");
@@ -48,11 +49,17 @@ fn boots_to_a_console_container_and_powers_off() {
     vm.sh("grep -qx $$ /proc/1/root/sys/fs/cgroup/ros/console/cgroup.procs");
     // ...and it has a cgroup namespace of its own, rooted there.
     assert_eq!(vm.sh("cat /proc/self/cgroup"), "0::/");
-    assert_ne!(vm.sh("readlink /proc/self/ns/cgroup"), vm.sh("readlink /proc/1/ns/cgroup"));
+    assert_ne!(
+        vm.sh("readlink /proc/self/ns/cgroup"),
+        vm.sh("readlink /proc/1/ns/cgroup")
+    );
     let own = vm.sh("readlink /proc/self/ns/mnt");
     let init = vm.sh("readlink /proc/1/ns/mnt");
     assert_ne!(own, init, "console shares PID 1's mount namespace");
-    assert_eq!(vm.sh("readlink /proc/self/ns/pid"), vm.sh("readlink /proc/1/ns/pid"));
+    assert_eq!(
+        vm.sh("readlink /proc/self/ns/pid"),
+        vm.sh("readlink /proc/1/ns/pid")
+    );
 
     // The system root is the read-only squashfs.
     let root = vm.sh("awk '$2==\"/\"{print $3, $4}' /proc/1/mounts");
@@ -83,7 +90,12 @@ fn boots_to_a_console_container_and_powers_off() {
         "for i in $(seq 600); do n=$(ps -o stat,comm | awk '$2==\"sleep\"' | wc -l); \
          [ $n -eq 0 ] && break; usleep 100000; done; echo $n",
     );
-    assert_eq!(left, "0", "sleepers left (zombies: {})", vm.sh("ps -o stat | grep -c '^Z' || true"));
+    assert_eq!(
+        left,
+        "0",
+        "sleepers left (zombies: {})",
+        vm.sh("ps -o stat | grep -c '^Z' || true")
+    );
 
     // poweroff in the console reaches PID 1, which shuts down in order and powers off.
     vm.send("poweroff");
