@@ -48,7 +48,7 @@ boot-test: image
 test: lint unit-test boot-test
 
 bench: image
-	bench/boot.sh $(OUT)
+	bench/boot.py $(OUT)
 
 clean:
 	rm -rf $(BUILD) target

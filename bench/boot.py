@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Boot benchmark: the rOS image against a bare-init floor on the same kernel, in one run.
+
+For each round it boots (1) the same kernel with a minimal initrd whose /init is a busybox
+script that prints a marker and powers off (the floor), and (2) the rOS image to its console.
+It records, in host time since QEMU was started, when each console marker appeared, plus the
+guest's own uptime in the marker, and prints medians and ratios to the floor.
+
+Usage: bench/boot.py [--rounds N] [--mem MB] OUT_DIR   (OUT_DIR = build/out from `make image`)
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+MARKER = re.compile(r"ROS BOOT (\S+) (\d+\.\d+)s ?(\S*)")
+CONSOLE_UP = "rOS console on /dev/"
+
+
+def qemu_cmd(out, initrd, mem, root_disk, append):
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
+           "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+           "-kernel", os.path.join(out, "vmlinuz"), "-initrd", initrd,
+           "-append", "console=ttyS0 quiet panic=-1 " + append]
+    if root_disk:
+        cmd += ["-drive", f"file={root_disk},if=virtio,format=raw,readonly=on",
+                "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
+    return cmd
+
+
+def boot(cmd, until, timeout=300, after=None):
+    """Run QEMU, return {event: (host_seconds, guest_seconds)} until `until` is seen."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    events, buf = {}, b""
+    os.set_blocking(p.stdout.fileno(), True)
+    try:
+        while time.monotonic() - t0 < timeout:
+            chunk = p.stdout.read1(4096)
+            if not chunk:
+                break
+            now = time.monotonic() - t0
+            if "first-output" not in events:
+                events["first-output"] = (now, None)
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode(errors="replace").strip("\r")
+                m = MARKER.search(text)
+                if m:
+                    name = m.group(1) + (":" + m.group(3) if m.group(1) == "service-started" else "")
+                    events.setdefault(name, (now, float(m.group(2))))
+                if CONSOLE_UP in text:
+                    events.setdefault("console-up", (now, None))
+            if until in events:
+                if after:
+                    after(p)
+                break
+    finally:
+        p.kill()
+        p.wait()
+    return events
+
+
+def bare_initrd(out, workdir):
+    """A cpio with busybox and an /init script that prints a marker and powers off."""
+    root = os.path.join(workdir, "bare")
+    os.makedirs(os.path.join(root, "bin"))
+    os.makedirs(os.path.join(root, "proc"))
+    os.makedirs(os.path.join(root, "dev"))
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    shutil.copy(busybox, os.path.join(root, "bin", "busybox"))
+    os.symlink("busybox", os.path.join(root, "bin", "sh"))
+    with open(os.path.join(root, "init"), "w") as f:
+        f.write("#!/bin/sh\n/bin/busybox mount -t proc proc /proc\n"
+                "read up rest </proc/uptime\necho \"ROS BOOT init ${up}s bare\"\n"
+                "/bin/busybox poweroff -f\n")
+    os.chmod(os.path.join(root, "init"), 0o755)
+    subprocess.run(["mknod", "-m", "600", os.path.join(root, "dev", "console"), "c", "5", "1"],
+                   check=True)
+    path = os.path.join(workdir, "bare.initrd")
+    files = subprocess.run(["find", "."], cwd=root, capture_output=True, text=True,
+                           check=True).stdout
+    with open(path, "wb") as f:
+        cpio = subprocess.Popen(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=root,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        zst = subprocess.Popen(["zstd", "-q", "-19"], stdin=cpio.stdout, stdout=f)
+        cpio.stdin.write(files.encode())
+        cpio.stdin.close()
+        zst.wait()
+        cpio.wait()
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--mem", type=int, default=512)
+    args = ap.parse_args()
+    out = os.path.abspath(args.out)
+    rows = {"bare": [], "ros": []}
+    with tempfile.TemporaryDirectory() as work:
+        bare = bare_initrd(out, work)
+        for r in range(args.rounds):
+            # Alternate so drift in machine load hits both alike.
+            rows["bare"].append(boot(qemu_cmd(out, bare, args.mem, None, ""), "init"))
+            rows["ros"].append(boot(
+                qemu_cmd(out, os.path.join(out, "initrd"), args.mem,
+                         os.path.join(out, "root.img"), "root=/dev/vda"),
+                "console-up",
+                after=lambda p: (p.stdin.write(b"poweroff\n"), p.stdin.flush())))
+            print(f"round {r + 1}/{args.rounds} done", flush=True)
+
+    def med(kind, event, idx):
+        vals = [e[event][idx] for e in rows[kind] if event in e and e[event][idx] is not None]
+        return statistics.median(vals) if vals else None
+
+    floor = med("bare", "init", 0)
+    print(f"\nmedians over {args.rounds} rounds, -m {args.mem}, TCG; host s since QEMU start"
+          " (guest uptime in the marker)")
+    print(f"{'event':34} {'host s':>8} {'guest s':>8} {'x floor':>8}")
+    print(f"{'bare init (floor)':34} {floor:8.2f} {med('bare', 'init', 1):8.2f} {1.0:8.2f}")
+    order = ["init", "mounts", "modules", "root", "containerd-ready", "images-imported",
+             "service-started:console", "boot-complete", "console-up"]
+    for ev in order:
+        h, g = med("ros", ev, 0), med("ros", ev, 1)
+        if h is None:
+            continue
+        gs = f"{g:8.2f}" if g is not None else f"{'':8}"
+        print(f"{'rOS ' + ev:34} {h:8.2f} {gs} {h / floor:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
