@@ -12,10 +12,13 @@ use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 
 /// ramfs (the initramfs rootfs without tmpfs); nix doesn't name it.
 const RAMFS_MAGIC: FsType = FsType(0x858458f6);
+use ros_config::{CloudConfig, Mode, Severity};
 use ros_control::PowerAction;
 use ros_runtime::{Containerd, ServiceRuntime, SYSTEM_NAMESPACE};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
+use crate::catalog;
 use crate::cmdline::KernelCmdline;
 use crate::console::{self, BootPhase};
 use crate::containerd::{ContainerdPaths, SystemContainerd};
@@ -26,13 +29,11 @@ use crate::power;
 use crate::reaper::Reaper;
 use crate::recovery::{self, fatal};
 use crate::root;
-use crate::services::{self, Supervisor};
+use crate::supervisor::{Supervisor, Timeouts};
 use crate::sys::{Host, ModuleLoader};
 
 /// How long the system containerd may take to answer (TCG emulation is slow).
 const CONTAINERD_READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// Default `rancher.shutdown_timeout`.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn mountinfo() -> Vec<PathBuf> {
     mounts::mounted_targets(Path::new("/proc/self/mountinfo"))
@@ -95,13 +96,51 @@ fn enable_cgroup_controllers(cgroup: &Path) {
     }
 }
 
-fn set_hostname_from(file: &Path) {
-    let name = fs::read_to_string(file).unwrap_or_default();
-    let name = name.trim();
-    let name = if name.is_empty() { "rancher" } else { name };
-    if let Err(e) = nix::unistd::sethostname(name) {
+fn set_hostname(config: &CloudConfig) {
+    let name = config
+        .hostname
+        .as_ref()
+        .map(|h| h.to_string())
+        .unwrap_or_else(|| "rancher".to_string());
+    if let Err(e) = nix::unistd::sethostname(&name) {
         log::warn!("hostname {name}: {e}");
     }
+}
+
+/// Load every config layer plus the kernel command line, boot mode: never fails; every
+/// problem is printed on the console and kept in `/var/log/ros/config.log`.
+pub fn load_config(cmdline: &str) -> CloudConfig {
+    let loaded = ros_config::load(Path::new("/"), Some(cmdline), Mode::Boot);
+    let mut report = String::new();
+    for d in &loaded.diagnostics {
+        match d.severity {
+            Severity::Error => log::error!("config: {d}"),
+            Severity::Warning => log::warn!("config: {d}"),
+        }
+        report.push_str(&format!("{d}\n"));
+    }
+    let log_dir = Path::new(paths::LOG_DIR);
+    let _ = fs::create_dir_all(log_dir);
+    if let Err(e) = fs::write(log_dir.join("config.log"), report) {
+        log::warn!(
+            "config: writing {}: {e}",
+            log_dir.join("config.log").display()
+        );
+    }
+    loaded.config
+}
+
+/// What should run, in order, for `config`; problems are printed.
+fn plan_services(config: &CloudConfig) -> catalog::Plan {
+    let plan = catalog::plan(catalog::desired(
+        Path::new(paths::SERVICES_DIR),
+        Path::new(paths::SERVICE_INDEX_DIR),
+        config,
+    ));
+    for p in &plan.problems {
+        log::error!("{p}");
+    }
+    plan
 }
 
 /// PID 1's whole life. Never returns.
@@ -115,7 +154,8 @@ pub fn run() -> ! {
     if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host) {
         fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
     }
-    let cmdline = KernelCmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let cmdline_text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = KernelCmdline::parse(&cmdline_text);
     console::init_logging(cmdline.debug());
     recovery::set_offer_shell(cmdline.recovery_shell());
 
@@ -168,8 +208,15 @@ pub fn run() -> ! {
     if !extra.is_empty() {
         load_modules(&Path::new(paths::MODULES_DIR).join(&kver), &extra, &host);
     }
-    set_hostname_from(Path::new("/etc/hostname"));
     enable_cgroup_controllers(Path::new("/sys/fs/cgroup"));
+    for dir in [paths::USER_CONF_DIR, paths::LOG_DIR] {
+        // Best-effort: a missing dir shows up as that feature's own error later.
+        if let Err(e) = fs::create_dir_all(dir) {
+            log::warn!("creating {dir}: {e}");
+        }
+    }
+    let config = load_config(&cmdline_text);
+    set_hostname(&config);
 
     let cpaths = ContainerdPaths {
         bin: paths::CONTAINERD_BIN.into(),
@@ -193,7 +240,7 @@ pub fn run() -> ! {
         Ok(rt) => rt,
         Err(e) => fatal(&format!("starting the async runtime: {e}")),
     };
-    let action = rt.block_on(serve(&containerd, power_rx));
+    let action = rt.block_on(serve(&containerd, power_rx, config, cmdline_text));
     containerd.stop(Duration::from_secs(10));
     drop(rt);
     power::finish(action, &reaper, &host)
@@ -203,6 +250,8 @@ pub fn run() -> ! {
 async fn serve(
     containerd: &SystemContainerd,
     mut power: mpsc::UnboundedReceiver<PowerAction>,
+    config: CloudConfig,
+    cmdline: String,
 ) -> PowerAction {
     let socket = containerd.socket().to_path_buf();
     // Fatal: without the system runtime there is no console to offer.
@@ -218,46 +267,47 @@ async fn serve(
 
     import_images(&runtime, Path::new(paths::IMAGES_DIR)).await;
 
-    let mut exits = match runtime.exits().await {
-        Ok(rx) => Some(rx),
+    let rt = Arc::new(runtime);
+    let sup = Supervisor::new(
+        rt.clone(),
+        PathBuf::from(paths::LOG_DIR),
+        PathBuf::from("/proc/net/route"),
+        Timeouts::default(),
+    );
+    // Subscribe before starting anything whose exit matters.
+    match rt.exits().await {
+        Ok(events) => {
+            tokio::spawn(sup.clone().dispatch_exits(events));
+        }
         Err(e) => {
-            log::error!("containerd: subscribing to exits: {e} (services won't be restarted)");
-            None
+            log::error!("containerd: subscribing to exits: {e} (services won't be restarted)")
         }
-    };
-    let mut sup = Supervisor::new(runtime, PathBuf::from(paths::LOG_DIR));
-    for (name, spec) in services::load_dir(Path::new(paths::SERVICES_DIR)) {
-        sup.start(&name, spec).await;
     }
-    console::marker(BootPhase::BootComplete, "");
+    crate::logrotate::spawn_watcher(PathBuf::from(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);
+    let reload_cmdline = cmdline.clone();
+    let planner: crate::control::Planner = Arc::new(move || {
+        let config = load_config(&reload_cmdline);
+        plan_services(&config)
+    });
+    crate::control::spawn(
+        sup.clone(),
+        planner,
+        PathBuf::from(ros_control::protocol::CONTROL_SOCKET),
+    );
 
-    let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<String>();
-    let action = loop {
-        tokio::select! {
-            Some(action) = power.recv() => break action,
-            Some(name) = restart_rx.recv() => sup.restart(&name).await,
-            ev = async { match exits.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                match ev {
-                    Some(ev) => {
-                        if let Some(delay) = sup.on_exit(&ev) {
-                            let tx = restart_tx.clone();
-                            let name = ev.service.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(delay).await; // backoff, not synchronisation
-                                let _ = tx.send(name);
-                            });
-                        }
-                    }
-                    None => {
-                        log::warn!("containerd: exit events ended; resubscribing");
-                        exits = sup.runtime().exits().await.ok();
-                    }
-                }
-            }
-        }
-    };
+    let shutdown_timeout = config.shutdown_timeout();
+    let plan = plan_services(&config);
+    let booting = sup.clone();
+    let boot = tokio::spawn(async move {
+        let all: Vec<String> = plan.services.keys().cloned().collect();
+        booting.converge(plan.services, plan.waves, &all).await;
+        console::marker(BootPhase::BootComplete, "");
+    });
+
+    let action = power.recv().await.unwrap_or(PowerAction::PowerOff);
+    boot.abort();
     console::marker(BootPhase::Shutdown, action.name());
-    sup.stop_all(SHUTDOWN_TIMEOUT).await;
+    sup.stop_all(shutdown_timeout).await;
     action
 }
 

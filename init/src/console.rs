@@ -75,9 +75,8 @@ pub fn marker_line(phase: BootPhase, at: f64, detail: &str) -> String {
 
 /// Print a boot-phase marker on the console.
 pub fn marker(phase: BootPhase, detail: &str) {
-    let line = marker_line(phase, uptime(), detail);
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{line}");
+    // eprintln! (not a raw stderr handle) so test harnesses capture it.
+    eprintln!("{}", marker_line(phase, uptime(), detail));
 }
 
 static DEBUG: AtomicBool = AtomicBool::new(false);

@@ -1,17 +1,21 @@
 //! rOS PID 1. Thin: everything happens in [`boot::run`], which never returns.
 
 mod boot;
+mod catalog;
 mod cmdline;
 mod console;
 mod containerd;
+mod control;
+mod logrotate;
 mod modules;
 mod mounts;
 mod paths;
 mod power;
+mod readiness;
 mod reaper;
 mod recovery;
 mod root;
-mod services;
+mod supervisor;
 mod sys;
 
 fn main() {

@@ -98,14 +98,24 @@ pub const PSEUDO_MOUNTS: &[MountSpec] = &[
 ];
 
 /// Writable places on top of the read-only root, applied after the switch.
-pub const WRITABLE_MOUNTS: &[MountSpec] = &[MountSpec {
-    source: "tmpfs",
-    target: "/var",
-    fstype: "tmpfs",
-    flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
-    data: "mode=0755",
-    fatal: Some("containerd's images live under /var"),
-}];
+pub const WRITABLE_MOUNTS: &[MountSpec] = &[
+    MountSpec {
+        source: "tmpfs",
+        target: "/var",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: "mode=0755",
+        fatal: Some("containerd's images live under /var"),
+    },
+    MountSpec {
+        source: "tmpfs",
+        target: "/home",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: "mode=0755",
+        fatal: None,
+    },
+];
 
 /// A mount that failed.
 #[derive(Debug, thiserror::Error)]

@@ -29,3 +29,7 @@ pub const ETC_OVERLAY_DIR: &str = "/run/ros/etc";
 pub const RECOVERY_SHELL: &str = "/bin/sh";
 /// busybox, used to give the recovery shell a controlling terminal.
 pub const BUSYBOX: &str = "/bin/busybox";
+/// Optional service definitions that `rancher.services_include` can enable by name.
+pub const SERVICE_INDEX_DIR: &str = "/usr/share/ros/service-index";
+/// The user's config directory (cloud-config.yml, cloud-config.d/).
+pub const USER_CONF_DIR: &str = "/var/lib/rancher/conf";

@@ -14,6 +14,7 @@ mod check;
 mod cmdline;
 mod diagnostic;
 mod export;
+pub mod graph;
 mod keypath;
 pub mod paths;
 mod resolve;
@@ -33,7 +34,8 @@ pub use resolve::{
     MAX_FILE_BYTES,
 };
 pub use schema::CloudConfig;
-pub use service::{ServiceFile, ServiceSpec};
+pub use graph::{start_order, stop_order, Graph, GraphError};
+pub use service::{check_service_file, check_service_path, ServiceFile, ServiceSpec};
 pub use tree::{get, merge, set, SetError};
 pub use userdata::{parse_user_data, UserData, UserDataError};
 pub use yaml::{to_yaml, Mapping, ToYamlError, Value, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES};

@@ -1,10 +1,22 @@
 //! The interface between the `ros` CLI and PID 1.
 //!
-//! Owns the one table that says which signal sent to PID 1 means which power action.
-//! `ros` (and its `poweroff`/`reboot`/`halt` aliases) sends these signals; init
-//! installs handlers for exactly these. Nothing here performs a side effect.
+//! Owns the one table that says which signal sent to PID 1 means which power action
+//! (this file): `ros` (and its `poweroff`/`reboot`/`halt` aliases) sends these signals; init
+//! installs handlers for exactly these. Owns the control-socket protocol too: its types and
+//! codec ([`protocol`], pure) and the synchronous client `ros` uses ([`client`], the only
+//! code here that performs I/O). The server loop is PID 1's; it must not need tokio here.
 
 use std::fmt;
+
+pub mod client;
+pub mod protocol;
+
+pub use client::{call, ControlError};
+pub use protocol::{
+    decode_request, decode_response, encode_request, encode_response, human_duration, state_text,
+    DecodeError, ErrorKind, Request, Response, ServiceRow, ServiceState, CONTROL_SOCKET,
+    MAX_LINE_BYTES, PROTOCOL_VERSION,
+};
 
 /// What PID 1 does at the end of an orderly shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

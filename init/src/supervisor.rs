@@ -1,0 +1,764 @@
+//! The service supervisor: keeps the running containers equal to what the config asks
+//! for. Starts services wave by wave in dependency order, gated on readiness; restarts
+//! exited ones per `restart:` with capped exponential backoff driven by containerd's exit
+//! events; converges live after a config change; stops in reverse order at shutdown.
+//!
+//! State lives behind a std mutex that is never held across an `.await`; every change
+//! bumps a watch channel so waiters (readiness, `ros service` requests) wake on events,
+//! not timers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use ros_config::service::RestartPolicy;
+use ros_config::ServiceSpec;
+use ros_runtime::{ExitEvent, ExitEvents, RuntimeError, ServiceRuntime, ServiceStatus, Stdio};
+use tokio::sync::watch;
+
+use crate::console::{self, BootPhase};
+
+/// Restart delays for a crashing service: 1 s doubling to 32 s.
+pub fn restart_delay(restarts_in_a_row: u32) -> Duration {
+    Duration::from_secs(1u64 << restarts_in_a_row.min(5))
+}
+
+/// A service that stayed up this long is healthy again: its backoff resets.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+
+/// Whether a service that exited with `status` is restarted.
+pub fn should_restart(policy: RestartPolicy, status: u32) -> bool {
+    match policy {
+        RestartPolicy::No => false,
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => status != 0,
+    }
+}
+
+/// `io.rancher.os.detach: "false"`: a one-shot that must exit 0 before dependents start.
+pub fn is_oneshot(spec: &ServiceSpec) -> bool {
+    spec.label("io.rancher.os.detach") == Some("false")
+}
+
+/// Names in a comma-separated ordering label.
+pub fn label_list(spec: &ServiceSpec, key: &str) -> Vec<String> {
+    spec.label(key)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Known but not started (`createonly`, or not reached yet).
+    Created,
+    /// Its container is being created.
+    Starting,
+    /// Its task runs.
+    Running {
+        /// Host pid of its init process.
+        pid: u32,
+        /// When it started.
+        since: SystemTime,
+    },
+    /// Its task exited.
+    Exited {
+        /// Exit status (128 + n for signal n).
+        status: u32,
+        /// When.
+        at: SystemTime,
+    },
+    /// It could not be started.
+    Failed {
+        /// Why.
+        message: String,
+        /// When.
+        at: SystemTime,
+    },
+}
+
+/// What the supervisor knows about one service.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its definition.
+    pub spec: ServiceSpec,
+    /// Its state.
+    pub state: State,
+    /// Restarts after exits since boot.
+    pub restarts: u32,
+    /// Whether it should be running (false after `stop`, or when disabled).
+    pub wanted: bool,
+    in_a_row: u32,
+    started: Option<Instant>,
+    /// Bumped on every start/stop, so a stale delayed restart does nothing.
+    generation: u64,
+}
+
+impl Record {
+    fn new(spec: ServiceSpec) -> Self {
+        Record {
+            spec,
+            state: State::Created,
+            restarts: 0,
+            wanted: true,
+            in_a_row: 0,
+            started: None,
+            generation: 0,
+        }
+    }
+}
+
+/// Readiness deadlines.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// How long a dependent waits for a dependency to become ready.
+    pub ready: Duration,
+    /// How long `after: network` waits for a default route.
+    pub network: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            ready: Duration::from_secs(120),
+            network: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The supervisor; shared as `Arc<Supervisor<R>>` by the tasks that drive it.
+pub struct Supervisor<R> {
+    rt: Arc<R>,
+    log_dir: PathBuf,
+    route_file: PathBuf,
+    timeouts: Timeouts,
+    records: Mutex<BTreeMap<String, Record>>,
+    waves: Mutex<Vec<Vec<String>>>,
+    changed: watch::Sender<u64>,
+    /// Serialises converge/start/stop so two requests can't interleave on one service.
+    ops: tokio::sync::Mutex<()>,
+}
+
+impl<R> std::fmt::Debug for Supervisor<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Supervisor")
+    }
+}
+
+/// A problem with a requested operation (for the control socket).
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// No such service.
+    #[error("service {0}: not found (not defined or not enabled)")]
+    NotFound(String),
+    /// It failed.
+    #[error("service {service}: {message}")]
+    Failed {
+        /// Which.
+        service: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl<R: ServiceRuntime + 'static> Supervisor<R> {
+    /// A supervisor over `rt`. Service logs go to `<log_dir>/<name>.log`; `route_file`
+    /// is /proc/net/route (for `after: network`).
+    pub fn new(rt: Arc<R>, log_dir: PathBuf, route_file: PathBuf, timeouts: Timeouts) -> Arc<Self> {
+        let (changed, _) = watch::channel(0);
+        Arc::new(Supervisor {
+            rt,
+            log_dir,
+            route_file,
+            timeouts,
+            records: Mutex::new(BTreeMap::new()),
+            waves: Mutex::new(Vec::new()),
+            changed,
+            ops: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn records(&self) -> MutexGuard<'_, BTreeMap<String, Record>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// A snapshot of every service record.
+    pub fn snapshot(&self) -> BTreeMap<String, Record> {
+        self.records().clone()
+    }
+
+    fn stdio(&self, name: &str, spec: &ServiceSpec) -> Stdio {
+        // The console talks to its tty itself; everything else logs to a file.
+        if spec.label("io.rancher.os.console").is_some() {
+            Stdio::Null
+        } else {
+            Stdio::File(self.log_dir.join(format!("{name}.log")))
+        }
+    }
+
+    /// Start one known service now (no dependency wait). Re-attaches if already running.
+    pub async fn start_one(self: &Arc<Self>, name: &str) -> Result<u32, SupervisorError> {
+        let spec = {
+            let mut recs = self.records();
+            let rec = recs
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+            rec.wanted = true;
+            rec.generation += 1;
+            rec.state = State::Starting;
+            rec.spec.clone()
+        };
+        self.bump();
+        let stdio = self.stdio(name, &spec);
+        let result = match self.rt.run(name, &spec, &stdio).await {
+            Ok(pid) => {
+                console::marker(BootPhase::ServiceStarted, name);
+                Ok(pid)
+            }
+            Err(RuntimeError::AlreadyRunning { pid, .. }) => {
+                log::info!("service {name}: already running (pid {pid}), attached");
+                Ok(pid)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let now = SystemTime::now();
+        {
+            let mut recs = self.records();
+            if let Some(rec) = recs.get_mut(name) {
+                match &result {
+                    Ok(pid) => {
+                        rec.state = State::Running {
+                            pid: *pid,
+                            since: now,
+                        };
+                        rec.started = Some(Instant::now());
+                    }
+                    Err(message) => {
+                        rec.state = State::Failed {
+                            message: message.clone(),
+                            at: now,
+                        }
+                    }
+                }
+            }
+        }
+        self.bump();
+        result.map_err(|message| {
+            log::error!("service {name}: {message}");
+            SupervisorError::Failed {
+                service: name.to_string(),
+                message,
+            }
+        })
+    }
+
+    /// Stop one service and keep it stopped (until started again).
+    pub async fn stop_one(
+        self: &Arc<Self>,
+        name: &str,
+        grace: Duration,
+    ) -> Result<(), SupervisorError> {
+        {
+            let mut recs = self.records();
+            let rec = recs
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+            rec.wanted = false;
+            rec.generation += 1;
+        }
+        let result = self.rt.stop(name, grace).await;
+        {
+            let mut recs = self.records();
+            if let Some(rec) = recs.get_mut(name) {
+                if matches!(rec.state, State::Running { .. } | State::Starting) {
+                    // The exit event normally records the status; this covers a lost one.
+                    rec.state = State::Exited {
+                        status: 128 + 15,
+                        at: SystemTime::now(),
+                    };
+                }
+            }
+        }
+        self.bump();
+        result.map_err(|e| SupervisorError::Failed {
+            service: name.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Record an exit and schedule a restart if the policy says so.
+    pub fn on_exit(self: &Arc<Self>, ev: &ExitEvent) {
+        let restart = {
+            let mut recs = self.records();
+            let Some(rec) = recs.get_mut(&ev.service) else {
+                return;
+            };
+            if let State::Running { pid, .. } = rec.state {
+                if pid != ev.pid && ev.pid != 0 {
+                    // An older task of this service; the current one still runs.
+                    return;
+                }
+            }
+            rec.state = State::Exited {
+                status: ev.exit_status,
+                at: ev.exited_at.unwrap_or_else(SystemTime::now),
+            };
+            if !rec.wanted || !should_restart(rec.spec.restart, ev.exit_status) {
+                log::info!("service {}: exited ({})", ev.service, ev.exit_status);
+                None
+            } else {
+                if rec
+                    .started
+                    .is_some_and(|t| t.elapsed() > BACKOFF_RESET_AFTER)
+                {
+                    rec.in_a_row = 0;
+                }
+                let delay = restart_delay(rec.in_a_row);
+                rec.in_a_row += 1;
+                log::warn!(
+                    "service {}: exited ({}), restarting in {}s",
+                    ev.service,
+                    ev.exit_status,
+                    delay.as_secs()
+                );
+                Some((delay, rec.generation))
+            }
+        };
+        self.bump();
+        if let Some((delay, generation)) = restart {
+            let this = self.clone();
+            let name = ev.service.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await; // backoff, not synchronisation
+                let _guard = this.ops.lock().await;
+                let still = this.records().get(&name).is_some_and(|r| {
+                    r.wanted
+                        && r.generation == generation
+                        && matches!(r.state, State::Exited { .. })
+                });
+                if still {
+                    if let Some(r) = this.records().get_mut(&name) {
+                        r.restarts += 1;
+                    }
+                    let _ = this.start_one(&name).await;
+                }
+            });
+        }
+    }
+
+    /// Feed exit events into the supervisor forever, resubscribing (and resyncing with
+    /// containerd's view) whenever the stream ends, e.g. because containerd restarted.
+    pub async fn dispatch_exits(self: Arc<Self>, mut events: ExitEvents) {
+        let mut failures = 0u32;
+        loop {
+            while let Some(ev) = events.recv().await {
+                self.on_exit(&ev);
+            }
+            log::warn!("supervisor: containerd exit events ended; resubscribing");
+            loop {
+                match self.rt.exits().await {
+                    Ok(rx) => {
+                        events = rx;
+                        failures = 0;
+                        break;
+                    }
+                    Err(e) => {
+                        let delay = Duration::from_millis(250u64 << failures.min(4));
+                        failures += 1;
+                        log::debug!("supervisor: resubscribing: {e}; retry in {delay:?}");
+                        tokio::time::sleep(delay).await; // backoff while containerd restarts
+                    }
+                }
+            }
+            self.resync().await;
+        }
+    }
+
+    /// Compare our records with containerd's and treat anything that ended while we
+    /// weren't listening as an exit. Running tasks are left alone (never started twice).
+    pub async fn resync(self: &Arc<Self>) {
+        let listed = match self.rt.list().await {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("supervisor: listing services after reconnect: {e}");
+                return;
+            }
+        };
+        let running: Vec<(String, u32)> = self
+            .records()
+            .iter()
+            .filter_map(|(n, r)| match r.state {
+                State::Running { pid, .. } => Some((n.clone(), pid)),
+                _ => None,
+            })
+            .collect();
+        for (name, pid) in running {
+            let seen = listed.iter().find(|s| s.name == name);
+            let ended = match seen {
+                Some(s) if s.status == ServiceStatus::Running => None,
+                Some(s) => Some(s.exit_status.unwrap_or(255)),
+                None => Some(255),
+            };
+            if let Some(status) = ended {
+                log::warn!("service {name}: ended while containerd was away ({status})");
+                self.on_exit(&ExitEvent {
+                    service: name,
+                    pid,
+                    exit_status: status,
+                    exited_at: None,
+                });
+            }
+        }
+    }
+
+    /// Wait until `name` is ready (running, or a one-shot that exited 0), failed, or
+    /// `timeout` passed. Returns whether it is ready.
+    pub async fn wait_ready(&self, name: &str, timeout: Duration) -> bool {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let verdict = self.records().get(name).map(|r| {
+                let oneshot = is_oneshot(&r.spec);
+                match &r.state {
+                    State::Running { .. } if !oneshot => Some(true),
+                    State::Exited { status: 0, .. } if oneshot => Some(true),
+                    State::Exited { .. } if oneshot || !r.wanted => Some(false),
+                    State::Failed { .. } => Some(false),
+                    State::Created if !r.wanted => Some(false),
+                    _ => None,
+                }
+            });
+            match verdict {
+                None => return false,
+                Some(Some(ready)) => return ready,
+                Some(None) => {}
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
+    /// Converge on `desired`: stop services no longer desired, restart changed ones,
+    /// start missing ones in `waves` order, each wave after the previous one is ready.
+    /// Services a user stopped stay stopped unless they are in `wake`.
+    pub async fn converge(
+        self: &Arc<Self>,
+        desired: BTreeMap<String, ServiceSpec>,
+        waves: Vec<Vec<String>>,
+        wake: &[String],
+    ) {
+        let _guard = self.ops.lock().await;
+        let (removed, changed): (Vec<String>, Vec<String>) = {
+            let recs = self.records();
+            let removed = recs
+                .keys()
+                .filter(|n| !desired.contains_key(*n))
+                .cloned()
+                .collect();
+            let changed = recs
+                .iter()
+                .filter(|(n, r)| desired.get(*n).is_some_and(|d| *d != r.spec))
+                .map(|(n, _)| n.clone())
+                .collect();
+            (removed, changed)
+        };
+        for name in removed.iter().chain(changed.iter()) {
+            log::info!("service {name}: stopping (no longer wanted or definition changed)");
+            let _ = self.stop_one(name, Duration::from_secs(10)).await;
+        }
+        {
+            let mut recs = self.records();
+            for name in &removed {
+                recs.remove(name);
+            }
+            for (name, spec) in &desired {
+                match recs.get_mut(name) {
+                    Some(rec) if rec.spec != *spec => *rec = Record::new(spec.clone()),
+                    Some(rec) => rec.wanted |= wake.contains(name),
+                    None => {
+                        recs.insert(name.clone(), Record::new(spec.clone()));
+                    }
+                }
+            }
+        }
+        *self.waves.lock().unwrap_or_else(|e| e.into_inner()) = waves.clone();
+        self.bump();
+        for wave in waves {
+            let mut started = Vec::new();
+            let mut set = tokio::task::JoinSet::new();
+            for name in wave {
+                let Some(spec) = self.records().get(&name).map(|r| r.spec.clone()) else {
+                    continue;
+                };
+                let needs_start = self.records().get(&name).is_some_and(|r| {
+                    r.wanted
+                        && !matches!(r.state, State::Running { .. })
+                        && !(is_oneshot(&r.spec)
+                            && matches!(r.state, State::Exited { status: 0, .. }))
+                });
+                if !needs_start {
+                    continue;
+                }
+                if spec.label("io.rancher.os.createonly") == Some("true") {
+                    continue;
+                }
+                let this = self.clone();
+                let network = label_list(&spec, "io.rancher.os.after")
+                    .iter()
+                    .any(|a| a == "network");
+                started.push(name.clone());
+                set.spawn(async move {
+                    if network {
+                        this.wait_for_network(&name).await;
+                    }
+                    let _ = this.start_one(&name).await;
+                });
+            }
+            while set.join_next().await.is_some() {}
+            for name in started {
+                if !self.wait_ready(&name, self.timeouts.ready).await {
+                    log::warn!("service {name}: not ready; starting the services after it anyway");
+                }
+            }
+        }
+    }
+
+    async fn wait_for_network(&self, name: &str) {
+        let route = self.route_file.clone();
+        let timeout = self.timeouts.network;
+        let up = tokio::task::spawn_blocking(move || {
+            crate::readiness::wait_for_default_route(&route, timeout)
+        })
+        .await
+        .unwrap_or(false);
+        if !up {
+            log::warn!(
+                "service {name}: no default route after {}s; starting anyway",
+                timeout.as_secs()
+            );
+        }
+    }
+
+    /// Stop every service, last wave first, each wave in parallel, all within `budget`.
+    pub async fn stop_all(self: &Arc<Self>, budget: Duration) {
+        let _guard = self.ops.lock().await;
+        let deadline = Instant::now() + budget;
+        let mut waves = self.waves.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Services started outside the waves (by request) stop first.
+        let in_waves: Vec<String> = waves.iter().flatten().cloned().collect();
+        let extra: Vec<String> = self
+            .records()
+            .keys()
+            .filter(|n| !in_waves.contains(n))
+            .cloned()
+            .collect();
+        waves.push(extra);
+        for wave in waves.into_iter().rev() {
+            let grace = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(10));
+            let mut set = tokio::task::JoinSet::new();
+            for name in wave {
+                let this = self.clone();
+                set.spawn(async move {
+                    if let Err(e) = this.stop_one(&name, grace).await {
+                        log::warn!("{e}");
+                    }
+                });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+
+    /// Forget a (stopped) service until the next converge brings it back.
+    pub fn forget(&self, name: &str) {
+        self.records().remove(name);
+        self.bump();
+    }
+
+    /// Take the operations lock (for requests that combine several steps).
+    pub async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ops.lock().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ros_runtime::fake::{FakeCall, FakeRuntime};
+
+    fn spec(labels: &[(&str, &str)], restart: RestartPolicy) -> ServiceSpec {
+        ServiceSpec {
+            image: "ros/test:1".into(),
+            restart,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn sup(rt: Arc<FakeRuntime>) -> Arc<Supervisor<FakeRuntime>> {
+        Supervisor::new(
+            rt,
+            "/var/log/ros".into(),
+            "/nonexistent/route".into(),
+            Timeouts {
+                ready: Duration::from_secs(5),
+                network: Duration::from_millis(10),
+            },
+        )
+    }
+
+    fn runs(rt: &FakeRuntime) -> Vec<String> {
+        rt.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                FakeCall::Run { service, .. } => Some(service),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn restart_policies_and_backoff() {
+        assert!(!should_restart(RestartPolicy::No, 1));
+        assert!(should_restart(RestartPolicy::Always, 0));
+        assert!(should_restart(RestartPolicy::OnFailure, 2));
+        assert!(!should_restart(RestartPolicy::OnFailure, 0));
+        let d: Vec<u64> = (0..8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 16, 32, 32, 32]);
+    }
+
+    #[tokio::test]
+    async fn waves_start_in_order_and_oneshots_gate_the_next_wave() {
+        let rt = Arc::new(FakeRuntime::new());
+        let s = sup(rt.clone());
+        let events = rt.exits().await.unwrap();
+        tokio::spawn(s.clone().dispatch_exits(events));
+        let mut desired = BTreeMap::new();
+        desired.insert(
+            "cold".to_string(),
+            spec(&[("io.rancher.os.detach", "false")], RestartPolicy::No),
+        );
+        desired.insert("udev".to_string(), spec(&[], RestartPolicy::Always));
+        desired.insert("console".to_string(), spec(&[], RestartPolicy::Always));
+        let waves = vec![
+            vec!["cold".to_string()],
+            vec!["udev".to_string()],
+            vec!["console".to_string()],
+        ];
+        // The one-shot exits 0 shortly after it starts; only then may udev start.
+        let rt2 = rt.clone();
+        let watcher = tokio::spawn(async move {
+            loop {
+                if runs(&rt2).contains(&"cold".to_string()) {
+                    assert!(!runs(&rt2).contains(&"udev".to_string()));
+                    rt2.exit("cold", 0);
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        s.converge(desired, waves, &[]).await;
+        watcher.await.unwrap();
+        assert_eq!(runs(&rt), vec!["cold", "udev", "console"]);
+        let snap = s.snapshot();
+        assert!(matches!(
+            snap["cold"].state,
+            State::Exited { status: 0, .. }
+        ));
+        assert!(matches!(snap["console"].state, State::Running { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crashing_service_is_restarted_with_growing_delays() {
+        let rt = Arc::new(FakeRuntime::new());
+        let s = sup(rt.clone());
+        let events = rt.exits().await.unwrap();
+        tokio::spawn(s.clone().dispatch_exits(events));
+        let mut desired = BTreeMap::new();
+        desired.insert("crash".to_string(), spec(&[], RestartPolicy::Always));
+        s.converge(desired, vec![vec!["crash".to_string()]], &[])
+            .await;
+        let mut when = Vec::new();
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..4 {
+            let before = runs(&rt).len();
+            rt.exit("crash", 1);
+            while runs(&rt).len() == before {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            when.push((tokio::time::Instant::now() - t0).as_secs());
+        }
+        // 1 s, then +2 s, +4 s, +8 s.
+        assert_eq!(when, vec![1, 3, 7, 15]);
+        assert_eq!(s.snapshot()["crash"].restarts, 4);
+    }
+
+    #[tokio::test]
+    async fn stopped_services_stay_stopped_and_converge_removes_and_adds() {
+        let rt = Arc::new(FakeRuntime::new());
+        let s = sup(rt.clone());
+        let events = rt.exits().await.unwrap();
+        tokio::spawn(s.clone().dispatch_exits(events));
+        let mut desired = BTreeMap::new();
+        desired.insert("a".to_string(), spec(&[], RestartPolicy::Always));
+        desired.insert("b".to_string(), spec(&[], RestartPolicy::Always));
+        s.converge(desired.clone(), vec![vec!["a".into(), "b".into()]], &[])
+            .await;
+        s.stop_one("a", Duration::from_secs(1)).await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(matches!(s.snapshot()["a"].state, State::Exited { .. }));
+        assert_eq!(runs(&rt).iter().filter(|n| *n == "a").count(), 1);
+
+        desired.remove("b");
+        desired.insert("c".to_string(), spec(&[], RestartPolicy::No));
+        let waves = vec![vec!["a".to_string(), "c".to_string()]];
+        s.converge(desired.clone(), waves.clone(), &[]).await;
+        let snap = s.snapshot();
+        assert!(!snap.contains_key("b"));
+        assert!(matches!(snap["c"].state, State::Running { .. }));
+        // A reload leaves a service the user stopped alone...
+        assert!(matches!(snap["a"].state, State::Exited { .. }));
+        // ...`up a` wakes it.
+        s.converge(desired, waves, &["a".to_string()]).await;
+        assert!(matches!(s.snapshot()["a"].state, State::Running { .. }));
+        assert!(rt.calls().contains(&FakeCall::Stop("b".into())));
+    }
+
+    #[tokio::test]
+    async fn resync_restarts_what_ended_while_away_and_keeps_what_runs() {
+        let rt = Arc::new(FakeRuntime::new());
+        let s = sup(rt.clone());
+        let mut desired = BTreeMap::new();
+        desired.insert("keep".to_string(), spec(&[], RestartPolicy::Always));
+        desired.insert("gone".to_string(), spec(&[], RestartPolicy::No));
+        s.converge(desired, vec![vec!["gone".into(), "keep".into()]], &[])
+            .await;
+        // No subscriber: the exit is missed, as when containerd was down.
+        rt.exit("gone", 3);
+        s.resync().await;
+        let snap = s.snapshot();
+        assert!(matches!(
+            snap["gone"].state,
+            State::Exited { status: 3, .. }
+        ));
+        assert!(matches!(snap["keep"].state, State::Running { .. }));
+        assert_eq!(runs(&rt).iter().filter(|n| *n == "keep").count(), 1);
+    }
+}

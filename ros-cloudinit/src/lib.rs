@@ -1,0 +1,52 @@
+//! cloud-init for rOS: fetch user-data from the datasources at boot, and apply a loaded
+//! cloud-config to the host.
+//!
+//! Owns datasources (config drives found by label, files, HTTP URLs, the kernel's
+//! `cloud-config-url=`), saving user-data as drop-ins and scripts, and applying hostname,
+//! modules, sysctl, `write_files`, `ssh_authorized_keys`, `mounts`, `bootcmd`, `runcmd`.
+//! Must not talk to containerd (`write_files` with `container:` are handed back), must not
+//! parse YAML (ros-config does), and must not wait on children itself: every side effect
+//! goes through [`Host`], [`ModuleLoader`] or [`CommandRunner`], which PID 1 implements
+//! (its reaper owns child exits).
+//!
+//! Boot order as init uses it:
+//! 1. load [`CONFIG_DRIVE_MODULES`]; [`fetch_user_data`]; reload the config
+//!    (`ros_config::load`) so the new drop-ins count;
+//! 2. [`apply`] (modules, sysctl, hostname, write_files, mounts, ssh keys);
+//!    [`run_bootcmd`]; start containerd and the services;
+//! 3. [`run_runcmd`], then [`run_user_scripts`]; hand [`Applied::container_files`] to the
+//!    supervisor.
+//!
+//! Every call returns a [`Report`]; print its `problem_lines()` on the console. Nothing here
+//! panics on bad input or fails the boot.
+
+mod accounts;
+mod apply;
+mod commands;
+mod datasource;
+pub mod fake;
+mod host;
+mod http;
+mod label;
+mod mounts;
+pub mod paths;
+mod report;
+
+pub use accounts::{lookup_group, lookup_user, resolve_owner, OwnerError};
+pub use apply::{
+    apply, apply_hostname, apply_sysctl, apply_write_files, authorize_ssh_keys, hosts_with,
+    load_modules, merge_authorized_keys, sysctl_path, Applied,
+};
+pub use commands::{command_env, run_bootcmd, run_runcmd, run_user_scripts, DEFAULT_PATH};
+pub use datasource::{
+    fetch_user_data, find_config_drive, plan, ConfigDrive, Datasource, DatasourceError,
+    FetchOptions, CONFIG_DRIVE_DEVICE_MODULES, CONFIG_DRIVE_MODULES,
+};
+pub use host::{
+    write_file_atomic, CommandRunner, Exit, Host, Invocation, ModuleLoader, MsFlags, Owner,
+    StdRunner, SystemHost,
+};
+pub use http::{get as http_get, HttpError, RetryPolicy};
+pub use label::{detect_label, is_config_drive_label, FsKind, PROBE_BYTES};
+pub use mounts::{apply_mounts, mounted_targets, parse_mount_options, MountOptions};
+pub use report::{Item, Report, Step};
