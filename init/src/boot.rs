@@ -130,6 +130,51 @@ pub fn load_config(cmdline: &str) -> CloudConfig {
     loaded.config
 }
 
+/// Fetch user-data from the datasources, load the config, apply it to the host and run
+/// `bootcmd`. Every step is best-effort: problems are printed and the boot goes on.
+fn cloud_init(cmdline: &str, kver: &str, reaper: &Reaper) -> CloudConfig {
+    let moddir = Path::new(paths::MODULES_DIR).join(kver);
+    let names: Vec<String> = ros_cloudinit::CONFIG_DRIVE_MODULES
+        .iter()
+        .chain(ros_cloudinit::CONFIG_DRIVE_DEVICE_MODULES)
+        .map(|s| s.to_string())
+        .collect();
+    // Quietly: the drivers for config drives, a missing one only hides that drive.
+    let modules = crate::cloudinit::InitModules::new(&moddir);
+    for name in &names {
+        if let Err(e) = ros_cloudinit::ModuleLoader::load_module(&modules, name, "") {
+            log::debug!("{e}");
+        }
+    }
+    let root = Path::new("/");
+    // The datasources to read come from the config itself (defaults + cmdline).
+    let first = ros_config::load(root, Some(cmdline), Mode::Boot);
+    let host = ros_cloudinit::SystemHost;
+    let fetched = ros_cloudinit::fetch_user_data(
+        root,
+        &first.config,
+        first.cmdline.cloud_config_url(),
+        &host,
+        &ros_cloudinit::FetchOptions::default(),
+    );
+    crate::cloudinit::print(&fetched);
+    let config = load_config(cmdline);
+    let applied = ros_cloudinit::apply(root, &config, &host, &modules);
+    crate::cloudinit::print(&applied.report);
+    if config.hostname.is_none() {
+        set_hostname(&config);
+    }
+    let runner = crate::cloudinit::ReaperRunner {
+        reaper: reaper.clone(),
+    };
+    crate::cloudinit::print(&ros_cloudinit::run_bootcmd(
+        &config,
+        &runner,
+        &crate::cloudinit::command_log(),
+    ));
+    config
+}
+
 /// What should run, in order, for `config`; problems are printed.
 fn plan_services(config: &CloudConfig) -> catalog::Plan {
     let plan = catalog::plan(catalog::desired(
@@ -203,11 +248,6 @@ pub fn run() -> ! {
     if let Err(e) = writable {
         fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
     }
-    // Best-effort: extra modules the user asked for.
-    let extra = cmdline.modules();
-    if !extra.is_empty() {
-        load_modules(&Path::new(paths::MODULES_DIR).join(&kver), &extra, &host);
-    }
     enable_cgroup_controllers(Path::new("/sys/fs/cgroup"));
     for dir in [paths::USER_CONF_DIR, paths::LOG_DIR] {
         // Best-effort: a missing dir shows up as that feature's own error later.
@@ -215,8 +255,7 @@ pub fn run() -> ! {
             log::warn!("creating {dir}: {e}");
         }
     }
-    let config = load_config(&cmdline_text);
-    set_hostname(&config);
+    let config = cloud_init(&cmdline_text, &kver, &reaper);
 
     let cpaths = ContainerdPaths {
         bin: paths::CONTAINERD_BIN.into(),
@@ -240,7 +279,13 @@ pub fn run() -> ! {
         Ok(rt) => rt,
         Err(e) => fatal(&format!("starting the async runtime: {e}")),
     };
-    let action = rt.block_on(serve(&containerd, power_rx, config, cmdline_text));
+    let action = rt.block_on(serve(
+        &containerd,
+        power_rx,
+        config,
+        cmdline_text,
+        reaper.clone(),
+    ));
     containerd.stop(Duration::from_secs(10));
     drop(rt);
     power::finish(action, &reaper, &host)
@@ -252,6 +297,7 @@ async fn serve(
     mut power: mpsc::UnboundedReceiver<PowerAction>,
     config: CloudConfig,
     cmdline: String,
+    reaper: Reaper,
 ) -> PowerAction {
     let socket = containerd.socket().to_path_buf();
     // Fatal: without the system runtime there is no console to offer.
@@ -298,10 +344,24 @@ async fn serve(
     let shutdown_timeout = config.shutdown_timeout();
     let plan = plan_services(&config);
     let booting = sup.clone();
+    let late_config = config.clone();
     let boot = tokio::spawn(async move {
         let all: Vec<String> = plan.services.keys().cloned().collect();
         booting.converge(plan.services, plan.waves, &all).await;
         console::marker(BootPhase::BootComplete, "");
+        // After the services (and so the network): user scripts, then runcmd.
+        let _ = tokio::task::spawn_blocking(move || {
+            let runner = crate::cloudinit::ReaperRunner { reaper };
+            let log = crate::cloudinit::command_log();
+            crate::cloudinit::print(&ros_cloudinit::run_user_scripts(
+                Path::new("/"),
+                &late_config,
+                &runner,
+                &log,
+            ));
+            crate::cloudinit::print(&ros_cloudinit::run_runcmd(&late_config, &runner, &log));
+        })
+        .await;
     });
 
     let action = power.recv().await.unwrap_or(PowerAction::PowerOff);

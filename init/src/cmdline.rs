@@ -84,20 +84,6 @@ impl KernelCmdline {
     pub fn debug(&self) -> bool {
         self.flag("rancher.debug").unwrap_or(false)
     }
-
-    /// Extra modules to load at boot (`rancher.modules=[a,b]` or `a,b`).
-    pub fn modules(&self) -> Vec<String> {
-        self.get("rancher.modules")
-            .map(|v| {
-                v.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
@@ -113,7 +99,6 @@ mod tests {
         assert_eq!(c.get("quiet"), None);
         assert_eq!(c.root_device(), "/dev/vdb");
         assert_eq!(c.get("rancher.x"), Some("a b"));
-        assert_eq!(c.modules(), vec!["loop", "nbd"]);
     }
 
     #[test]

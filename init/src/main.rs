@@ -2,6 +2,7 @@
 
 mod boot;
 mod catalog;
+mod cloudinit;
 mod cmdline;
 mod console;
 mod containerd;

@@ -112,8 +112,21 @@ impl ModuleIndex {
 
     /// Load `name` and its dependencies.
     pub fn load(&self, name: &str, loader: &dyn ModuleLoader) -> Result<(), ModuleError> {
-        for path in self.resolve(name)? {
-            loader.load(&path).map_err(|source| ModuleError::Load {
+        self.load_with_params(name, "", loader)
+    }
+
+    /// Load `name` with module parameters (`max_part=8`) after its dependencies.
+    pub fn load_with_params(
+        &self,
+        name: &str,
+        params: &str,
+        loader: &dyn ModuleLoader,
+    ) -> Result<(), ModuleError> {
+        let order = self.resolve(name)?;
+        let last = order.len().saturating_sub(1);
+        for (i, path) in order.into_iter().enumerate() {
+            let p = if i == last { params } else { "" };
+            loader.load(&path, p).map_err(|source| ModuleError::Load {
                 name: name.to_string(),
                 path: path.clone(),
                 source,
@@ -174,10 +187,13 @@ kernel/net/netfilter/nf_conntrack-netlink.ko: kernel/net/netfilter/nf_conntrack.
     fn loads_through_the_loader() {
         let idx = ModuleIndex::parse(Path::new("/m"), DEP, "");
         let rec = Recorder::default();
-        idx.load("squashfs", &rec).unwrap();
+        idx.load_with_params("squashfs", "x=1", &rec).unwrap();
         assert_eq!(
             rec.calls(),
-            vec![Call::LoadModule("/m/kernel/fs/squashfs/squashfs.ko".into())]
+            vec![Call::LoadModule(
+                "/m/kernel/fs/squashfs/squashfs.ko".into(),
+                "x=1".into()
+            )]
         );
     }
 }

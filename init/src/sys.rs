@@ -28,8 +28,8 @@ pub trait Mounter {
 
 /// Loading kernel modules.
 pub trait ModuleLoader {
-    /// `finit_module(2)` of the module file at `path`. Already loaded is `Ok`.
-    fn load(&self, path: &Path) -> io::Result<()>;
+    /// `finit_module(2)` of the module file at `path` with `params`. Already loaded is `Ok`.
+    fn load(&self, path: &Path, params: &str) -> io::Result<()>;
 }
 
 /// The real syscalls.
@@ -54,9 +54,11 @@ impl Mounter for Host {
 }
 
 impl ModuleLoader for Host {
-    fn load(&self, path: &Path) -> io::Result<()> {
+    fn load(&self, path: &Path, params: &str) -> io::Result<()> {
         let file = File::open(path)?;
-        match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+        let params = std::ffi::CString::new(params)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in module parameters"))?;
+        match nix::kmod::finit_module(&file, &params, nix::kmod::ModuleInitFlags::empty()) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
             Err(e) => Err(io::Error::from(e)),
         }
@@ -71,8 +73,8 @@ pub enum Call {
     Mount(String, PathBuf, Option<String>, u64, Option<String>),
     /// An unmount.
     Umount(PathBuf),
-    /// A module load.
-    LoadModule(PathBuf),
+    /// A module load with its parameters.
+    LoadModule(PathBuf, String),
 }
 
 /// A fake that records calls; mounts listed in `fail_mounts` fail with EINVAL.
@@ -131,8 +133,8 @@ impl Mounter for Recorder {
 
 #[cfg(test)]
 impl ModuleLoader for Recorder {
-    fn load(&self, path: &Path) -> io::Result<()> {
-        self.push(Call::LoadModule(path.to_path_buf()));
+    fn load(&self, path: &Path, params: &str) -> io::Result<()> {
+        self.push(Call::LoadModule(path.to_path_buf(), params.to_string()));
         Ok(())
     }
 }

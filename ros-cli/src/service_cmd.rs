@@ -659,9 +659,32 @@ fn reload(env: &Env, what: &str) -> Result<(), ServiceCmdError> {
     }
 }
 
+/// Write `shell`'s completion script for `cmd` (the whole `ros` command tree, from
+/// `Cli::command()`) to `out`. For `ros completion bash|zsh|fish|elvish|powershell`.
+pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command, out: &mut dyn Write) {
+    let name = cmd.get_name().to_string();
+    clap_complete::generate(shell, cmd, name, out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_cover_the_service_subcommands() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        #[command(name = "ros")]
+        enum Cli {
+            Service(ServiceArgs),
+        }
+        let mut script = Vec::new();
+        completions(clap_complete::Shell::Bash, &mut Cli::command(), &mut script);
+        let script = String::from_utf8(script).unwrap();
+        for word in ["enable", "logs", "--follow", "--format"] {
+            assert!(script.contains(word), "{word}");
+        }
+    }
 
     #[test]
     fn paths_versus_names() {

@@ -188,9 +188,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(lookup_user(dir.path(), "rancher").unwrap(), None);
         assert!(resolve_owner(dir.path(), Some("rancher")).is_err());
-        assert_eq!(
-            resolve_owner(dir.path(), Some("0:0")).unwrap(),
-            Owner::ROOT
-        );
+        assert_eq!(resolve_owner(dir.path(), Some("0:0")).unwrap(), Owner::ROOT);
     }
 }

@@ -73,7 +73,9 @@ pub fn load_modules(config: &CloudConfig, loader: &dyn ModuleLoader, report: &mu
 /// `/proc/sys`.
 pub fn sysctl_path(root: &Path, key: &str) -> Result<PathBuf, String> {
     let key = key.trim();
-    let slash_separated = key.find(['.', '/']).is_some_and(|i| key[i..].starts_with('/'));
+    let slash_separated = key
+        .find(['.', '/'])
+        .is_some_and(|i| key[i..].starts_with('/'));
     let levels: Vec<String> = if slash_separated {
         key.split('/').map(str::to_string).collect()
     } else {
@@ -104,7 +106,7 @@ pub fn apply_sysctl(root: &Path, config: &CloudConfig, host: &dyn Host, report: 
         };
         match host.sysctl(&path, value) {
             Ok(()) => report.done(Step::Sysctl, key, value.to_string()),
-            Err(e) => report.problem(Step::Sysctl, key, format!("writing {value:?}: {e}")),
+            Err(e) => report.problem(Step::Sysctl, key, format!("writing {:?}: {e}", &**value)),
         }
     }
 }
@@ -173,7 +175,11 @@ pub fn apply_hostname(root: &Path, config: &CloudConfig, host: &dyn Host, report
             None
         }
     };
-    let mut files = vec![(hostname_file.clone(), format!("{name}\n"), read_optional(&hostname_file).ok().flatten())];
+    let mut files = vec![(
+        hostname_file.clone(),
+        format!("{name}\n"),
+        read_optional(&hostname_file).ok().flatten(),
+    )];
     if let Some((want, current)) = hosts {
         files.push((hosts_file, want, current));
     }
@@ -344,9 +350,20 @@ mod tests {
             ),
         ];
         for (key, want) in ok {
-            assert_eq!(sysctl_path(root, key).unwrap(), PathBuf::from(want), "{key}");
+            assert_eq!(
+                sysctl_path(root, key).unwrap(),
+                PathBuf::from(want),
+                "{key}"
+            );
         }
-        for bad in ["", "net..ipv4", "../../etc/passwd", "net/../../x", "a./.b", "."] {
+        for bad in [
+            "",
+            "net..ipv4",
+            "../../etc/passwd",
+            "net/../../x",
+            "a./.b",
+            ".",
+        ] {
             assert!(sysctl_path(root, bad).is_err(), "{bad}");
         }
     }
@@ -358,7 +375,10 @@ mod tests {
             "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 node1\n"
         );
         assert_eq!(
-            hosts_with(Some("127.0.0.1 localhost\n127.0.1.1 old\n10.0.0.2 db\n127.0.1.1 older\n"), "n.example.com"),
+            hosts_with(
+                Some("127.0.0.1 localhost\n127.0.1.1 old\n10.0.0.2 db\n127.0.1.1 older\n"),
+                "n.example.com"
+            ),
             "127.0.0.1 localhost\n127.0.1.1 n.example.com n\n10.0.0.2 db\n"
         );
         assert_eq!(
@@ -374,7 +394,10 @@ mod tests {
             "ssh-ed25519 AAA a@b\nssh-rsa BBB\n"
         );
         assert_eq!(
-            merge_authorized_keys("ssh-rsa OLD by-hand\nssh-rsa BBB\n", &["ssh-rsa BBB", "ssh-rsa CCC"]),
+            merge_authorized_keys(
+                "ssh-rsa OLD by-hand\nssh-rsa BBB\n",
+                &["ssh-rsa BBB", "ssh-rsa CCC"]
+            ),
             "ssh-rsa OLD by-hand\nssh-rsa BBB\nssh-rsa CCC\n"
         );
     }

@@ -119,7 +119,10 @@ pub fn run_user_scripts(
         .map(|e| e.path())
         .filter(|p| p.is_file())
         // Temporary files of an interrupted save start with a dot.
-        .filter(|p| p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     scripts.sort();
     let env = command_env(config);
@@ -144,7 +147,11 @@ mod tests {
     fn shown_commands_are_short_and_on_one_line() {
         assert_eq!(shown(&CommandSpec::Shell("echo  hi\n".into())), "`echo hi`");
         assert_eq!(
-            shown(&CommandSpec::Argv(vec!["mkdir".into(), "-p".into(), "/x".into()])),
+            shown(&CommandSpec::Argv(vec![
+                "mkdir".into(),
+                "-p".into(),
+                "/x".into()
+            ])),
             "`mkdir -p /x`"
         );
         let long = shown(&CommandSpec::Shell("x".repeat(100)));

@@ -12,7 +12,10 @@
 //! - Nothing (no config drive, no user-data on it) -> both removed.
 //! - A failure -> both left as an earlier boot saved them (the last good user-data).
 //!
-//! Files of datasources no longer listed are removed.
+//! Files of datasources no longer listed are removed. `configdrive:PATH` whose PATH does
+//! not exist falls back to detection: RancherOS mounted the drive there itself, so its
+//! `configdrive:/media/config-2` keeps working. All HTTP fetches of one call share one
+//! timeout.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -20,6 +23,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use ros_config::schema::CloudConfig;
 use ros_config::{parse_user_data, UserData, UserDataError, MAX_FILE_BYTES};
@@ -48,7 +52,10 @@ const CONFIG_DRIVE_USER_DATA: &[&str] = &["openstack/latest/user_data", "user-da
 /// RancherOS datasources rOS does not implement, with advice.
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("ec2", "; use url:http://169.254.169.254/latest/user-data"),
-    ("digitalocean", "; use url:http://169.254.169.254/metadata/v1/user-data"),
+    (
+        "digitalocean",
+        "; use url:http://169.254.169.254/metadata/v1/user-data",
+    ),
     ("gce", ""),
     ("packet", ""),
     ("cloudstack", ""),
@@ -177,7 +184,9 @@ impl Datasource {
             if p.starts_with('/') {
                 Ok(PathBuf::from(p))
             } else {
-                Err(DatasourceError::RelativePath { path: p.to_string() })
+                Err(DatasourceError::RelativePath {
+                    path: p.to_string(),
+                })
             }
         };
         match (kind, arg) {
@@ -222,7 +231,9 @@ impl fmt::Display for Datasource {
 /// How [`fetch_user_data`] behaves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FetchOptions {
-    /// Retries and overall timeout of each `url:`/`cmdline` fetch (default 60 s).
+    /// Retries of `url:`/`cmdline` fetches. Its `timeout` (default 60 s) bounds all of
+    /// them together: however many HTTP datasources are dead, they delay boot by at most
+    /// that much.
     pub http: RetryPolicy,
 }
 
@@ -262,6 +273,7 @@ pub fn fetch_user_data(
     options: &FetchOptions,
 ) -> Report {
     let mut report = Report::default();
+    let http_deadline = Instant::now() + options.http.timeout;
     let planned = plan(config, &mut report);
     let drop_in_dir = under(root, paths::DROP_IN_DIR);
     let scripts_dir = under(root, paths::SCRIPTS_DIR);
@@ -272,11 +284,23 @@ pub fn fetch_user_data(
         let script = scripts_dir.join(&slot);
         slots.insert(slot);
         let subject = source.to_string();
-        let fetched = fetch_one(root, source, *listed, cloud_config_url, host, options, &mut report)
-            .and_then(|bytes| match bytes {
-                Some(b) => parse_user_data(&b).map_err(DatasourceError::from),
-                None => Ok(UserData::Empty),
-            });
+        let http = RetryPolicy {
+            timeout: http_deadline.saturating_duration_since(Instant::now()),
+            ..options.http
+        };
+        let fetched = fetch_one(
+            root,
+            source,
+            *listed,
+            cloud_config_url,
+            host,
+            &http,
+            &mut report,
+        )
+        .and_then(|bytes| match bytes {
+            Some(b) => parse_user_data(&b).map_err(DatasourceError::from),
+            None => Ok(UserData::Empty),
+        });
         let saved = match fetched {
             Ok(UserData::CloudConfig(text)) => {
                 save(host, &drop_in, text.as_bytes(), 0o600, &script).map(|()| Some(&drop_in))
@@ -307,7 +331,14 @@ pub fn fetch_user_data(
             }
         }
     }
-    remove_stale(host, &drop_in_dir, DROP_IN_PREFIX, ".yml", &slots, &mut report);
+    remove_stale(
+        host,
+        &drop_in_dir,
+        DROP_IN_PREFIX,
+        ".yml",
+        &slots,
+        &mut report,
+    );
     remove_stale(host, &scripts_dir, "", "", &slots, &mut report);
     report
 }
@@ -399,24 +430,29 @@ fn fetch_one(
     listed: bool,
     cloud_config_url: Option<&str>,
     host: &dyn Host,
-    options: &FetchOptions,
+    http: &RetryPolicy,
     report: &mut Report,
 ) -> Result<Option<Vec<u8>>, DatasourceError> {
     let subject = source.to_string();
     match source {
         Datasource::File(p) => read_capped(&under_path(root, p)).map(Some),
-        Datasource::Url(url) => Ok(Some(http::get(url, &options.http)?)),
+        Datasource::Url(url) => Ok(Some(http::get(url, http)?)),
         Datasource::Cmdline => match cloud_config_url {
-            Some(url) => Ok(Some(http::get(url, &options.http)?)),
+            Some(url) => Ok(Some(http::get(url, http)?)),
             None if listed => Err(DatasourceError::NoCmdlineUrl),
             None => Ok(None),
         },
         Datasource::ConfigDrive(Some(p)) => {
             let path = under_path(root, p);
-            let meta = fs::metadata(&path).map_err(|source| DatasourceError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                // RancherOS mounted the drive at that path itself (`/media/config-2` in
+                // its examples); here nothing does, so look for the drive instead.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return detect_and_read(root, host, &subject, report)
+                }
+                Err(source) => return Err(DatasourceError::Read { path, source }),
+            };
             if meta.is_dir() {
                 return read_config_drive_dir(&path, &subject, report);
             }
@@ -429,25 +465,35 @@ fn fetch_one(
             };
             mount_and_read(root, host, &path, kind, &subject, report)
         }
-        Datasource::ConfigDrive(None) => match find_config_drive(root) {
-            Some(drive) => {
-                report.done(
-                    Step::Datasource,
-                    &subject,
-                    format!(
-                        "found {} ({}, label {})",
-                        drive.device.display(),
-                        drive.kind.fstype(),
-                        drive.label
-                    ),
-                );
-                mount_and_read(root, host, &drive.device, drive.kind, &subject, report)
-            }
-            None => {
-                report.done(Step::Datasource, &subject, "no config drive found");
-                Ok(None)
-            }
-        },
+        Datasource::ConfigDrive(None) => detect_and_read(root, host, &subject, report),
+    }
+}
+
+/// Find a config drive among the block devices and read its user-data.
+fn detect_and_read(
+    root: &Path,
+    host: &dyn Host,
+    subject: &str,
+    report: &mut Report,
+) -> Result<Option<Vec<u8>>, DatasourceError> {
+    match find_config_drive(root) {
+        Some(drive) => {
+            report.done(
+                Step::Datasource,
+                subject,
+                format!(
+                    "found {} ({}, label {})",
+                    drive.device.display(),
+                    drive.kind.fstype(),
+                    drive.label
+                ),
+            );
+            mount_and_read(root, host, &drive.device, drive.kind, subject, report)
+        }
+        None => {
+            report.done(Step::Datasource, subject, "no config drive found");
+            Ok(None)
+        }
     }
 }
 
@@ -464,9 +510,7 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, DatasourceError> {
     let file = File::open(path).map_err(read)?;
     let mut bytes = Vec::new();
     let limit = u64::try_from(MAX_FILE_BYTES).unwrap_or(u64::MAX);
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(read)?;
     if bytes.len() > MAX_FILE_BYTES {
         return Err(DatasourceError::TooLarge {
             path: path.to_path_buf(),
@@ -522,8 +566,13 @@ fn mount_and_read(
         })?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let fstype = kind.fstype();
-    if let Err(source) = host.mount(&device.to_string_lossy(), &target, Some(fstype), flags, None)
-    {
+    if let Err(source) = host.mount(
+        &device.to_string_lossy(),
+        &target,
+        Some(fstype),
+        flags,
+        None,
+    ) {
         let _ = host.remove(&target);
         return Err(DatasourceError::Mount {
             device: device.to_path_buf(),
@@ -630,7 +679,10 @@ mod tests {
             assert_eq!(Datasource::parse(text).unwrap(), want, "{text}");
         }
         for (text, want) in [
-            ("ec2", "not supported by rOS; use url:http://169.254.169.254/latest/user-data"),
+            (
+                "ec2",
+                "not supported by rOS; use url:http://169.254.169.254/latest/user-data",
+            ),
             ("gce", "`gce` is not supported by rOS"),
             ("file:relative", "`relative` is not an absolute path"),
             ("file", "unknown datasource"),

@@ -35,7 +35,7 @@ pub enum HttpError {
         limit: usize,
     },
     /// No usable answer before the deadline.
-    #[error("GET {url}: gave up after {attempts} attempt(s) in {elapsed:.1?} (timeout {timeout:?}): {last}")]
+    #[error("GET {url}: gave up after {attempts} attempt(s) in {elapsed:.1?} (timeout {timeout:.1?}): {last}")]
     TimedOut {
         /// The URL.
         url: String,
@@ -149,11 +149,7 @@ fn attempt(agent: &ureq::Agent, url: &str, budget: Duration) -> Result<Vec<u8>, 
             reason,
         })
     };
-    let request = agent
-        .get(url)
-        .config()
-        .timeout_global(Some(budget))
-        .build();
+    let request = agent.get(url).config().timeout_global(Some(budget)).build();
     let mut response = match request.call() {
         Ok(r) => r,
         Err(e) => {

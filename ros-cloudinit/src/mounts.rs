@@ -105,7 +105,10 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -139,7 +142,9 @@ pub fn apply_mounts(root: &Path, config: &CloudConfig, host: &dyn Host, report: 
     let mounted = mounted_targets(&under(root, paths::PROC_MOUNTINFO));
     for (i, row) in config.mounts.iter().enumerate() {
         if let Err(e) = mount_row(root, row, &mounted, host, report) {
-            let subject = row.field(1).map_or_else(|| format!("mounts[{i}]"), str::to_string);
+            let subject = row
+                .field(1)
+                .map_or_else(|| format!("mounts[{i}]"), str::to_string);
             report.problem(Step::Mounts, subject, e);
         }
     }
@@ -192,7 +197,13 @@ fn mount_row(
     }
     let mut last: Option<(Option<String>, io::Error)> = None;
     for fs in candidates {
-        match host.mount(&source, &target, fs.as_deref(), options.flags, options.data.as_deref()) {
+        match host.mount(
+            &source,
+            &target,
+            fs.as_deref(),
+            options.flags,
+            options.data.as_deref(),
+        ) {
             Ok(()) => {
                 report.done(
                     Step::Mounts,

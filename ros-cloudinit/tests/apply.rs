@@ -32,11 +32,23 @@ const RANCHER: Owner = Owner {
 fn hostname_sets_the_kernel_name_and_both_files() {
     let dir = root_with_accounts();
     let root = dir.path();
-    put(root, "etc/hosts", "127.0.0.1 localhost\n127.0.1.1 rancher\n10.1.1.1 db\n");
+    put(
+        root,
+        "etc/hosts",
+        "127.0.0.1 localhost\n127.0.1.1 rancher\n10.1.1.1 db\n",
+    );
     let host = RecordingHost::new();
-    let out = apply(root, &config("hostname: node-1.example.com\n"), &host, &RecordingModules::default());
+    let out = apply(
+        root,
+        &config("hostname: node-1.example.com\n"),
+        &host,
+        &RecordingModules::default(),
+    );
     assert!(out.report.is_ok(), "{:?}", out.report.problem_lines());
-    assert_eq!(host.calls()[0], Call::SetHostname("node-1.example.com".into()));
+    assert_eq!(
+        host.calls()[0],
+        Call::SetHostname("node-1.example.com".into())
+    );
     assert_eq!(
         fs::read_to_string(root.join("etc/hostname")).unwrap(),
         "node-1.example.com\n"
@@ -47,17 +59,29 @@ fn hostname_sets_the_kernel_name_and_both_files() {
     );
     // Applying again changes nothing on disk.
     let again = RecordingHost::new();
-    apply(root, &config("hostname: node-1.example.com\n"), &again, &RecordingModules::default());
-    assert_eq!(again.calls(), [Call::SetHostname("node-1.example.com".into())]);
+    apply(
+        root,
+        &config("hostname: node-1.example.com\n"),
+        &again,
+        &RecordingModules::default(),
+    );
+    assert_eq!(
+        again.calls(),
+        [Call::SetHostname("node-1.example.com".into())]
+    );
 }
 
 #[test]
 fn modules_and_sysctl() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let cfg = config(
-        "rancher:\n  modules: [br_netfilter, nbd max_part=8]\n  sysctl:\n    net.ipv4.ip_forward: 1\n    net:\n      bridge: {bridge-nf-call-iptables: 1}\n    kernel/printk: 4 4 1 7\n    ../../etc/shadow: x\n",
+    let mut cfg = config(
+        "rancher:\n  modules: [br_netfilter, nbd max_part=8]\n  sysctl:\n    net.ipv4.ip_forward: 1\n    net:\n      bridge: {bridge-nf-call-iptables: 1}\n    kernel/printk: 4 4 1 7\n",
     );
+    // ros-config already drops such keys; cloud-init must refuse them on its own too.
+    cfg.rancher
+        .sysctl
+        .insert("../../etc/shadow".into(), "x".into());
     let host = RecordingHost::new();
     let modules = RecordingModules::default();
     let out = apply(root, &cfg, &host, &modules);
@@ -83,7 +107,10 @@ fn modules_and_sysctl() {
         sysctl,
         [
             ("proc/sys/kernel/printk".to_string(), "4 4 1 7".to_string()),
-            ("proc/sys/net/bridge/bridge-nf-call-iptables".into(), "1".into()),
+            (
+                "proc/sys/net/bridge/bridge-nf-call-iptables".into(),
+                "1".into()
+            ),
             ("proc/sys/net/ipv4/ip_forward".into(), "1".into()),
         ]
     );
@@ -150,7 +177,10 @@ write_files:
             path: root.join("etc/app/gz.txt"),
             bytes: b"hello\n".to_vec(),
             mode: 0o644,
-            owner: Owner { uid: 1100, gid: 233 }
+            owner: Owner {
+                uid: 1100,
+                gid: 233
+            }
         })
     );
     // The container's file is returned, not written on the host.
@@ -192,9 +222,15 @@ fn write_files_for_real_in_a_temp_root() {
     ));
     let out = apply(root, &cfg, &SystemHost, &RecordingModules::default());
     assert!(out.report.is_ok(), "{:?}", out.report.problem_lines());
-    assert_eq!(fs::read_to_string(root.join("etc/app/old.conf")).unwrap(), "new");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/app/old.conf")).unwrap(),
+        "new"
+    );
     assert_eq!(mode_of(&root.join("etc/app/old.conf")), 0o640);
-    assert_eq!(fs::read_to_string(root.join("var/lib/x/secret")).unwrap(), "secret");
+    assert_eq!(
+        fs::read_to_string(root.join("var/lib/x/secret")).unwrap(),
+        "secret"
+    );
     assert_eq!(mode_of(&root.join("var/lib/x/secret")), 0o600);
 }
 
@@ -202,7 +238,11 @@ fn write_files_for_real_in_a_temp_root() {
 fn ssh_keys_go_to_rancher_only() {
     let dir = root_with_accounts();
     let root = dir.path();
-    put(root, "home/rancher/.ssh/authorized_keys", "ssh-rsa BYHAND me@laptop\n");
+    put(
+        root,
+        "home/rancher/.ssh/authorized_keys",
+        "ssh-rsa BYHAND me@laptop\n",
+    );
     let cfg = config("ssh_authorized_keys:\n  - ssh-ed25519 AAAAC3Nza one@example\n  - ssh-rsa BYHAND me@laptop\n");
     let host = RecordingHost::new();
     let out = apply(root, &cfg, &host, &RecordingModules::default());
@@ -289,7 +329,13 @@ mounts:
             },
             mount("/dev/vdb1", "mnt/data", "ext4", MsFlags::MS_NOATIME, None),
             // /tmp exists: its mode is left alone.
-            mount("tmpfs", "tmp", "tmpfs", MsFlags::empty(), Some("size=64m,mode=1777")),
+            mount(
+                "tmpfs",
+                "tmp",
+                "tmpfs",
+                MsFlags::empty(),
+                Some("size=64m,mode=1777")
+            ),
             Call::CreateDir {
                 path: root.join("mnt/auto"),
                 mode: 0o755,
@@ -341,16 +387,33 @@ ssh_authorized_keys: [ssh-ed25519 AAAA k]
     assert_eq!(step_of(Step::Hostname), 2, "{problems:#?}");
     assert_eq!(step_of(Step::WriteFiles), 1, "{problems:#?}");
     assert_eq!(problems.len(), 5, "{problems:#?}");
-    assert_eq!(problems[0], "cloud-init: modules missing_mod: module missing_mod: not found in modules.dep (fake)");
-    assert!(problems[1].starts_with("cloud-init: sysctl vm.swappiness: writing \"10\": "), "{}", problems[1]);
-    assert!(problems[2].starts_with("cloud-init: hostname node: sethostname: "), "{}", problems[2]);
+    assert_eq!(
+        problems[0],
+        "cloud-init: modules missing_mod: module missing_mod: not found in modules.dep (fake)"
+    );
+    assert!(
+        problems[1].starts_with("cloud-init: sysctl vm.swappiness: writing \"10\": "),
+        "{}",
+        problems[1]
+    );
+    assert!(
+        problems[2].starts_with("cloud-init: hostname node: sethostname: "),
+        "{}",
+        problems[2]
+    );
     // Everything after each failure still happened.
     assert_eq!(modules.loaded().len(), 2);
     assert!(host.calls().contains(&Call::Sysctl {
         path: root.join("proc/sys/net/core/somaxconn"),
         value: "1024".into()
     }));
-    assert_eq!(fs::read_to_string(root.join("etc/hosts")).unwrap().lines().last(), Some("127.0.1.1 node"));
+    assert_eq!(
+        fs::read_to_string(root.join("etc/hosts"))
+            .unwrap()
+            .lines()
+            .last(),
+        Some("127.0.1.1 node")
+    );
     assert_eq!(fs::read_to_string(root.join("etc/b")).unwrap(), "b");
     assert!(root.join("home/rancher/.ssh/authorized_keys").exists());
 }
@@ -373,7 +436,10 @@ runcmd:
     let log = Path::new("/var/log/cloud-init.log");
     let runner = RecordingRunner::with_results(vec![
         ("false".into(), Ok(Exit::Code(1))),
-        ("/no/such/tool".into(), Err("running /no/such/tool: No such file or directory".into())),
+        (
+            "/no/such/tool".into(),
+            Err("running /no/such/tool: No such file or directory".into()),
+        ),
     ]);
     let boot = run_bootcmd(&cfg, &runner, log);
     assert!(boot.is_ok(), "{:?}", boot.problem_lines());
@@ -428,5 +494,8 @@ fn runcmd_for_real_with_the_std_runner() {
         )]
     );
     let text = fs::read_to_string(&log).unwrap();
-    assert!(text.contains("cloud-init: runcmd[1]: [\"sh\", \"-c\", \"echo to-log; exit 4\"]\nto-log\n"), "{text}");
+    assert!(
+        text.contains("cloud-init: runcmd[1]: [\"sh\", \"-c\", \"echo to-log; exit 4\"]\nto-log\n"),
+        "{text}"
+    );
 }

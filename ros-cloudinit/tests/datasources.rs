@@ -40,7 +40,9 @@ fn drop_ins(root: &Path) -> Vec<String> {
 }
 
 fn testdata(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name);
     gunzip(&fs::read(p).unwrap())
 }
 
@@ -91,7 +93,13 @@ fn config_drive_is_detected_mounted_read_and_unmounted() {
         )],
     );
     // The default list is empty: detection plus the kernel's cloud-config-url (none here).
-    let report = fetch_user_data(root, &config(""), None, &host, &fast(Duration::from_secs(5)));
+    let report = fetch_user_data(
+        root,
+        &config(""),
+        None,
+        &host,
+        &fast(Duration::from_secs(5)),
+    );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
 
     let mount_point = root.join("run/ros/cloud-init/vdb");
@@ -137,7 +145,8 @@ fn fat_config_drive_mounts_as_vfat_and_no_drive_is_not_a_problem() {
     let host = RecordingHost::new();
     let report = fetch_user_data(
         dir.path(),
-        &config("rancher: {cloud_init: {datasources: [configdrive]}}"),
+        // RancherOS's usual entry: nothing mounts /media/config-2 here, so it is detected.
+        &config("rancher: {cloud_init: {datasources: ['configdrive:/media/config-2']}}"),
         None,
         &host,
         &fast(Duration::from_secs(5)),
@@ -152,7 +161,13 @@ fn fat_config_drive_mounts_as_vfat_and_no_drive_is_not_a_problem() {
 
     let blank = root_with_devices(&[0u8; 4096]);
     let host = RecordingHost::new();
-    let report = fetch_user_data(blank.path(), &config(""), None, &host, &fast(Duration::from_secs(5)));
+    let report = fetch_user_data(
+        blank.path(),
+        &config(""),
+        None,
+        &host,
+        &fast(Duration::from_secs(5)),
+    );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
     assert!(!host.calls().iter().any(|c| matches!(c, Call::Mount { .. })));
     assert!(report
@@ -164,11 +179,29 @@ fn fat_config_drive_mounts_as_vfat_and_no_drive_is_not_a_problem() {
 fn config_drive_directory_prefers_openstack_user_data() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    put(root, "media/config-2/openstack/latest/user_data", "#cloud-config\nhostname: openstack\n");
-    put(root, "media/config-2/user-data", "#cloud-config\nhostname: nocloud\n");
-    put(root, "media/cidata/user-data", "#cloud-config\nhostname: nocloud\n");
+    put(
+        root,
+        "media/config-2/openstack/latest/user_data",
+        "#cloud-config\nhostname: openstack\n",
+    );
+    put(
+        root,
+        "media/config-2/user-data",
+        "#cloud-config\nhostname: nocloud\n",
+    );
+    put(
+        root,
+        "media/cidata/user-data",
+        "#cloud-config\nhostname: nocloud\n",
+    );
     let cfg = config("rancher: {cloud_init: {datasources: [configdrive:/media/config-2, configdrive:/media/cidata]}}");
-    let report = fetch_user_data(root, &cfg, None, &RecordingHost::new(), &fast(Duration::from_secs(5)));
+    let report = fetch_user_data(
+        root,
+        &cfg,
+        None,
+        &RecordingHost::new(),
+        &fast(Duration::from_secs(5)),
+    );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
     let dir = root.join(DROP_INS);
     assert_eq!(
@@ -185,11 +218,22 @@ fn config_drive_directory_prefers_openstack_user_data() {
 fn file_datasource_with_gzip_and_script() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    put(root, "srv/cc.yml.gz", gzip(b"#cloud-config\nhostname: zipped\n"));
+    put(
+        root,
+        "srv/cc.yml.gz",
+        gzip(b"#cloud-config\nhostname: zipped\n"),
+    );
     let script = b"#!/bin/sh\necho \"ran with $GREETING\" > \"$OUT\"\n";
     put(root, "srv/setup.sh", script);
-    let cfg = config("rancher: {cloud_init: {datasources: [file:/srv/cc.yml.gz, file:/srv/setup.sh]}}");
-    let report = fetch_user_data(root, &cfg, None, &RecordingHost::new(), &fast(Duration::from_secs(5)));
+    let cfg =
+        config("rancher: {cloud_init: {datasources: [file:/srv/cc.yml.gz, file:/srv/setup.sh]}}");
+    let report = fetch_user_data(
+        root,
+        &cfg,
+        None,
+        &RecordingHost::new(),
+        &fast(Duration::from_secs(5)),
+    );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
     assert_eq!(
         fs::read_to_string(root.join(DROP_INS).join("zz-datasource-00-file.yml")).unwrap(),
@@ -225,27 +269,68 @@ fn bad_entries_and_failures_are_reported_and_the_rest_still_fetched() {
     put(root, "srv/plain.txt", "hostname: no-header\n");
     // Left by an earlier boot: a copy for slot 01 (kept when that fetch fails) and one for
     // a datasource no longer listed (removed).
-    put(root, &format!("{DROP_INS}/zz-datasource-01-file.yml"), "#cloud-config\nhostname: old\n");
-    put(root, &format!("{DROP_INS}/zz-datasource-07-url.yml"), "#cloud-config\n");
+    put(
+        root,
+        &format!("{DROP_INS}/zz-datasource-01-file.yml"),
+        "#cloud-config\nhostname: old\n",
+    );
+    put(
+        root,
+        &format!("{DROP_INS}/zz-datasource-07-url.yml"),
+        "#cloud-config\n",
+    );
     put(root, &format!("{DROP_INS}/50-user.yml"), "hostname: mine\n");
     let cfg = config(
         "rancher: {cloud_init: {datasources: [ec2, file:/srv/good.yml, file:/srv/missing.yml, file:/srv/plain.txt, cmdline, 'file:relative']}}",
     );
-    let report = fetch_user_data(root, &cfg, None, &RecordingHost::new(), &fast(Duration::from_secs(5)));
+    let report = fetch_user_data(
+        root,
+        &cfg,
+        None,
+        &RecordingHost::new(),
+        &fast(Duration::from_secs(5)),
+    );
     let lines = report.problem_lines();
     assert_eq!(lines.len(), 5, "{lines:#?}");
-    assert!(lines[0].starts_with("cloud-init: datasource ec2: datasource `ec2` is not supported"), "{}", lines[0]);
-    assert_eq!(lines[1], "cloud-init: datasource file:relative: `relative` is not an absolute path");
-    assert!(lines[2].starts_with(&format!(
-        "cloud-init: datasource file:/srv/missing.yml: reading {}: ",
-        root.join("srv/missing.yml").display()
-    )), "{}", lines[2]);
-    assert!(lines[2].ends_with("; keeping the user-data an earlier boot saved"), "{}", lines[2]);
-    assert!(lines[3].contains("file:/srv/plain.txt: reading user-data: starts with `hostname: no-header"), "{}", lines[3]);
-    assert_eq!(lines[4], "cloud-init: datasource cmdline: no cloud-config-url= on the kernel command line");
+    assert!(
+        lines[0].starts_with("cloud-init: datasource ec2: datasource `ec2` is not supported"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1],
+        "cloud-init: datasource file:relative: `relative` is not an absolute path"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "cloud-init: datasource file:/srv/missing.yml: reading {}: ",
+            root.join("srv/missing.yml").display()
+        )),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[2].ends_with("; keeping the user-data an earlier boot saved"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3]
+            .contains("file:/srv/plain.txt: reading user-data: starts with `hostname: no-header"),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(
+        lines[4],
+        "cloud-init: datasource cmdline: no cloud-config-url= on the kernel command line"
+    );
     assert_eq!(
         drop_ins(root),
-        ["50-user.yml", "zz-datasource-00-file.yml", "zz-datasource-01-file.yml"]
+        [
+            "50-user.yml",
+            "zz-datasource-00-file.yml",
+            "zz-datasource-01-file.yml"
+        ]
     );
 }
 
@@ -253,12 +338,30 @@ fn bad_entries_and_failures_are_reported_and_the_rest_still_fetched() {
 fn datasource_user_data_layers_above_drop_ins_and_below_the_kernel_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    put(root, "var/lib/rancher/conf/cloud-config.yml", "rancher: {console: user, log: true}\n");
-    put(root, &format!("{DROP_INS}/50-ros.yml"), "rancher: {console: dropin, debug: true}\n");
-    put(root, "srv/a.yml", "#cloud-config\nhostname: first\nrancher: {console: datasource}\n");
+    put(
+        root,
+        "var/lib/rancher/conf/cloud-config.yml",
+        "rancher: {console: user, log: true}\n",
+    );
+    put(
+        root,
+        &format!("{DROP_INS}/50-ros.yml"),
+        "rancher: {console: dropin, debug: true}\n",
+    );
+    put(
+        root,
+        "srv/a.yml",
+        "#cloud-config\nhostname: first\nrancher: {console: datasource}\n",
+    );
     put(root, "srv/b.yml", "#cloud-config\nhostname: second\n");
     let cfg = config("rancher: {cloud_init: {datasources: [file:/srv/a.yml, file:/srv/b.yml]}}");
-    let report = fetch_user_data(root, &cfg, None, &RecordingHost::new(), &fast(Duration::from_secs(5)));
+    let report = fetch_user_data(
+        root,
+        &cfg,
+        None,
+        &RecordingHost::new(),
+        &fast(Duration::from_secs(5)),
+    );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
 
     let loaded = ros_config::load(root, Some(""), ros_config::Mode::Boot);
@@ -266,19 +369,38 @@ fn datasource_user_data_layers_above_drop_ins_and_below_the_kernel_command_line(
     assert_eq!(c.rancher.console.as_deref(), Some("datasource"));
     assert_eq!(c.hostname.as_ref().map(|h| h.as_str()), Some("second"));
     assert!(c.rancher.debug && c.rancher.log);
-    let loaded = ros_config::load(root, Some("rancher.console=cmdline"), ros_config::Mode::Boot);
+    let loaded = ros_config::load(
+        root,
+        Some("rancher.console=cmdline"),
+        ros_config::Mode::Boot,
+    );
     assert_eq!(loaded.config.rancher.console.as_deref(), Some("cmdline"));
 }
 
 #[test]
 fn url_ok_is_saved() {
-    let server = serve(Answer::Ok(b"#cloud-config\nhostname: from-url\n".to_vec()), 4);
+    let server = serve(
+        Answer::Ok(b"#cloud-config\nhostname: from-url\n".to_vec()),
+        4,
+    );
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&format!("rancher: {{cloud_init: {{datasources: ['url:{}']}}}}", server.url));
-    let report = fetch_user_data(dir.path(), &cfg, None, &RecordingHost::new(), &fast(Duration::from_secs(10)));
+    let cfg = config(&format!(
+        "rancher: {{cloud_init: {{datasources: ['url:{}']}}}}",
+        server.url
+    ));
+    let report = fetch_user_data(
+        dir.path(),
+        &cfg,
+        None,
+        &RecordingHost::new(),
+        &fast(Duration::from_secs(10)),
+    );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
     let saved = dir.path().join(DROP_INS).join("zz-datasource-00-url.yml");
-    assert_eq!(fs::read_to_string(saved).unwrap(), "#cloud-config\nhostname: from-url\n");
+    assert_eq!(
+        fs::read_to_string(saved).unwrap(),
+        "#cloud-config\nhostname: from-url\n"
+    );
 }
 
 #[test]
@@ -302,10 +424,23 @@ fn cmdline_url_is_used_when_no_datasource_is_listed() {
 fn url_404_is_reported_at_once() {
     let server = serve(Answer::Status(404), 4);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&format!("rancher: {{cloud_init: {{datasources: ['url:{}']}}}}", server.url));
+    let cfg = config(&format!(
+        "rancher: {{cloud_init: {{datasources: ['url:{}']}}}}",
+        server.url
+    ));
     let start = Instant::now();
-    let report = fetch_user_data(dir.path(), &cfg, None, &RecordingHost::new(), &fast(Duration::from_secs(30)));
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    let report = fetch_user_data(
+        dir.path(),
+        &cfg,
+        None,
+        &RecordingHost::new(),
+        &fast(Duration::from_secs(30)),
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(
         report.problem_lines(),
         [format!(
@@ -325,7 +460,10 @@ fn url_5xx_is_retried_with_backoff() {
         max_delay: Duration::from_millis(200),
     };
     assert_eq!(http_get(&server.url, &policy).unwrap(), b"#cloud-config\n");
-    assert_eq!(server.connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(
+        server.connections.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
 }
 
 #[test]
@@ -333,18 +471,34 @@ fn url_that_never_answers_is_bounded_by_the_timeout() {
     let server = serve(Answer::Hang, 64);
     let timeout = Duration::from_millis(1500);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&format!("rancher: {{cloud_init: {{datasources: ['url:{}']}}}}", server.url));
+    // Two dead URLs share the one timeout: boot waits for it once, not twice.
+    let cfg = config(&format!(
+        "rancher: {{cloud_init: {{datasources: ['url:{0}', 'url:{0}?again']}}}}",
+        server.url
+    ));
     let start = Instant::now();
-    let report = fetch_user_data(dir.path(), &cfg, None, &RecordingHost::new(), &fast(timeout));
+    let report = fetch_user_data(
+        dir.path(),
+        &cfg,
+        None,
+        &RecordingHost::new(),
+        &fast(timeout),
+    );
     let elapsed = start.elapsed();
     assert!(elapsed >= timeout, "{elapsed:?}");
     assert!(elapsed < timeout + Duration::from_secs(1), "{elapsed:?}");
     let problems = report.problems_of(Step::Datasource);
-    assert_eq!(problems.len(), 1, "{:?}", report.problem_lines());
+    assert_eq!(problems.len(), 2, "{:?}", report.problem_lines());
     assert!(
-        problems[0].message.contains("gave up after") && problems[0].message.contains("timeout 1.5s"),
+        problems[0].message.contains("gave up after")
+            && problems[0].message.contains("timeout 1.5s"),
         "{}",
         problems[0]
+    );
+    assert!(
+        problems[1].message.contains("no time left"),
+        "{}",
+        problems[1]
     );
 
     // And the same through the client directly: a timeout, not a status.
@@ -363,7 +517,11 @@ fn refused_connection_retries_until_the_timeout() {
     let url = format!("http://127.0.0.1:{port}/x");
     let start = Instant::now();
     let err = http_get(&url, &fast(Duration::from_millis(600)).http).unwrap_err();
-    assert!(start.elapsed() < Duration::from_millis(1600), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(1600),
+        "{:?}",
+        start.elapsed()
+    );
     match err {
         HttpError::TimedOut { attempts, .. } => assert!(attempts >= 2, "{attempts}"),
         other => panic!("{other}"),

@@ -28,13 +28,13 @@ pub use atomic::{write_atomic, AtomicWriteError, SECRET_MODE};
 pub use cmdline::{Cmdline, MAX_CMDLINE_BYTES};
 pub use diagnostic::{Diagnostic, Severity};
 pub use export::export;
+pub use graph::{start_order, stop_order, Graph, GraphError};
 pub use keypath::{KeyPath, KeyPathError, Segment};
 pub use resolve::{
     layer_files, load, resolve, validate_text, validate_value, Layer, Loaded, Mode, Resolved,
     MAX_FILE_BYTES,
 };
 pub use schema::CloudConfig;
-pub use graph::{start_order, stop_order, Graph, GraphError};
 pub use service::{check_service_file, check_service_path, ServiceFile, ServiceSpec};
 pub use tree::{get, merge, set, SetError};
 pub use userdata::{parse_user_data, UserData, UserDataError};

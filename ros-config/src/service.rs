@@ -863,7 +863,7 @@ impl Visitor<'_> for KeySeed {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
         if let Some(k) = SERVICE_KEYS.iter().find(|k| **k == v) {
-            return Ok(Key::Field(*k));
+            return Ok(Key::Field(k));
         }
         if let Some((k, _)) = DOCKER_ONLY_KEYS.iter().find(|(k, _)| *k == v) {
             return Ok(Key::DockerOnly(k));

@@ -22,6 +22,8 @@ pub struct BootOptions {
     pub mem_mb: u32,
     /// Replace the root device argument (default `root=/dev/vda`).
     pub root_arg: String,
+    /// Extra QEMU arguments (disks, NICs).
+    pub qemu_args: Vec<String>,
 }
 
 impl Default for BootOptions {
@@ -30,6 +32,7 @@ impl Default for BootOptions {
             append: String::new(),
             mem_mb: 512,
             root_arg: "root=/dev/vda".into(),
+            qemu_args: Vec::new(),
         }
     }
 }
@@ -102,6 +105,7 @@ impl Vm {
                 "virtio-net-pci,netdev=n0",
             ])
             .args(["-append", &append])
+            .args(&opts.qemu_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -266,4 +270,52 @@ pub fn lines(s: &str) -> Vec<String> {
         .lines()
         .map_while(Result::ok)
         .collect()
+}
+
+/// Build an ISO9660 config drive labelled `label` holding `openstack/latest/user_data`,
+/// in `dir`; returns the QEMU arguments that attach it as a virtio disk.
+pub fn config_drive(dir: &std::path::Path, label: &str, user_data: &str) -> Vec<String> {
+    let tree = dir.join("drive");
+    let latest = tree.join("openstack/latest");
+    std::fs::create_dir_all(&latest).expect("creating the config drive tree");
+    std::fs::write(latest.join("user_data"), user_data).expect("writing user_data");
+    let iso = dir.join("config.iso");
+    let status = Command::new("genisoimage")
+        .args(["-quiet", "-r", "-J", "-V", label, "-o"])
+        .arg(&iso)
+        .arg(&tree)
+        .status()
+        .expect("running genisoimage (make deps installs it)");
+    assert!(status.success(), "genisoimage failed");
+    vec![
+        "-drive".into(),
+        format!("file={},if=virtio,format=raw,readonly=on", iso.display()),
+    ]
+}
+
+/// A fresh temporary directory for one test's files (removed on drop).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Create one under the system temp dir.
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "ros-boot-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("creating a temp dir");
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

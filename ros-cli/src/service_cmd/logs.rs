@@ -250,7 +250,8 @@ mod tests {
     fn tail_uses_the_rotated_file_only_when_needed() {
         let cur = b"c\nd\n".as_slice();
         let old = b"a\nb\n".as_slice();
-        let cases: [(Option<usize>, Option<&[u8]>, &str); 6] = [
+        type Case<'a> = (Option<usize>, Option<&'a [u8]>, &'a str);
+        let cases: [Case; 6] = [
             (Some(1), Some(old), "d\n"),
             (Some(2), Some(old), "c\nd\n"),
             (Some(3), Some(old), "b\nc\nd\n"),

@@ -93,7 +93,7 @@ mod tests {
             render(&rows, now, true),
             "\
 NAME        IMAGE               COMMAND                  STATE                      RESTARTS
-console     ros/console:0.1.0   \"/usr/libexec/ros/c…\"   Up 9 minutes               0
+console     ros/console:0.1.0   \"/usr/libexec/ros/co…\"   Up 9 minutes               0
 udev-cold   ros/udev:1          \"ros udev-settle\"        Exited (0) 2 minutes ago   2
 "
         );
