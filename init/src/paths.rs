@@ -19,17 +19,12 @@ pub const CONTAINERD_CONFIG: &str = "/run/system-containerd/config.toml";
 pub const CONTAINERD_ROOT: &str = "/var/lib/system-containerd";
 /// Preloaded OCI image archives in the root image.
 pub const IMAGES_DIR: &str = "/usr/share/ros/images";
-/// Built-in service definitions in the root image.
-pub const SERVICES_DIR: &str = "/usr/share/ros/services";
-/// Per-service and daemon logs.
-pub const LOG_DIR: &str = "/var/log/ros";
+pub use ros_config::paths::{LOG_DIR, SERVICES_DIR, SERVICE_INDEX_DIR};
 /// Writable layers of the /etc overlay.
 pub const ETC_OVERLAY_DIR: &str = "/run/ros/etc";
 /// The shell offered on fatal errors.
 pub const RECOVERY_SHELL: &str = "/bin/sh";
 /// busybox, used to give the recovery shell a controlling terminal.
 pub const BUSYBOX: &str = "/bin/busybox";
-/// Optional service definitions that `rancher.services_include` can enable by name.
-pub const SERVICE_INDEX_DIR: &str = "/usr/share/ros/service-index";
 /// The user's config directory (cloud-config.yml, cloud-config.d/).
 pub const USER_CONF_DIR: &str = "/var/lib/rancher/conf";

@@ -137,9 +137,11 @@ pub fn run(args: ConfigArgs) -> Result<(), CliError> {
 
 /// PID 1 is asked to apply the changed config live.
 ///
-/// Wired to PID 1's control socket by the service supervisor; until then a no-op, and
-/// changes apply at the next boot.
-pub fn notify_config_changed(_root: &Path) {}
+/// Sends `reload` over PID 1's control socket (`ROS_CONTROL_SOCKET` overrides it); when
+/// PID 1 can't be reached, a note says the change applies at the next boot.
+pub fn notify_config_changed(_root: &Path) {
+    crate::service_cmd::config_changed("config change");
+}
 
 /// The streams a command talks to; tests pass buffers.
 struct Io<'a> {

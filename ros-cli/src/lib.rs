@@ -7,6 +7,7 @@ pub mod config_cmd;
 pub mod exit;
 pub mod power;
 pub mod service_cmd;
+pub mod sysconf_cmd;
 
 pub use exit::{CliError, ExitStatus};
 
@@ -24,6 +25,14 @@ enum Command {
     Config(config_cmd::ConfigArgs),
     /// List, enable, start, stop and inspect services.
     Service(service_cmd::ServiceArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Config views for the system services' scripts (not for users).
+    #[command(hide = true)]
+    Sysconf(sysconf_cmd::SysconfArgs),
     /// Operating system: version, power.
     Os {
         #[command(subcommand)]
@@ -61,6 +70,12 @@ pub fn run() -> Result<(), CliError> {
     match cli.command {
         Command::Config(args) => config_cmd::run(args),
         Command::Service(args) => service_cmd::run(args),
+        Command::Sysconf(args) => sysconf_cmd::run(args),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            service_cmd::completions(shell, &mut Cli::command(), &mut std::io::stdout());
+            Ok(())
+        }
         Command::Os { command } => match command {
             OsCommand::Version => {
                 println!("v{}", env!("CARGO_PKG_VERSION"));

@@ -613,6 +613,13 @@ fn known(env: &Env, user: &UserConfig, name: &str) -> bool {
 fn disable(env: &Env, name: &str) -> Result<(), ServiceCmdError> {
     let mut user = UserConfig::read(&env.root)?;
     if !known(env, &user, name) {
+        // A service enabled through its file's path: disable that file.
+        if let Some(path) = catalog::include_path_defining(&env.root, name) {
+            user.set(&path, false)?;
+            user.write()?;
+            print(&format!("disabled {name} (defined in {path})\n"))?;
+            return reload(env, name);
+        }
         return Err(ServiceCmdError::NotFound {
             name: name.to_string(),
             why: "not a known service; `ros service list -a` shows them".into(),
@@ -657,6 +664,12 @@ fn reload(env: &Env, what: &str) -> Result<(), ServiceCmdError> {
             Ok(())
         }
     }
+}
+
+/// Ask PID 1 to re-read the config after `ros config set/merge` changed it, so the
+/// running services converge without a reboot. Best effort, like after `enable`.
+pub fn config_changed(what: &str) {
+    let _ = reload(&Env::from_process(), what);
 }
 
 /// Write `shell`'s completion script for `cmd` (the whole `ros` command tree, from

@@ -275,6 +275,10 @@ fn enable_of_a_good_file_records_its_absolute_path() {
     );
     let key = root.path("own/web.yml").display().to_string();
     assert_eq!(include(&root.user_config(), &key), Some(true));
+    // `disable web` finds the file that defines it and disables that.
+    let run = root.ros(&["disable", "web"]).ok();
+    assert!(run.stdout.contains("disabled web"), "{}", run.stdout);
+    assert_eq!(include(&root.user_config(), &key), Some(false));
 }
 
 #[test]

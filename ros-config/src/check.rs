@@ -149,11 +149,26 @@ fn rancher(f: &mut Findings, r: &RancherConfig) {
                 at.key("services").key(name.as_str()),
                 "a service name may only contain letters, digits, `-`, `_` and `.`",
             );
-        } else if spec.image.trim().is_empty() {
-            f.error(
-                at.key("services").key(name.as_str()).key("image"),
-                "empty image",
-            );
+        } else {
+            // The service's own checks: empty image, volume syntax, docker-only keys
+            // (warnings), ... — the same ones a service file gets.
+            for p in spec.problems() {
+                let path =
+                    p.path
+                        .segments()
+                        .iter()
+                        .fold(at.key("services").key(name.as_str()), |k, s| match s {
+                            crate::keypath::Segment::Key(x) => k.key(x.as_str()),
+                            crate::keypath::Segment::Index(i) => k.index(*i),
+                        });
+                f.0.push(Finding {
+                    path,
+                    severity: p.severity,
+                    message: p.message,
+                    drop: p.severity == Severity::Error,
+                    on_key: p.on_key,
+                });
+            }
         }
     }
     for (i, m) in r.modules.iter().enumerate() {

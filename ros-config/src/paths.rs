@@ -11,6 +11,12 @@ pub const OEM_CONFIG: &str = "/usr/share/ros/oem/oem-config.yml";
 pub const USER_CONFIG: &str = "/var/lib/rancher/conf/cloud-config.yml";
 /// Drop-ins from datasources and `ros`, applied in name order above the user config.
 pub const DROP_IN_DIR: &str = "/var/lib/rancher/conf/cloud-config.d";
+/// Built-in service definitions (always on unless disabled).
+pub const SERVICES_DIR: &str = "/usr/share/ros/services";
+/// Optional service definitions that `rancher.services_include` enables by name.
+pub const SERVICE_INDEX_DIR: &str = "/usr/share/ros/service-index";
+/// Service logs, `<name>.log` (and `<name>.log.1` after rotation).
+pub const LOG_DIR: &str = "/var/log/ros";
 /// The kernel command line, the top layer.
 pub const KERNEL_CMDLINE: &str = "/proc/cmdline";
 

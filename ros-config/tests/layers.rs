@@ -182,3 +182,17 @@ fn services_merge_across_layers_and_incomplete_ones_are_dropped() {
         )]
     );
 }
+
+#[test]
+fn docker_only_service_keys_in_cloud_config_warn_but_keep_the_service() {
+    let text = "rancher:\n  services:\n    web:\n      image: ros/console:0.1.0\n      log_driver: json-file\n";
+    let diags = ros_config::validate_text("cc.yml", text, ros_config::Mode::Strict);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0].severity, ros_config::Severity::Warning);
+    let shown = diags[0].to_string();
+    assert!(shown.starts_with("cc.yml:5:"), "{shown}");
+    assert!(shown.contains("log_driver"), "{shown}");
+    let layer = ros_config::Layer::parse("cc.yml", text).unwrap();
+    let resolved = ros_config::resolve(vec![layer], ros_config::Mode::Boot);
+    assert!(resolved.config.rancher.services.contains_key("web"));
+}

@@ -153,6 +153,24 @@ impl Vm {
         self.console.text.lock().unwrap().clone()
     }
 
+    /// Where the next wait starts searching; pass it to [`Vm::rewind`] to search again
+    /// from here (for messages that may arrive while a command is still running).
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// Move the search position back to an earlier [`Vm::cursor`].
+    pub fn rewind(&mut self, pos: usize) {
+        self.cursor = pos.min(self.cursor);
+    }
+
+    /// Write the whole console output to a file under the temp dir; returns its path.
+    pub fn dump(&self) -> String {
+        let path = std::env::temp_dir().join(format!("ros-console-{}-{}.log", std::process::id(), self.pid));
+        let _ = std::fs::write(&path, self.output());
+        path.display().to_string()
+    }
+
     /// The last `n` console lines, for failure messages.
     pub fn tail(&self, n: usize) -> String {
         let text = self.output();
@@ -165,10 +183,14 @@ impl Vm {
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
         match self.try_wait_for(needle, timeout) {
             Some(s) => s,
-            None => panic!(
-                "timed out after {timeout:?} waiting for {needle:?} on the console; last lines:\n{}",
-                self.tail(40)
-            ),
+            None => {
+                let dump = self.dump();
+                panic!(
+                    "timed out after {timeout:?} waiting for {needle:?} on the console \
+                     (whole console in {dump}); last lines:\n{}",
+                    self.tail(40)
+                )
+            }
         }
     }
 
@@ -216,7 +238,12 @@ impl Vm {
         self.wait_for(&format!("@@B{n}@@\n"), timeout);
         let got = self.wait_for(&format!("@@E{n}@@ "), timeout);
         let status_line = self.wait_for("\n", timeout);
-        let out = got.trim_end_matches(&format!("@@E{n}@@ ")).to_string();
+        // PID 1 logs to the same console; its lines are not the command's output.
+        let out = got
+            .trim_end_matches(&format!("@@E{n}@@ "))
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("ros-init[") && !l.starts_with("ROS BOOT "))
+            .collect::<String>();
         let status = status_line.trim().parse().unwrap_or(-1);
         (out, status)
     }

@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 
 use ros_config::{paths, Mode};
 
-/// Built-in service definitions (always on unless disabled).
-pub const SERVICES_DIR: &str = "/usr/share/ros/services";
-/// The service index: `NAME.yml` files that `rancher.services_include.NAME: true` turns on.
-pub const SERVICE_INDEX_DIR: &str = "/usr/share/ros/service-index";
+pub use ros_config::paths::SERVICES_DIR;
+pub use ros_config::paths::SERVICE_INDEX_DIR;
 
 /// Where a service is defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +138,23 @@ pub fn available(root: &Path) -> Vec<Entry> {
         );
     }
     out.into_values().collect()
+}
+
+/// The enabled `rancher.services_include` path whose file defines service `name`, if any
+/// (so `ros service disable NAME` works for a service enabled by its file's path).
+pub fn include_path_defining(root: &Path, name: &str) -> Option<String> {
+    let loaded = ros_config::load(root, read_cmdline(root).as_deref(), Mode::Boot);
+    loaded
+        .config
+        .rancher
+        .services_include
+        .iter()
+        .filter(|(key, on)| **on && key.starts_with('/'))
+        .find(|(key, _)| {
+            let (defs, _) = ros_config::check_service_path(Path::new(key.as_str()));
+            defs.contains_key(name)
+        })
+        .map(|(key, _)| key.clone())
 }
 
 /// The text of `ros service list`: `enabled  NAME` / `disabled NAME`, sorted by name, as

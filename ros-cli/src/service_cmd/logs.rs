@@ -12,8 +12,7 @@ use ros_config::paths;
 
 use super::ServiceCmdError;
 
-/// Where PID 1 writes each service's output, `NAME.log` (rotated to `NAME.log.1`).
-pub const LOG_DIR: &str = "/var/log/ros";
+pub use ros_config::paths::LOG_DIR;
 
 /// Most bytes read from the end of one log file. PID 1 caps logs at 1 MiB; this bound
 /// only matters if rotation is not working.
