@@ -329,6 +329,8 @@ async fn serve(
             log::error!("containerd: subscribing to exits: {e} (services won't be restarted)")
         }
     }
+    let files = crate::cloudinit::ContainerFiles::new(&config);
+    sup.set_start_hook(Arc::new(move |service, pid| files.write_for(service, pid)));
     crate::logrotate::spawn_watcher(PathBuf::from(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);
     let reload_cmdline = cmdline.clone();
     let planner: crate::control::Planner = Arc::new(move || {

@@ -72,3 +72,36 @@ pub fn print(report: &Report) {
 pub fn command_log() -> PathBuf {
     PathBuf::from(ros_cloudinit::paths::COMMAND_LOG)
 }
+
+/// `write_files` entries with `container: NAME`, written into that service's container
+/// (through `/proc/<pid>/root`, so owners resolve against the container's own
+/// `/etc/passwd`) each time the service starts, as RancherOS did.
+pub struct ContainerFiles {
+    config: ros_config::CloudConfig,
+}
+
+impl ContainerFiles {
+    /// The entries of `config` that target containers.
+    pub fn new(config: &ros_config::CloudConfig) -> Self {
+        let mut config = config.clone();
+        config.write_files.retain(|f| f.container.is_some());
+        ContainerFiles { config }
+    }
+
+    /// Write the files meant for `service`, whose task has host pid `pid`.
+    pub fn write_for(&self, service: &str, pid: u32) {
+        let mut mine = self.config.clone();
+        mine.write_files
+            .retain(|f| f.container.as_ref().is_some_and(|c| c.0 == service));
+        if mine.write_files.is_empty() {
+            return;
+        }
+        for f in &mut mine.write_files {
+            f.container = None;
+        }
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let mut report = Report::default();
+        ros_cloudinit::apply_write_files(&root, &mine, &ros_cloudinit::SystemHost, &mut report);
+        print(&report);
+    }
+}

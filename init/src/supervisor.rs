@@ -142,7 +142,12 @@ pub struct Supervisor<R> {
     changed: watch::Sender<u64>,
     /// Serialises converge/start/stop so two requests can't interleave on one service.
     ops: tokio::sync::Mutex<()>,
+    /// Called with (service, pid) each time a service's task starts.
+    on_start: Mutex<Option<StartHook>>,
 }
+
+/// What to do right after a service's task started (e.g. write its `write_files`).
+pub type StartHook = Arc<dyn Fn(&str, u32) + Send + Sync>;
 
 impl<R> std::fmt::Debug for Supervisor<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,7 +185,13 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
             waves: Mutex::new(Vec::new()),
             changed,
             ops: tokio::sync::Mutex::new(()),
+            on_start: Mutex::new(None),
         })
+    }
+
+    /// Run `hook` after every service start (best-effort work; it must not block long).
+    pub fn set_start_hook(&self, hook: StartHook) {
+        *self.on_start.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     fn records(&self) -> MutexGuard<'_, BTreeMap<String, Record>> {
@@ -222,6 +233,14 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         let result = match self.rt.run(name, &spec, &stdio).await {
             Ok(pid) => {
                 console::marker(BootPhase::ServiceStarted, name);
+                let hook = self
+                    .on_start
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if let Some(hook) = hook {
+                    hook(name, pid);
+                }
                 Ok(pid)
             }
             Err(RuntimeError::AlreadyRunning { pid, .. }) => {
@@ -739,6 +758,24 @@ mod tests {
         s.converge(desired, waves, &["a".to_string()]).await;
         assert!(matches!(s.snapshot()["a"].state, State::Running { .. }));
         assert!(rt.calls().contains(&FakeCall::Stop("b".into())));
+    }
+
+    #[tokio::test]
+    async fn the_start_hook_sees_every_start_with_its_pid() {
+        let rt = Arc::new(FakeRuntime::new());
+        let s = sup(rt.clone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        s.set_start_hook(Arc::new(move |name, pid| {
+            seen2.lock().unwrap().push((name.to_string(), pid));
+        }));
+        let mut desired = BTreeMap::new();
+        desired.insert("console".to_string(), spec(&[], RestartPolicy::Always));
+        s.converge(desired, vec![vec!["console".into()]], &[]).await;
+        let State::Running { pid, .. } = s.snapshot()["console"].state else {
+            panic!("console not running");
+        };
+        assert_eq!(*seen.lock().unwrap(), vec![("console".to_string(), pid)]);
     }
 
     #[tokio::test]

@@ -29,6 +29,9 @@ fn a_config_drive_is_applied_at_boot() {
          \x20   permissions: \"0640\"\n\
          \x20   encoding: b64\n\
          \x20   content: aGVsbG8gZnJvbSB0aGUgY29uZmlnIGRyaXZl\n\
+         \x20 - path: /etc/inside-console\n\
+         \x20   container: console\n\
+         \x20   content: written into the console container\n\
          rancher:\n\
          \x20 sysctl:\n\
          \x20   net.ipv4.ip_forward: 1\n\
@@ -56,6 +59,16 @@ fn a_config_drive_is_applied_at_boot() {
         "640"
     );
     assert_eq!(vm.sh("cat /proc/sys/net/ipv4/ip_forward"), "1");
+    // `container: console` entries land in the console's own filesystem, not the host's.
+    assert_eq!(
+        vm.sh("cat /etc/inside-console"),
+        "written into the console container"
+    );
+    let (_, status) = vm.run(
+        "test -e /proc/1/root/etc/inside-console",
+        Duration::from_secs(30),
+    );
+    assert_ne!(status, 0, "a container file was written on the host");
     vm.sh("grep -q '^dummy ' /proc/modules");
     // What the datasource delivered was saved as a drop-in, readable by root only.
     let saved = vm.sh("ls /var/lib/rancher/conf/cloud-config.d/");
