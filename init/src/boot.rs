@@ -29,6 +29,7 @@ use crate::power;
 use crate::reaper::Reaper;
 use crate::recovery::{self, fatal};
 use crate::root;
+use crate::state;
 use crate::supervisor::{Supervisor, Timeouts};
 use crate::sys::{Host, ModuleLoader};
 
@@ -128,6 +129,52 @@ pub fn load_config(cmdline: &str) -> CloudConfig {
         );
     }
     loaded.config
+}
+
+/// Mount the state disk over /var, /home and /opt, formatting a blank one if asked.
+/// Only the built-in config and the kernel command line can say where it is (the
+/// user's config lives on it). Without one: RAM, said on the console.
+fn mount_state(cmdline: &str, kver: &str, reaper: &Reaper) {
+    load_modules(
+        &Path::new(paths::MODULES_DIR).join(kver),
+        &["ext4".to_string()],
+        &Host,
+    );
+    let early = ros_config::load(Path::new("/"), Some(cmdline), Mode::Boot);
+    let settings = state::StateSettings::from_config(&early.config);
+    let format = |dev: &Path, label: &str| -> Result<(), String> {
+        let mut cmd = std::process::Command::new(state::MKFS);
+        cmd.args(["-q", "-F", "-t", "ext4", "-L", label]).arg(dev);
+        let (_, rx) = reaper.spawn(&mut cmd).map_err(|e| format!("{}: {e}", state::MKFS))?;
+        match rx.recv() {
+            Ok(crate::reaper::Exit::Code(0)) => Ok(()),
+            Ok(other) => Err(format!("{} exited {other:?}", state::MKFS)),
+            Err(_) => Err("the reaper went away".into()),
+        }
+    };
+    let ram = "running from RAM: nothing under /var, /home or /opt survives a reboot";
+    match state::setup(&settings, Path::new("/"), &Host, &format) {
+        Ok(state::StateOutcome::Mounted(dev)) => {
+            console::marker(BootPhase::State, &dev.display().to_string());
+        }
+        Ok(state::StateOutcome::Formatted(dev)) => {
+            log::info!("state: formatted {} as {}", dev.display(), settings.dev);
+            console::marker(BootPhase::State, &dev.display().to_string());
+        }
+        // Fatal only when asked: `rancher.state.required` means "never run without it".
+        Ok(state::StateOutcome::None) if settings.required => {
+            fatal(&format!("state: no {} and rancher.state.required is set", settings.dev))
+        }
+        Ok(state::StateOutcome::None) => {
+            log::warn!("state: no state disk ({}); {ram}", settings.dev);
+            console::marker(BootPhase::State, "ram");
+        }
+        Err(e) if settings.required => fatal(&e.to_string()),
+        Err(e) => {
+            log::error!("{e}; {ram}");
+            console::marker(BootPhase::State, "ram");
+        }
+    }
 }
 
 /// Fetch user-data from the datasources, load the config, apply it to the host and run
@@ -241,10 +288,14 @@ pub fn run() -> ! {
         log::info!("root: not in an initramfs, using / as it is");
     }
 
-    // The pseudo mounts again (idempotent: adds /tmp on the new root), then the
-    // writable /var. Fatal rows are fatal for the same reasons as above.
-    let writable = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host)
-        .and_then(|()| mounts::apply(WRITABLE_MOUNTS, Path::new("/"), &mountinfo(), &host));
+    // The pseudo mounts again (idempotent: adds /tmp on the new root), then the state
+    // disk, then tmpfs for whatever it didn't provide. Fatal rows are fatal for the same
+    // reasons as above.
+    if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host) {
+        fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
+    }
+    mount_state(&cmdline_text, &kver, &reaper);
+    let writable = mounts::apply(WRITABLE_MOUNTS, Path::new("/"), &mountinfo(), &host);
     if let Err(e) = writable {
         fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
     }

@@ -26,6 +26,8 @@ pub enum BootPhase {
     Modules,
     /// Switched into the read-only root.
     Root,
+    /// The state disk is mounted (detail: its device) or not (`ram`).
+    State,
     /// The system containerd answers on its socket.
     ContainerdReady,
     /// Preloaded images are in containerd.
@@ -48,6 +50,7 @@ impl BootPhase {
             BootPhase::Mounts => "mounts",
             BootPhase::Modules => "modules",
             BootPhase::Root => "root",
+            BootPhase::State => "state",
             BootPhase::ContainerdReady => "containerd-ready",
             BootPhase::ImagesImported => "images-imported",
             BootPhase::ServiceStarted => "service-started",

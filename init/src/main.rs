@@ -16,6 +16,7 @@ mod readiness;
 mod reaper;
 mod recovery;
 mod root;
+mod state;
 mod supervisor;
 mod sys;
 

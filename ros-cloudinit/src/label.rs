@@ -14,6 +14,8 @@ pub enum FsKind {
     Fat,
     /// FAT32.
     Fat32,
+    /// ext2/3/4 (the state partition, `LABEL=RANCHER_STATE`).
+    Ext4,
 }
 
 impl FsKind {
@@ -22,6 +24,7 @@ impl FsKind {
         match self {
             FsKind::Iso9660 => "iso9660",
             FsKind::Fat | FsKind::Fat32 => "vfat",
+            FsKind::Ext4 => "ext4",
         }
     }
 }
@@ -52,6 +55,23 @@ pub fn detect_label(first_bytes: &[u8]) -> Option<(FsKind, String)> {
     iso9660_label(first_bytes)
         .map(|l| (FsKind::Iso9660, l))
         .or_else(|| fat_label(first_bytes))
+        .or_else(|| ext_label(first_bytes).map(|l| (FsKind::Ext4, l)))
+}
+
+/// ext2/3/4 superblock: at byte 1024; magic 0xEF53 (little-endian) at +0x38, the volume
+/// name (16 bytes, NUL-padded) at +0x78.
+const EXT_SUPERBLOCK: usize = 1024;
+const EXT_MAGIC: (usize, [u8; 2]) = (0x38, [0x53, 0xEF]);
+const EXT_VOLUME_NAME: (usize, usize) = (0x78, 16);
+
+fn ext_label(bytes: &[u8]) -> Option<String> {
+    let sb = bytes.get(EXT_SUPERBLOCK..EXT_SUPERBLOCK + 1024)?;
+    let (at, magic) = EXT_MAGIC;
+    if sb[at..at + 2] != magic {
+        return None;
+    }
+    let (at, len) = EXT_VOLUME_NAME;
+    Some(text(&sb[at..at + len]))
 }
 
 /// Whether `label` marks a config drive: OpenStack's `config-2` or NoCloud's `cidata`,
@@ -200,10 +220,16 @@ pub(crate) mod tests {
     fn other_data_is_not_a_label() {
         assert_eq!(detect_label(&[]), None);
         assert_eq!(detect_label(&vec![0u8; PROBE_BYTES]), None);
-        // ext4: superblock magic at 1080, nothing we read.
+    }
+
+    #[test]
+    fn ext4_labels() {
         let mut ext4 = vec![0u8; PROBE_BYTES];
         ext4[1080..1082].copy_from_slice(&[0x53, 0xEF]);
-        assert_eq!(detect_label(&ext4), None);
+        assert_eq!(detect_label(&ext4), Some((FsKind::Ext4, String::new())));
+        ext4[1144..1144 + 13].copy_from_slice(b"RANCHER_STATE");
+        assert_eq!(detect_label(&ext4), Some((FsKind::Ext4, "RANCHER_STATE".into())));
+        assert!(!is_config_drive_label("RANCHER_STATE"));
     }
 
     #[test]

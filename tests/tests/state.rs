@@ -1,0 +1,55 @@
+//! Boot tests for the state disk (issue 6): a blank disk is formatted on first boot,
+//! and config and files written on it survive a reboot.
+
+use std::process::Command;
+use std::time::Duration;
+
+use boot_tests::{BootOptions, TempDir, Vm};
+
+const BOOT: Duration = Duration::from_secs(240);
+
+fn boot_with(disk: &str) -> Vm {
+    let mut vm = Vm::boot(&BootOptions {
+        append: "rancher.state.autoformat=[/dev/vdb]".into(),
+        qemu_args: vec!["-drive".into(), format!("file={disk},if=virtio,format=qcow2")],
+        ..Default::default()
+    });
+    vm.wait_for("ROS BOOT boot-complete ", BOOT);
+    vm.wait_for("rOS console on /dev/ttyS0", Duration::from_secs(60));
+    vm.sh("true");
+    vm
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
+    let tmp = TempDir::new("state");
+    let disk = tmp.path().join("state.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("256M")
+        .status()
+        .expect("running qemu-img");
+    assert!(made.success());
+    let disk = disk.display().to_string();
+
+    let mut vm = boot_with(&disk);
+    assert!(vm.output().contains("ROS BOOT state ") && vm.output().contains(" /dev/vdb"));
+    let mounts = vm.sh("awk '$2==\"/mnt/state\"{print $1, $3}' /proc/1/mounts");
+    assert_eq!(mounts, "/dev/vdb ext4");
+    vm.sh("ros config set rancher.shutdown_timeout 42");
+    vm.sh("mkdir -p /home/rancher && echo kept >/home/rancher/note");
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+
+    // Second boot on the same disk: found by label, not formatted again.
+    let mut vm = boot_with(&disk);
+    assert!(!vm.output().contains("state: formatted"), "formatted twice");
+    assert_eq!(vm.sh("ros config get rancher.shutdown_timeout"), "42");
+    assert_eq!(vm.sh("cat /home/rancher/note"), "kept");
+    // The system containerd's images persist too: nothing is imported again.
+    assert!(vm.output().contains("imported=0 present="), "images were imported again");
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+}
