@@ -7,6 +7,7 @@ OUT := $(BUILD)/out
 TARGET := x86_64-unknown-linux-gnu
 MEM ?= 512
 QEMU_APPEND ?=
+QEMU_EXTRA ?=
 KERNEL_ARGS := console=ttyS0 quiet panic=-1 root=/dev/vda $(QEMU_APPEND)
 CARGO ?= cargo
 
@@ -33,7 +34,7 @@ run: image
 		-kernel $(OUT)/vmlinuz -initrd $(OUT)/initrd \
 		-drive file=$(OUT)/root.img,if=virtio,format=raw,readonly=on \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
-		-append "$(KERNEL_ARGS)"
+		-append "$(KERNEL_ARGS)" $(QEMU_EXTRA)
 
 lint: deps
 	$(CARGO) fmt --all --check

@@ -145,7 +145,9 @@ fn mount_state(cmdline: &str, kver: &str, reaper: &Reaper) {
     let format = |dev: &Path, label: &str| -> Result<(), String> {
         let mut cmd = std::process::Command::new(state::MKFS);
         cmd.args(["-q", "-F", "-t", "ext4", "-L", label]).arg(dev);
-        let (_, rx) = reaper.spawn(&mut cmd).map_err(|e| format!("{}: {e}", state::MKFS))?;
+        let (_, rx) = reaper
+            .spawn(&mut cmd)
+            .map_err(|e| format!("{}: {e}", state::MKFS))?;
         match rx.recv() {
             Ok(crate::reaper::Exit::Code(0)) => Ok(()),
             Ok(other) => Err(format!("{} exited {other:?}", state::MKFS)),
@@ -162,9 +164,10 @@ fn mount_state(cmdline: &str, kver: &str, reaper: &Reaper) {
             console::marker(BootPhase::State, &dev.display().to_string());
         }
         // Fatal only when asked: `rancher.state.required` means "never run without it".
-        Ok(state::StateOutcome::None) if settings.required => {
-            fatal(&format!("state: no {} and rancher.state.required is set", settings.dev))
-        }
+        Ok(state::StateOutcome::None) if settings.required => fatal(&format!(
+            "state: no {} and rancher.state.required is set",
+            settings.dev
+        )),
         Ok(state::StateOutcome::None) => {
             log::warn!("state: no state disk ({}); {ram}", settings.dev);
             console::marker(BootPhase::State, "ram");

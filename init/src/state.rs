@@ -269,10 +269,18 @@ mod tests {
         let rec = Recorder::default();
         let formatted = std::cell::RefCell::new(Vec::new());
         let fmt = |d: &Path, l: &str| {
-            formatted.borrow_mut().push((d.to_path_buf(), l.to_string()));
+            formatted
+                .borrow_mut()
+                .push((d.to_path_buf(), l.to_string()));
             Ok(())
         };
-        let out = setup(&settings(&["/dev/vda", "/dev/vdb"]), root.path(), &rec, &fmt).unwrap();
+        let out = setup(
+            &settings(&["/dev/vda", "/dev/vdb"]),
+            root.path(),
+            &rec,
+            &fmt,
+        )
+        .unwrap();
         assert_eq!(out, StateOutcome::Formatted(root.path().join("dev/vdb")));
         assert_eq!(
             *formatted.borrow(),
@@ -292,7 +300,9 @@ mod tests {
 
     #[test]
     fn a_real_mke2fs_image_is_found_by_label() {
-        let Some(mkfs) = ["/sbin/mke2fs", "/usr/sbin/mke2fs"].into_iter().find(|p| Path::new(p).exists())
+        let Some(mkfs) = ["/sbin/mke2fs", "/usr/sbin/mke2fs"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
         else {
             eprintln!("skipped: no mke2fs on this host");
             return;
@@ -307,7 +317,11 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert_eq!(
-            find_by_label(&root.path().join("sys/class/block"), &root.path().join("dev"), STATE_LABEL),
+            find_by_label(
+                &root.path().join("sys/class/block"),
+                &root.path().join("dev"),
+                STATE_LABEL
+            ),
             Some(img)
         );
     }

@@ -228,7 +228,10 @@ pub(crate) mod tests {
         ext4[1080..1082].copy_from_slice(&[0x53, 0xEF]);
         assert_eq!(detect_label(&ext4), Some((FsKind::Ext4, String::new())));
         ext4[1144..1144 + 13].copy_from_slice(b"RANCHER_STATE");
-        assert_eq!(detect_label(&ext4), Some((FsKind::Ext4, "RANCHER_STATE".into())));
+        assert_eq!(
+            detect_label(&ext4),
+            Some((FsKind::Ext4, "RANCHER_STATE".into()))
+        );
         assert!(!is_config_drive_label("RANCHER_STATE"));
     }
 

@@ -166,7 +166,11 @@ impl Vm {
 
     /// Write the whole console output to a file under the temp dir; returns its path.
     pub fn dump(&self) -> String {
-        let path = std::env::temp_dir().join(format!("ros-console-{}-{}.log", std::process::id(), self.pid));
+        let path = std::env::temp_dir().join(format!(
+            "ros-console-{}-{}.log",
+            std::process::id(),
+            self.pid
+        ));
         let _ = std::fs::write(&path, self.output());
         path.display().to_string()
     }
@@ -345,4 +349,46 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// QEMU arguments for a monitor on the Unix socket `socket` (for [`monitor`]).
+pub fn monitor_args(socket: &std::path::Path) -> Vec<String> {
+    vec![
+        "-monitor".into(),
+        format!("unix:{},server=on,wait=off", socket.display()),
+    ]
+}
+
+/// Run one human-monitor command through `socket` (see [`monitor_args`]) and return what
+/// QEMU printed for it. QEMU creates the socket before the guest starts.
+pub fn monitor(socket: &std::path::Path, cmd: &str) -> String {
+    use std::os::unix::net::UnixStream;
+    let mut stream = UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connecting to the QEMU monitor {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("monitor read timeout");
+    // Everything up to the next prompt: first the greeting, then the command's output.
+    let read_to_prompt = |stream: &mut UnixStream| -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"(qemu) ") {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("reading the QEMU monitor: {e}"),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    read_to_prompt(&mut stream);
+    stream
+        .write_all(format!("{cmd}\n").as_bytes())
+        .expect("writing to the QEMU monitor");
+    let out = read_to_prompt(&mut stream);
+    out.trim_end_matches("(qemu) ")
+        .lines()
+        .filter(|l| !l.contains(cmd))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -31,7 +31,10 @@ fn boots_to_a_console_container_and_powers_off() {
     vm.wait_for("rOS console on /dev/ttyS0", STEP);
     // No state disk: the console says everything runs from RAM.
     let out = vm.output();
-    assert!(out.contains("ROS BOOT state ") && out.contains("running from RAM"), "no RAM notice");
+    assert!(
+        out.contains("ROS BOOT state ") && out.contains("running from RAM"),
+        "no RAM notice"
+    );
     // Let the shell start reading: the first command is echoed once it does.
     vm.sh("true");
 

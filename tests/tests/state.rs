@@ -11,7 +11,10 @@ const BOOT: Duration = Duration::from_secs(240);
 fn boot_with(disk: &str) -> Vm {
     let mut vm = Vm::boot(&BootOptions {
         append: "rancher.state.autoformat=[/dev/vdb]".into(),
-        qemu_args: vec!["-drive".into(), format!("file={disk},if=virtio,format=qcow2")],
+        qemu_args: vec![
+            "-drive".into(),
+            format!("file={disk},if=virtio,format=qcow2"),
+        ],
         ..Default::default()
     });
     vm.wait_for("ROS BOOT boot-complete ", BOOT);
@@ -49,7 +52,10 @@ fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     assert_eq!(vm.sh("ros config get rancher.shutdown_timeout"), "42");
     assert_eq!(vm.sh("cat /home/rancher/note"), "kept");
     // The system containerd's images persist too: nothing is imported again.
-    assert!(vm.output().contains("imported=0 present="), "images were imported again");
+    assert!(
+        vm.output().contains("imported=0 present="),
+        "images were imported again"
+    );
     vm.send("poweroff");
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 }

@@ -1,0 +1,252 @@
+//! Boot tests for issue 5: the system services (udev-cold, udev, syslog, network, ntp,
+//! acpid, console with getty and ssh) as containers built from Debian packages.
+//! Two boots: DHCP on eth0 with syslog, hotplug and the power button; a static address on
+//! a second NIC with ssh through QEMU's port forward.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use boot_tests::{config_drive, monitor, monitor_args, BootOptions, TempDir, Vm};
+
+const BOOT: Duration = Duration::from_secs(240);
+const STEP: Duration = Duration::from_secs(60);
+
+const LONG_RUNNING: [&str; 6] = ["udev", "syslog", "network", "ntp", "acpid", "console"];
+
+fn console_up(vm: &mut Vm) {
+    vm.wait_for("ROS BOOT boot-complete ", BOOT);
+    vm.wait_for("rOS console on /dev/ttyS0", STEP);
+    vm.sh("true");
+}
+
+/// Wait in the guest (bounded) until `cond` (a shell test) holds.
+fn until(vm: &mut Vm, cond: &str) {
+    let out = vm.sh(&format!(
+        "for i in $(seq 600); do if {cond}; then echo ok; break; fi; usleep 100000; done"
+    ));
+    assert_eq!(out, "ok", "timed out waiting for: {cond}\n{}", vm.tail(30));
+}
+
+/// Every system service Up and the one-shot udev-cold Exited (0), in `ros service ps`.
+fn all_services_up(vm: &mut Vm) -> String {
+    let mut cond: Vec<String> = LONG_RUNNING
+        .iter()
+        .map(|s| format!("ros service ps | grep -q '^{s} .*Up '"))
+        .collect();
+    cond.push("ros service ps | grep -q '^udev-cold .*Exited (0)'".into());
+    until(vm, &cond.join(" && "));
+    vm.sh("ros service ps")
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free port")
+        .port()
+}
+
+/// An ed25519 key pair in `dir/name`; returns the public key line.
+fn keygen(dir: &Path, name: &str) -> String {
+    let key = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("running ssh-keygen (make deps installs openssh-client)");
+    assert!(status.success(), "ssh-keygen failed");
+    std::fs::read_to_string(key.with_extension("pub"))
+        .expect("reading the public key")
+        .trim()
+        .to_string()
+}
+
+/// `ssh -p port rancher@127.0.0.1 cmd` with `key`: (stdout + stderr, success).
+fn ssh(key: &Path, port: u16, cmd: &str) -> (String, bool) {
+    let out = Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=20",
+            "-o",
+            "LogLevel=ERROR",
+            "rancher@127.0.0.1",
+            cmd,
+        ])
+        .output()
+        .expect("running ssh (make deps installs openssh-client)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.success())
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn system_services_dhcp_syslog_hotplug_and_power_button() {
+    let tmp = TempDir::new("sysvc");
+    let mon = tmp.path().join("monitor.sock");
+    let mut vm = Vm::boot(&BootOptions {
+        qemu_args: monitor_args(&mon),
+        ..Default::default()
+    });
+    console_up(&mut vm);
+    let ps = all_services_up(&mut vm);
+    for s in LONG_RUNNING {
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(&format!("{s} ")) && l.contains("Up ")),
+            "{s} is not Up:\n{ps}"
+        );
+    }
+
+    // network: a DHCP lease from QEMU's user network, its default route and its DNS.
+    until(
+        &mut vm,
+        "ip -4 -o addr show eth0 | grep -q ' 10.0.2.15/24 '",
+    );
+    assert!(
+        vm.sh("ip route show default")
+            .contains("default via 10.0.2.2 dev eth0"),
+        "{}",
+        vm.sh("ip route")
+    );
+    until(&mut vm, "grep -q '^nameserver 10.0.2.3$' /etc/resolv.conf");
+
+    // syslog: /dev/log is the host's, messages land in /var/log/messages, and so does the
+    // kernel log.
+    vm.sh("test -S /proc/1/root/dev/log");
+    vm.sh("logger -t boot-test hello-from-test");
+    until(
+        &mut vm,
+        "grep -q 'boot-test: hello-from-test' /var/log/messages",
+    );
+    until(&mut vm, "grep -q ' kernel: ' /var/log/messages");
+
+    // udev: coldplug loaded the power button's modules; a disk hot-added through the
+    // monitor gets its node and udev's by-id link.
+    vm.sh("grep -q '^evdev ' /proc/modules");
+    let disk = tmp.path().join("hot.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(8 << 20))
+        .expect("creating the hotplug disk");
+    let out = monitor(
+        &mon,
+        &format!(
+            "drive_add 0 if=none,id=d1,format=raw,file={}",
+            disk.display()
+        ),
+    );
+    assert!(out.contains("OK"), "drive_add: {out}");
+    monitor(
+        &mon,
+        "device_add virtio-blk-pci,drive=d1,id=dev1,serial=rostest",
+    );
+    until(&mut vm, "[ -L /dev/disk/by-id/virtio-rostest ]");
+    let node = vm.sh("readlink -f /dev/disk/by-id/virtio-rostest");
+    vm.sh(&format!("[ -b {node} ]"));
+
+    // acpid: the ACPI power button is an orderly shutdown, and QEMU exits cleanly.
+    let t = Instant::now();
+    monitor(&mon, "system_powerdown");
+    vm.wait_for("ROS BOOT shutdown poweroff", STEP);
+    let status = vm.wait_exit(STEP);
+    assert!(status.success(), "QEMU exited with {status}");
+    assert!(t.elapsed() < STEP);
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn static_address_on_a_second_nic_and_ssh_with_the_configured_key() {
+    let tmp = TempDir::new("sysvc-ssh");
+    let key = keygen(tmp.path(), "good");
+    keygen(tmp.path(), "wrong");
+    let port = free_port();
+    let user_data = format!(
+        "#cloud-config\n\
+         ssh_authorized_keys:\n  - {key}\n\
+         rancher:\n\
+         \x20 network:\n\
+         \x20   dns:\n\
+         \x20     nameservers: [10.0.3.3, 192.0.2.53]\n\
+         \x20     search: [example.test]\n\
+         \x20   interfaces:\n\
+         \x20     eth1:\n\
+         \x20       dhcp: false\n\
+         \x20       address: 10.0.3.15/24\n\
+         \x20       mtu: 1400\n"
+    );
+    let mut qemu_args = config_drive(tmp.path(), "config-2", &user_data);
+    qemu_args.extend([
+        "-netdev".to_string(),
+        format!("user,id=n1,net=10.0.3.0/24,hostfwd=tcp:127.0.0.1:{port}-10.0.3.15:22"),
+        "-device".to_string(),
+        "virtio-net-pci,netdev=n1".to_string(),
+    ]);
+    let mut vm = Vm::boot(&BootOptions {
+        qemu_args,
+        ..Default::default()
+    });
+    console_up(&mut vm);
+    all_services_up(&mut vm);
+
+    // Exactly the configured address and MTU on eth1; eth0 still has its DHCP lease.
+    until(
+        &mut vm,
+        "ip -4 -o addr show eth1 | grep -q ' 10.0.3.15/24 '",
+    );
+    assert_eq!(
+        vm.sh("ip -4 -o addr show eth1 | awk '{print $4}'"),
+        "10.0.3.15/24"
+    );
+    assert!(vm.sh("ip link show eth1").contains("mtu 1400"));
+    until(
+        &mut vm,
+        "ip -4 -o addr show eth0 | grep -q ' 10.0.2.15/24 '",
+    );
+    // The configured name servers win over DHCP's.
+    until(&mut vm, "grep -q '^nameserver 10.0.3.3$' /etc/resolv.conf");
+    let resolv = vm.sh("cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 192.0.2.53"), "{resolv}");
+    assert!(resolv.contains("search example.test"), "{resolv}");
+    assert!(!resolv.contains("10.0.2.3"), "{resolv}");
+
+    // ssh as rancher with the key from cloud-config; sudo for `ros` (its socket is root's).
+    let good = tmp.path().join("good");
+    until(&mut vm, "netstat -ltn | grep -q ':22 '");
+    let (out, ok) = ssh(&good, port, "id -un && sudo ros service ps");
+    assert!(
+        ok,
+        "ssh with the configured key failed: {out}\n{}",
+        vm.tail(30)
+    );
+    assert!(out.starts_with("rancher\n"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("console ") && l.contains("Up ")),
+        "{out}"
+    );
+    let (out, ok) = ssh(&tmp.path().join("wrong"), port, "true");
+    assert!(!ok, "a key not in cloud-config was accepted: {out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    // Host keys are generated once, kept with rancher's state.
+    vm.sh("test -s /var/lib/rancher/ssh/dropbear_ed25519_host_key");
+
+    vm.send("poweroff");
+    vm.wait_for("ROS BOOT shutdown poweroff", STEP);
+    assert!(vm.wait_exit(STEP).success());
+}
