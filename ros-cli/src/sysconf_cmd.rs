@@ -58,7 +58,6 @@ pub fn run(args: SysconfArgs) -> Result<(), CliError> {
 
 fn load(root: &Path) -> Result<CloudConfig, CliError> {
     let path = root.join("proc/cmdline");
-    let mut text = String::new();
     let cmdline = match fs::File::open(&path) {
         Ok(f) => {
             let limit = u64::try_from(ros_config::MAX_CMDLINE_BYTES).unwrap_or(u64::MAX);
@@ -66,12 +65,12 @@ fn load(root: &Path) -> Result<CloudConfig, CliError> {
             f.take(limit)
                 .read_to_end(&mut bytes)
                 .map_err(|e| CliError::failure(format!("reading {}: {e}", path.display())))?;
-            text = String::from_utf8_lossy(&bytes).into_owned();
-            Some(text.as_str())
+            Some(String::from_utf8_lossy(&bytes).into_owned())
         }
+        // No /proc (a test root): the config files alone.
         Err(_) => None,
     };
-    Ok(ros_config::load(root, cmdline, Mode::Boot).config)
+    Ok(ros_config::load(root, cmdline.as_deref(), Mode::Boot).config)
 }
 
 /// A network link: its name and MAC address (lower case).
