@@ -99,13 +99,20 @@ rancher:
         .into_iter()
         .map(|d| (d.severity, d.to_string()))
         .collect();
-    // `logger` is accepted (an unquoted `false` label too); `linked` is refused and named.
+    // `logger` is accepted with a warning for its Docker-only key (an unquoted `false`
+    // label too); `linked` is refused and named.
     assert_eq!(
         diags,
-        [(
+        [
+            (
+                Severity::Warning,
+                "cc.yml:5:7: rancher.services.logger.log_driver: `log_driver` only tunes Docker and is not used by rOS (output goes to /var/log/ros/NAME.log); ignored".to_string()
+            ),
+            (
             Severity::Error,
             "cc.yml:10:14: rancher.services.linked.links: compose key `links` is not supported by rOS: system services share the host network: use `net: host`".to_string()
-        )]
+            )
+        ]
     );
     let value = ros_config::Layer::parse("cc.yml", text).unwrap();
     let resolved = ros_config::resolve(vec![value], Mode::Boot);
