@@ -137,7 +137,9 @@ pub fn load_config(cmdline: &str) -> CloudConfig {
 fn mount_state(cmdline: &str, kver: &str, reaper: &Reaper) {
     load_modules(
         &Path::new(paths::MODULES_DIR).join(kver),
-        &["ext4".to_string()],
+        // ext4 asks the crypto API for crc32c at mount time; there is no modprobe to
+        // answer, so load the generic implementation first.
+        &["crc32c_generic".to_string(), "ext4".to_string()],
         &Host,
     );
     let early = ros_config::load(Path::new("/"), Some(cmdline), Mode::Boot);

@@ -40,7 +40,7 @@ fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     let mut vm = boot_with(&disk);
     assert!(vm.output().contains("ROS BOOT state ") && vm.output().contains(" /dev/vdb"));
     let mounts = vm.sh("awk '$2==\"/mnt/state\"{print $1, $3}' /proc/1/mounts");
-    assert_eq!(mounts, "/dev/vdb ext4");
+    assert_eq!(mounts, "/dev/vdb ext4", "{}", vm.sh("cat /proc/1/mounts"));
     vm.sh("ros config set rancher.shutdown_timeout 42");
     vm.sh("mkdir -p /home/rancher && echo kept >/home/rancher/note");
     vm.send("reboot");
