@@ -6,7 +6,7 @@
 # Usage: initramfs/build.sh BUILD_DIR   (run from the repo root, as root)
 set -euo pipefail
 
-BUILD=${1:-build}
+BUILD=$(realpath -m "${1:-build}")
 REPO=$(pwd)
 DEBS=$BUILD/debs
 X=$BUILD/x
@@ -18,13 +18,15 @@ HOSTBIN=$REPO/target/release
 # Everything we ship gets this mtime, so builds are reproducible.
 export SOURCE_DATE_EPOCH=0
 
-PACKAGES=(linux-image-amd64 containerd runc busybox-static libc6 libseccomp2)
+PACKAGES=(linux-image-amd64 containerd runc busybox-static libc6 libseccomp2
+          e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1)
 
 log() { echo "==> $*"; }
 
 fetch_debs() {
   mkdir -p "$DEBS"
   local want=("${PACKAGES[@]}")
+  mapfile -t -O ${#want[@]} want < <(image_packages)
   # linux-image-amd64 is a metapackage: fetch the kernel it depends on too.
   local kpkg
   kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -90,35 +92,52 @@ install_modules() {
   done
   cp "$MODDIR/modules.builtin" "$MODDIR/modules.builtin.modinfo" "$MODDIR/modules.order" "$dest/" 2>/dev/null || true
   depmod -b "$2" "$KVER"
-  # depmod writes files we don't read; keep the image small.
-  find "$dest" -maxdepth 1 -name 'modules.*' ! -name modules.dep ! -name modules.builtin ! -name modules.alias -delete
+  # depmod writes files we don't read; keep the image small. libkmod (udev's module loading
+  # by modalias) reads the .bin indexes, init the text files.
+  find "$dest" -maxdepth 1 -name 'modules.*' ! -name modules.dep ! -name modules.builtin \
+    ! -name modules.alias ! -name modules.dep.bin ! -name modules.alias.bin \
+    ! -name modules.builtin.bin ! -name modules.builtin.alias.bin ! -name modules.softdep \
+    ! -name modules.symbols.bin -delete
 }
 
-# lib_closure DESTROOT BINARY... : copy the shared libraries the binaries need from the
-# unpacked Debian packages (not from the build host).
+# lib_closure DESTROOT SYSROOTS BINARY... : copy the shared libraries the binaries need from
+# the unpacked Debian packages in SYSROOTS (space-separated; never from the build host).
+# Libraries already in one of $LOWER_LAYERS (image layers below DESTROOT) are not copied.
 lib_closure() {
-  local dest=$1; shift
+  local dest=$1 sysroots=($2); shift 2
   local -A seen=()
   local queue=("$@")
-  local sysroots=("$X/libc6" "$X/libseccomp2")
   while [ ${#queue[@]} -gt 0 ]; do
     local bin=${queue[0]}; queue=("${queue[@]:1}")
+    local runpath
+    runpath=$(readelf -d "$bin" 2>/dev/null | awk '/RUNPATH|RPATH/{gsub(/[\[\]]/,"",$5); gsub(/:/," ",$5); print $5}')
     for lib in $(readelf -d "$bin" 2>/dev/null | awk '/NEEDED/{gsub(/[\[\]]/,"",$5); print $5}'); do
       [ -n "${seen[$lib]:-}" ] && continue
       seen[$lib]=1
-      local found=
-      for root in "${sysroots[@]}"; do
+      local found= lower root d
+      for lower in ${LOWER_LAYERS:-}; do
         for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu; do
+          [ -e "$lower/$d/$lib" ] && { found=1; break 2; }
+        done
+      done
+      [ -n "$found" ] && continue
+      for root in "${sysroots[@]}"; do
+        for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu $runpath; do
+          d=${d#/}
           if [ -e "$root/$d/$lib" ]; then
             mkdir -p "$dest/$d"
-            cp -L "$root/$d/$lib" "$dest/$d/$lib"
+            [ -e "$dest/$d/$lib" ] || cp -L "$root/$d/$lib" "$dest/$d/$lib"
             queue+=("$root/$d/$lib"); found=1; break 2
           fi
         done
       done
-      [ -z "$found" ] && { echo "error: $lib (needed by $bin) not in the unpacked packages" >&2; exit 1; }
+      if [ -z "$found" ]; then
+        echo "error: $lib (needed by $bin) is in none of the unpacked packages: ${sysroots[*]##*/}" >&2
+        exit 1
+      fi
     done
   done
+  [ -n "${LOWER_LAYERS:-}" ] && return
   # The dynamic loader, where binaries look for it.
   mkdir -p "$dest/lib64" "$dest/lib/x86_64-linux-gnu"
   cp -L "$X/libc6/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$dest/lib/x86_64-linux-gnu/"
@@ -138,40 +157,121 @@ busybox_tree() {
   done
 }
 
-console_image() {
-  local s=$STAGE/console
+# --- System service images ------------------------------------------------------------
+# Every directory images/<name>/ but base/ becomes the OCI archive ros/<name>:$IMAGE_TAG,
+# preloaded from /usr/share/ros/images/<name>.tar. Its layers, lowest first:
+#   base  busybox (poweroff/reboot/halt are `ros`, which services bind-mount) and
+#         images/base/rootfs (passwd, group, os-release): in every image
+#   libc  the dynamic loader and libc.so.6: in every image with dynamically linked binaries
+#   own   what images/<name>/packages keeps from Debian packages, the shared-library closure
+#         of its binaries (minus what base and libc hold), and the images/<name>/rootfs
+#         overlay; /usr/libexec/ros/<name>-entry, if there, is the image's command
+# Identical layers are one blob and one snapshot in containerd, so the shared layers take
+# RAM (/var is a tmpfs) once. In root.img each archive still carries its own copy: the
+# importer reads one image per archive.
+IMAGE_TAG=0.1.0
+IMAGES_DIR=$REPO/images
+
+# image_packages: every Debian package an images/*/packages file names (first word of a line).
+image_packages() {
+  cat "$IMAGES_DIR"/*/packages 2>/dev/null | grep -v '^\s*#' | awk 'NF{print $1}' | sort -u
+}
+
+base_layers() {
+  local b=$STAGE/layers/base l=$STAGE/layers/libc
+  rm -rf "$b" "$l"; mkdir -p "$b" "$l"
+  busybox_tree "$b" poweroff reboot halt
+  for cmd in poweroff reboot halt; do ln -s /usr/bin/ros "$b/sbin/$cmd"; done
+  cp -r "$IMAGES_DIR/base/rootfs/." "$b/"
+  mkdir -p "$b/root" "$b/home" "$b/tmp" "$b/var/log" "$b/var/lib" "$b/run" "$b/proc" \
+    "$b/sys" "$b/dev" "$b/etc" "$b/usr/libexec/ros"
+  chmod 1777 "$b/tmp"; chmod 0700 "$b/root"; chmod 0600 "$b/etc/shadow"
+  mkdir -p "$l/lib/x86_64-linux-gnu" "$l/lib64"
+  cp -L "$X/libc6/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \
+    "$X/libc6/lib/x86_64-linux-gnu/libc.so.6" "$l/lib/x86_64-linux-gnu/"
+  ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$l/lib64/ld-linux-x86-64.so.2"
+}
+
+# service_image NAME: images/NAME -> $STAGE/root/usr/share/ros/images/NAME.tar
+service_image() {
+  local name=$1 src=$IMAGES_DIR/$1
+  local s=$STAGE/layers/$name
   rm -rf "$s"; mkdir -p "$s"
-  # poweroff/reboot/halt in the console are `ros`, which asks PID 1 (see ros-control).
-  busybox_tree "$s" poweroff reboot halt
-  for cmd in poweroff reboot halt; do ln -s /usr/bin/ros "$s/sbin/$cmd"; done
-  cp -r "$REPO/images/console/rootfs/." "$s/"
-  chmod 0755 "$s/usr/libexec/ros/console-entry"
-  mkdir -p "$s/root" "$s/home/rancher" "$s/tmp" "$s/var/log" "$s/run" "$s/proc" "$s/sys" "$s/dev"
-  chmod 1777 "$s/tmp"
-  "$HOSTBIN/ros-image" build --name ros/console:0.1.0 --layer "$s" \
-    --cmd /usr/libexec/ros/console-entry --env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    --out "$STAGE/root/usr/share/ros/images/console.tar"
+  local sysroots=("$X/libc6") pkg paths p m matched
+  if [ -f "$src/packages" ]; then
+    while read -r pkg paths; do
+      [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+      unpack "$pkg"
+      sysroots+=("$X/$pkg")
+      for p in $paths; do
+        # Globs are relative to the package root; one that keeps nothing is a typo.
+        matched=
+        for m in $(cd "$X/$pkg" && compgen -G "$p" || true); do
+          (cd "$X/$pkg" && cp -a --parents "$m" "$s/"); matched=1
+        done
+        [ -n "$matched" ] || { echo "error: image $name: package $pkg has no $p" >&2; exit 1; }
+      done
+    done < "$src/packages"
+  fi
+  [ -d "$src/rootfs" ] && cp -r "$src/rootfs/." "$s/"
+  # Modes git does not keep: sudo refuses a sudoers file others can read.
+  [ -f "$s/etc/sudoers" ] && chmod 0440 "$s/etc/sudoers"
+  # Our scripts are executable whatever the checkout's file modes say.
+  [ -d "$s/usr/libexec/ros" ] && find "$s/usr/libexec/ros" -type f -exec chmod 0755 {} +
+  local elves=() f
+  while IFS= read -r -d '' f; do
+    readelf -d "$f" 2>/dev/null | grep -q NEEDED && elves+=("$f")
+  done < <(find "$s" -type f -perm -u+x -print0; find "$s" -type f -name '*.so*' -print0)
+  local layers=(--layer "$STAGE/layers/base")
+  if [ ${#elves[@]} -gt 0 ]; then
+    LOWER_LAYERS="$STAGE/layers/base $STAGE/layers/libc" \
+      lib_closure "$s" "${sysroots[*]}" "${elves[@]}"
+    layers+=(--layer "$STAGE/layers/libc")
+  fi
+  layers+=(--layer "$s")
+  local cmd=()
+  [ -x "$s/usr/libexec/ros/$name-entry" ] && cmd=(--cmd "/usr/libexec/ros/$name-entry")
+  local out=$STAGE/root/usr/share/ros/images/$name.tar
+  "$HOSTBIN/ros-image" build --name "ros/$name:$IMAGE_TAG" "${layers[@]}" "${cmd[@]}" \
+    --env PATH=/usr/sbin:/usr/bin:/sbin:/bin --out "$out" >/dev/null
+  IMAGE_SIZES+=("$(printf '%-8s %6d KiB archive; own layer %6d KiB uncompressed; layers %s' \
+    "$name" $(( $(stat -c %s "$out") / 1024 )) "$(du -sk --apparent-size "$s" | cut -f1)" \
+    "$([ ${#elves[@]} -gt 0 ] && echo base+libc+own || echo base+own)")")
+}
+
+service_images() {
+  IMAGE_SIZES=()
+  base_layers
+  local d
+  for d in "$IMAGES_DIR"/*/; do
+    d=$(basename "$d")
+    [ "$d" = base ] || service_image "$d"
+  done
 }
 
 rootfs() {
   local r=$STAGE/root
   rm -rf "$r"
   mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,lib,etc,proc,sys,dev,run,tmp,var,mnt,root,home,opt}
-  mkdir -p "$r/usr/share/ros/images" "$r/usr/share/ros/services"
+  mkdir -p "$r/usr/share/ros/images" "$r/usr/share/ros/services" "$r/mnt/state"
   chmod 1777 "$r/tmp"; chmod 0700 "$r/root"
   unpack containerd; unpack runc; unpack libc6; unpack libseccomp2
   install -m 0755 "$X/containerd/usr/bin/containerd" "$X/containerd/usr/bin/containerd-shim-runc-v2" "$r/usr/bin/"
   install -m 0755 "$X/runc/usr/sbin/runc" "$r/usr/bin/runc"
   install -m 0755 "$RELEASE/ros" "$r/usr/bin/ros"
   install -m 0755 "$RELEASE/init" "$r/sbin/init"
-  lib_closure "$r" "$r/usr/bin/containerd" "$r/usr/bin/containerd-shim-runc-v2" "$r/usr/bin/runc"
+  lib_closure "$r" "$X/libc6 $X/libseccomp2" "$r/usr/bin/containerd" "$r/usr/bin/containerd-shim-runc-v2" "$r/usr/bin/runc"
+  # mke2fs formats a blank state disk (rancher.state.autoformat).
+  for p in e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1; do unpack "$p"; done
+  install -m 0755 "$X/e2fsprogs/sbin/mke2fs" "$r/sbin/mke2fs"
+  lib_closure "$r" "$X/libc6 $X/libext2fs2 $X/libcom-err2 $X/libblkid1 $X/libuuid1" "$r/sbin/mke2fs"
   cp "$X/busybox-static/bin/busybox" "$r/bin/busybox"
   ln -s busybox "$r/bin/sh"
   install_modules "$REPO/initramfs/modules.root" "$r"
   cp -r "$REPO/initramfs/etc/." "$r/etc/"
   cp "$REPO/services/"*.yml "$r/usr/share/ros/services/"
   [ -f "$REPO/configs/os-config.yml" ] && cp "$REPO/configs/os-config.yml" "$r/usr/share/ros/os-config.yml"
-  console_image
+  service_images
   rm -f "$OUT/root.img"
   mksquashfs "$r" "$OUT/root.img" -comp zstd -Xcompression-level 19 -all-root \
     -reproducible -noappend -quiet >/dev/null
@@ -204,8 +304,12 @@ main() {
   for f in vmlinuz initrd root.img; do
     printf '    %-9s %6d KiB\n' "$f" $(( $(stat -c %s "$OUT/$f") / 1024 ))
   done
-  printf '    %-9s %6d KiB  (console image, uncompressed OCI archive in root.img)\n' console.tar \
-    $(( $(stat -c %s "$STAGE/root/usr/share/ros/images/console.tar") / 1024 ))
+  log "service images (in root.img, /usr/share/ros/images):"
+  printf '    %s\n' "${IMAGE_SIZES[@]}"
+  printf '    %-8s %6d KiB uncompressed (busybox, shared by every image)\n' base \
+    "$(du -sk --apparent-size "$STAGE/layers/base" | cut -f1)"
+  printf '    %-8s %6d KiB uncompressed (loader + libc.so.6, shared by dynamic images)\n' libc \
+    "$(du -sk --apparent-size "$STAGE/layers/libc" | cut -f1)"
 }
 
 main "$@"

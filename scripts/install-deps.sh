@@ -2,7 +2,8 @@
 # Installs what building and testing rOS needs on a fresh Debian 12 machine.
 set -euo pipefail
 PKGS=(qemu-system-x86 qemu-utils protobuf-compiler squashfs-tools cpio zstd kmod
-      binutils busybox-static containerd runc e2fsprogs genisoimage)
+      binutils busybox-static containerd runc e2fsprogs genisoimage
+      openssh-client)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

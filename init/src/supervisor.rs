@@ -358,16 +358,24 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
             let name = ev.service.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await; // backoff, not synchronisation
-                let _guard = this.ops.lock().await;
-                let still = this.records().get(&name).is_some_and(|r| {
-                    r.wanted
-                        && r.generation == generation
-                        && matches!(r.state, State::Exited { .. })
-                });
-                if still {
-                    if let Some(r) = this.records().get_mut(&name) {
-                        r.restarts += 1;
+                                                 // No ops lock: a converge may be waiting for this very service to come
+                                                 // back. The generation check (under the records lock) lets a stop or a
+                                                 // start that happened meanwhile win.
+                let still = {
+                    let mut recs = this.records();
+                    match recs.get_mut(&name) {
+                        Some(r)
+                            if r.wanted
+                                && r.generation == generation
+                                && matches!(r.state, State::Exited { .. }) =>
+                        {
+                            r.restarts += 1;
+                            true
+                        }
+                        _ => false,
                     }
+                };
+                if still {
                     let _ = this.start_one(&name).await;
                 }
             });

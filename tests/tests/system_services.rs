@@ -163,7 +163,8 @@ fn system_services_dhcp_syslog_hotplug_and_power_button() {
     // acpid: the ACPI power button is an orderly shutdown, and QEMU exits cleanly.
     let t = Instant::now();
     monitor(&mon, "system_powerdown");
-    vm.wait_for("ROS BOOT shutdown poweroff", STEP);
+    vm.wait_for("ROS BOOT shutdown ", STEP);
+    vm.wait_for("poweroff", STEP);
     let status = vm.wait_exit(STEP);
     assert!(status.success(), "QEMU exited with {status}");
     assert!(t.elapsed() < STEP);
@@ -247,6 +248,7 @@ fn static_address_on_a_second_nic_and_ssh_with_the_configured_key() {
     vm.sh("test -s /var/lib/rancher/ssh/dropbear_ed25519_host_key");
 
     vm.send("poweroff");
-    vm.wait_for("ROS BOOT shutdown poweroff", STEP);
+    vm.wait_for("ROS BOOT shutdown ", STEP);
+    vm.wait_for("poweroff", STEP);
     assert!(vm.wait_exit(STEP).success());
 }
