@@ -218,7 +218,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
 
     /// Start one known service now (no dependency wait). Re-attaches if already running.
     pub async fn start_one(self: &Arc<Self>, name: &str) -> Result<u32, SupervisorError> {
-        let spec = {
+        let (spec, generation) = {
             let mut recs = self.records();
             let rec = recs
                 .get_mut(name)
@@ -226,7 +226,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
             rec.wanted = true;
             rec.generation += 1;
             rec.state = State::Starting;
-            rec.spec.clone()
+            (rec.spec.clone(), rec.generation)
         };
         self.bump();
         let stdio = self.stdio(name, &spec);
@@ -252,7 +252,12 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         let now = SystemTime::now();
         {
             let mut recs = self.records();
-            if let Some(rec) = recs.get_mut(name) {
+            // Only if nothing happened meanwhile: a fast exit's event can arrive before
+            // run() returns, and then the record already says Exited (restart scheduled).
+            if let Some(rec) = recs
+                .get_mut(name)
+                .filter(|r| r.generation == generation && r.state == State::Starting)
+            {
                 match &result {
                     Ok(pid) => {
                         rec.state = State::Running {
@@ -766,6 +771,44 @@ mod tests {
         s.converge(desired, waves, &["a".to_string()]).await;
         assert!(matches!(s.snapshot()["a"].state, State::Running { .. }));
         assert!(rt.calls().contains(&FakeCall::Stop("b".into())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exit_reported_before_run_returns_is_not_lost() {
+        let rt = Arc::new(FakeRuntime::new());
+        let s = sup(rt.clone());
+        // The start hook runs inside start_one after run() returned and before the record
+        // is updated: delivering the exit there is the race of a service that dies at once
+        // and whose exit event is handled before start_one resumes.
+        let rt2 = rt.clone();
+        let s2 = Arc::downgrade(&s);
+        let once = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        s.set_start_hook(Arc::new(move |name, pid| {
+            if once.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                rt2.exit(name, 1);
+                if let Some(s) = s2.upgrade() {
+                    s.on_exit(&ExitEvent {
+                        service: name.to_string(),
+                        pid,
+                        exit_status: 1,
+                        exited_at: None,
+                    });
+                }
+            }
+        }));
+        let mut desired = BTreeMap::new();
+        desired.insert("fast".to_string(), spec(&[], RestartPolicy::Always));
+        let sc = s.clone();
+        tokio::spawn(async move { sc.converge(desired, vec![vec!["fast".into()]], &[]).await });
+        // It is restarted after the 1 s backoff instead of being left "running".
+        for _ in 0..100 {
+            if runs(&rt).len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(runs(&rt).len(), 2, "not restarted");
+        assert_eq!(s.snapshot()["fast"].restarts, 1);
     }
 
     #[tokio::test]
