@@ -126,7 +126,7 @@ def main():
           " (guest uptime in the marker)")
     print(f"{'event':34} {'host s':>8} {'guest s':>8} {'x floor':>8}")
     print(f"{'bare init (floor)':34} {floor:8.2f} {med('bare', 'init', 1):8.2f} {1.0:8.2f}")
-    order = ["init", "mounts", "modules", "root", "containerd-ready", "images-imported",
+    order = ["init", "mounts", "modules", "root", "state", "containerd-ready", "images-imported",
              "service-started:console", "boot-complete", "console-up"]
     for ev in order:
         h, g = med("ros", ev, 0), med("ros", ev, 1)
