@@ -6,7 +6,6 @@ use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::mount::MntFlags;
 use nix::sys::reboot::RebootMode;
 use nix::sys::signal::{kill, Signal};
@@ -50,10 +49,11 @@ pub fn start_signal_thread(reaper: Reaper, actions: Sender<PowerAction>) -> std:
     Ok(())
 }
 
-/// Whether any process other than PID 1 (and kernel threads) is left.
+/// Whether any user process other than PID 1 is left (zombies included).
+///
+/// Not `kill(-1, 0)`: it counts kernel threads, so it never says "none".
 fn others_alive() -> bool {
-    // kill(-1, 0) from PID 1 targets every process but itself; ESRCH means none.
-    !matches!(kill(Pid::from_raw(-1), None), Err(Errno::ESRCH))
+    !survivors(Path::new("/proc")).is_empty()
 }
 
 /// TERM every process, wait up to `grace` for them to exit, then KILL the rest.
@@ -61,10 +61,46 @@ pub fn terminate_all(reaper: &Reaper, grace: Duration) {
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     let gone = reaper.wait_until(Instant::now() + grace, || !others_alive());
     if !gone {
-        log::warn!("shutdown: processes left after {grace:?}, killing them");
+        log::warn!(
+            "shutdown: processes left after {grace:?}, killing them: {}",
+            survivors(Path::new("/proc")).join(", ")
+        );
         let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
         reaper.wait_until(Instant::now() + Duration::from_secs(2), || !others_alive());
     }
+}
+
+/// `pid:name` of every user process but PID 1, zombies included. Kernel threads are
+/// kthreadd (pid 2) and its children, so they are skipped by their parent.
+fn survivors(proc: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(proc).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
+        if pid <= 2 {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if matches!(ppid, Some(0) | Some(2)) {
+            continue;
+        }
+        out.push(format!("{pid}:{comm}"));
+    }
+    out.sort();
+    out
 }
 
 /// Unmount everything but `/` and the kernel's pseudo filesystems, newest first.
@@ -106,6 +142,26 @@ pub fn finish(action: PowerAction, reaper: &Reaper, m: &dyn Mounter) -> ! {
 mod tests {
     use super::*;
     use crate::sys::{Call, Recorder};
+
+    #[test]
+    fn survivors_are_user_processes_and_zombies_not_kernel_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let add = |pid: u32, stat: &str| {
+            let d = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("stat"), stat).unwrap();
+        };
+        add(1, "1 (init) S 0 1 1 0");
+        add(2, "2 (kthreadd) S 0 0 0 0");
+        add(15, "15 (kworker/0:1) I 2 0 0 0");
+        add(300, "300 (containerd-shim) S 1 300 300 0");
+        add(301, "301 (a (b) c) Z 300 300 300 0");
+        std::fs::create_dir_all(dir.path().join("self")).unwrap();
+        assert_eq!(
+            survivors(dir.path()),
+            vec!["300:containerd-shim".to_string(), "301:a (b) c".to_string()]
+        );
+    }
 
     #[test]
     fn unmounts_newest_first_and_keeps_kernel_mounts() {
