@@ -134,14 +134,15 @@ pub fn load_config(cmdline: &str) -> CloudConfig {
 /// Mount the state disk over /var, /home and /opt, formatting a blank one if asked.
 /// Only the built-in config and the kernel command line can say where it is (the
 /// user's config lives on it). Without one: RAM, said on the console.
-fn mount_state(cmdline: &str, kver: &str, reaper: &Reaper) {
-    load_modules(
-        &Path::new(paths::MODULES_DIR).join(kver),
-        // ext4 asks the crypto API for crc32c at mount time; there is no modprobe to
-        // answer, so load the generic implementation first.
-        &["crc32c_generic".to_string(), "ext4".to_string()],
-        &Host,
-    );
+fn mount_state(cmdline: &str, modules: &crate::cloudinit::InitModules, reaper: &Reaper) {
+    // ext4 asks the crypto API for crc32c at mount time; there is no modprobe to
+    // answer, so load the generic implementation first. Best-effort: a kernel with
+    // them built in needs neither.
+    for name in ["crc32c_generic", "ext4"] {
+        if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, name, "") {
+            log::warn!("{e}");
+        }
+    }
     let early = ros_config::load(Path::new("/"), Some(cmdline), Mode::Boot);
     let settings = state::StateSettings::from_config(&early.config);
     let format = |dev: &Path, label: &str| -> Result<(), String> {
@@ -184,17 +185,19 @@ fn mount_state(cmdline: &str, kver: &str, reaper: &Reaper) {
 
 /// Fetch user-data from the datasources, load the config, apply it to the host and run
 /// `bootcmd`. Every step is best-effort: problems are printed and the boot goes on.
-fn cloud_init(cmdline: &str, kver: &str, reaper: &Reaper) -> CloudConfig {
-    let moddir = Path::new(paths::MODULES_DIR).join(kver);
+fn cloud_init(
+    cmdline: &str,
+    modules: &crate::cloudinit::InitModules,
+    reaper: &Reaper,
+) -> CloudConfig {
     let names: Vec<String> = ros_cloudinit::CONFIG_DRIVE_MODULES
         .iter()
         .chain(ros_cloudinit::CONFIG_DRIVE_DEVICE_MODULES)
         .map(|s| s.to_string())
         .collect();
     // Quietly: the drivers for config drives, a missing one only hides that drive.
-    let modules = crate::cloudinit::InitModules::new(&moddir);
     for name in &names {
-        if let Err(e) = ros_cloudinit::ModuleLoader::load_module(&modules, name, "") {
+        if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, name, "") {
             log::debug!("{e}");
         }
     }
@@ -211,7 +214,7 @@ fn cloud_init(cmdline: &str, kver: &str, reaper: &Reaper) -> CloudConfig {
     );
     crate::cloudinit::print(&fetched);
     let config = load_config(cmdline);
-    let applied = ros_cloudinit::apply(root, &config, &host, &modules);
+    let applied = ros_cloudinit::apply(root, &config, &host, modules);
     crate::cloudinit::print(&applied.report);
     if config.hostname.is_none() {
         set_hostname(&config);
@@ -299,7 +302,10 @@ pub fn run() -> ! {
     if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host) {
         fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
     }
-    mount_state(&cmdline_text, &kver, &reaper);
+    // One index of the root's modules for every later load (state disk, cloud-init).
+    let root_modules =
+        crate::cloudinit::InitModules::new(&Path::new(paths::MODULES_DIR).join(&kver));
+    mount_state(&cmdline_text, &root_modules, &reaper);
     let writable = mounts::apply(WRITABLE_MOUNTS, Path::new("/"), &mountinfo(), &host);
     if let Err(e) = writable {
         fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
@@ -311,7 +317,7 @@ pub fn run() -> ! {
             log::warn!("creating {dir}: {e}");
         }
     }
-    let config = cloud_init(&cmdline_text, &kver, &reaper);
+    let config = cloud_init(&cmdline_text, &root_modules, &reaper);
 
     let cpaths = ContainerdPaths {
         bin: paths::CONTAINERD_BIN.into(),

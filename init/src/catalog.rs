@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ros_config::service::load_service_file;
+use ros_config::service::{load_service_file, service_files};
 use ros_config::{CloudConfig, ServiceSpec};
 
 /// The desired services and the problems found while collecting them.
@@ -17,15 +17,6 @@ pub struct Catalog {
     pub problems: Vec<String>,
 }
 
-fn yml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"));
-    files.sort();
-    files
-}
-
 /// Collect the desired services. `builtin` holds the always-on definitions, `index`
 /// the optional ones (`<index>/<name>.yml`) that `services_include` can turn on.
 pub fn desired(builtin: &Path, index: &Path, config: &CloudConfig) -> Catalog {
@@ -35,7 +26,7 @@ pub fn desired(builtin: &Path, index: &Path, config: &CloudConfig) -> Catalog {
         // One bad file must not stop the others.
         Err(e) => cat.problems.push(format!("{e} (file skipped)")),
     };
-    for file in yml_files(builtin) {
+    for file in service_files(builtin) {
         load(&mut cat, &file);
     }
     for (key, on) in &config.rancher.services_include {

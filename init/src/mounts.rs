@@ -150,7 +150,9 @@ fn unescape_octal(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+            // Bytes, not `&s[..]`: a str slice inside a multi-byte char would panic PID 1.
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
+            if let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
                 out.push(v);
                 i += 4;
                 continue;
@@ -253,6 +255,12 @@ mod tests {
         assert_eq!(err.target, Path::new("/run"));
         assert!(err.fatal.is_some());
         assert!(err.to_string().contains("/run"), "{err}");
+    }
+
+    #[test]
+    fn a_backslash_before_a_multibyte_char_is_kept_not_a_panic() {
+        assert_eq!(unescape_octal("/a\\é€"), "/a\\é€");
+        assert_eq!(unescape_octal("/a\\040b"), "/a b");
     }
 
     #[test]

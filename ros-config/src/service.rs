@@ -954,6 +954,22 @@ impl<'de> Deserialize<'de> for ServiceSpec {
     }
 }
 
+/// The service files in `dir`: `*.yml` and `*.yaml`, hidden files skipped, sorted by name
+/// (the order PID 1 loads them and `ros service list` shows them). A missing dir has none.
+pub fn service_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| {
+        p.extension().is_some_and(|e| e == "yml" || e == "yaml")
+            && !p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    });
+    files.sort();
+    files
+}
+
 /// Parse a service file's text; `origin` names it in errors. Fails when the file has any
 /// error (all are listed); warnings are logged. See [`check_service_file`] for the
 /// diagnostics themselves.

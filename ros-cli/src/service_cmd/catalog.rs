@@ -48,19 +48,7 @@ pub fn index_file(root: &Path, name: &str) -> PathBuf {
     paths::under(root, SERVICE_INDEX_DIR).join(format!("{name}.yml"))
 }
 
-fn yml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| {
-        p.extension().is_some_and(|e| e == "yml" || e == "yaml")
-            && !p
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-    });
-    files.sort();
-    files
-}
+use ros_config::service::service_files as yml_files;
 
 fn read_cmdline(root: &Path) -> Option<String> {
     use std::io::Read;
