@@ -185,6 +185,7 @@ base_layers() {
   cp -r "$IMAGES_DIR/base/rootfs/." "$b/"
   mkdir -p "$b/root" "$b/home" "$b/tmp" "$b/var/log" "$b/var/lib" "$b/run" "$b/proc" \
     "$b/sys" "$b/dev" "$b/etc" "$b/usr/libexec/ros"
+  ln -s /run "$b/var/run"
   chmod 1777 "$b/tmp"; chmod 0700 "$b/root"; chmod 0600 "$b/etc/shadow"
   mkdir -p "$l/lib/x86_64-linux-gnu" "$l/lib64"
   cp -L "$X/libc6/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \
@@ -227,6 +228,17 @@ service_image() {
     LOWER_LAYERS="$STAGE/layers/base $STAGE/layers/libc" \
       lib_closure "$s" "${sysroots[*]}" "${elves[@]}"
     layers+=(--layer "$STAGE/layers/libc")
+  fi
+  # Large binaries listed in images/NAME/engine leave the image for the root image's
+  # /usr/lib/ros/engine (the service binds it): no import, and page cache instead of a
+  # tmpfs copy at run time. Their libraries stay in the image.
+  if [ -f "$src/engine" ]; then
+    mkdir -p "$STAGE/root/usr/lib/ros/engine"
+    grep -v '^\s*#' "$src/engine" | while read -r p; do
+      [ -n "$p" ] || continue
+      [ -f "$s/$p" ] || { echo "error: image $name: engine path $p is not in the image" >&2; exit 1; }
+      mv "$s/$p" "$STAGE/root/usr/lib/ros/engine/"
+    done
   fi
   layers+=(--layer "$s")
   local cmd=()

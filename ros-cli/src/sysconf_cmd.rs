@@ -18,6 +18,8 @@ use ros_config::{CloudConfig, Mode};
 use crate::config_cmd::ROOT_ENV;
 use crate::CliError;
 
+pub mod docker;
+
 /// `ros sysconf`.
 #[derive(Debug, clap::Args)]
 pub struct SysconfArgs {
@@ -33,6 +35,9 @@ enum What {
     /// Shell assignments (single-quoted): AUTOLOGIN, PASSWORD, SSH_DAEMON, SSH_PORT,
     /// SSH_LISTEN.
     Console,
+    /// Exec dockerd with the arguments and environment `rancher.docker` asks for (run
+    /// inside the docker service).
+    Docker,
 }
 
 /// Print the requested view of the config under `/` (or `$ROS_ROOT`).
@@ -51,6 +56,7 @@ pub fn run(args: SysconfArgs) -> Result<(), CliError> {
             text
         }
         What::Console => console_vars(&config),
+        What::Docker => return docker::exec(&config.rancher.docker),
     };
     print!("{text}");
     Ok(())

@@ -5,6 +5,7 @@
 //! before the image record and its GC labels reference it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1111,6 +1112,7 @@ impl Containerd {
             service: service.to_string(),
             message,
         };
+        create_bind_sources(&oci).map_err(create_error)?;
         let spec_json = serde_json::to_vec(&oci).map_err(|e| create_error(e.to_string()))?;
         let mut labels: HashMap<String, String> = spec
             .labels
@@ -1488,9 +1490,57 @@ impl ServiceRuntime for Containerd {
     }
 }
 
+/// Create the host directories of bind mounts that do not exist yet (as Docker does for
+/// `-v /host:/container`), so that a service can share a fresh directory such as
+/// `/run/docker-engine`. Existing paths, files included, are left as they are.
+fn create_bind_sources(oci: &oci_spec::runtime::Spec) -> std::result::Result<(), String> {
+    let binds = oci
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.typ().as_deref() == Some("bind"));
+    for source in binds.filter_map(|m| m.source().as_ref()) {
+        if source.is_absolute() && fs::symlink_metadata(source).is_err() {
+            fs::create_dir_all(source)
+                .map_err(|e| format!("creating bind source {}: {e}", source.display()))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_bind_sources_are_created_existing_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("ros-bind-{}", std::process::id()));
+        let file = dir.join("file");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&file, "x").unwrap();
+        let fresh = dir.join("a/b");
+        let bind = |src: &Path| {
+            oci_spec::runtime::MountBuilder::default()
+                .destination("/x")
+                .typ("bind")
+                .source(src)
+                .build()
+                .unwrap()
+        };
+        let proc_mount = oci_spec::runtime::MountBuilder::default()
+            .destination("/proc")
+            .typ("proc")
+            .source(dir.join("not-a-bind"))
+            .build()
+            .unwrap();
+        let mut oci = oci_spec::runtime::Spec::default();
+        oci.set_mounts(Some(vec![bind(&fresh), bind(&file), proc_mount]));
+        create_bind_sources(&oci).unwrap();
+        assert!(fresh.is_dir());
+        assert_eq!(fs::read_to_string(&file).unwrap(), "x");
+        assert!(!dir.join("not-a-bind").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn namespaces() {

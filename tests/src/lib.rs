@@ -264,6 +264,41 @@ impl Vm {
         out.trim().to_string()
     }
 
+    /// Wait for `ROS BOOT boot-complete` and the console's banner (in either order: the
+    /// user Docker engine starts after the console) and for its shell to read commands.
+    pub fn console_up(&mut self, timeout: Duration) {
+        let start = self.cursor;
+        self.wait_for("ROS BOOT boot-complete ", timeout);
+        let after = self.cursor;
+        self.rewind(start);
+        self.wait_for("rOS console on /dev/ttyS0", Duration::from_secs(60));
+        self.cursor = self.cursor.max(after);
+        self.sh("true");
+    }
+
+    /// Wait in the guest until `cond` (a shell test) holds, checking every 0.1 s for at
+    /// most `limit`; fails the test with the console's last lines otherwise.
+    pub fn until_within(&mut self, cond: &str, limit: Duration) {
+        let tries = limit.as_millis() / 100;
+        let (out, _) = self.run(
+            &format!(
+                "for i in $(seq {tries}); do if {cond}; then echo ok; break; fi; usleep 100000; done"
+            ),
+            limit + Duration::from_secs(30),
+        );
+        assert_eq!(
+            out.trim(),
+            "ok",
+            "timed out waiting for: {cond}\n{}",
+            self.tail(30)
+        );
+    }
+
+    /// [`Vm::until_within`] a minute.
+    pub fn until(&mut self, cond: &str) {
+        self.until_within(cond, Duration::from_secs(60));
+    }
+
     /// Wait for QEMU to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         if let Some(s) = self.exited {

@@ -7,12 +7,6 @@ use boot_tests::{config_drive, BootOptions, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(240);
 
-fn console_up(vm: &mut Vm) {
-    vm.wait_for("ROS BOOT boot-complete ", BOOT);
-    vm.wait_for("rOS console on /dev/ttyS0", Duration::from_secs(60));
-    vm.sh("true");
-}
-
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBootTestKeyOnlyNotARealKeyAtAll0000000 test@ros";
 
@@ -41,7 +35,7 @@ fn a_config_drive_is_applied_at_boot() {
         qemu_args: config_drive(tmp.path(), "config-2", &user_data),
         ..Default::default()
     });
-    console_up(&mut vm);
+    vm.console_up(BOOT);
     assert_eq!(vm.sh("hostname"), "drive-host");
     assert_eq!(vm.sh("ros config get hostname"), "drive-host");
     let keys = vm.sh("cat /home/rancher/.ssh/authorized_keys");
@@ -82,7 +76,7 @@ fn kernel_command_line_keys_are_applied() {
         append: "rancher.modules=[dummy] rancher.environment.GREETING=from-cmdline".into(),
         ..Default::default()
     });
-    console_up(&mut vm);
+    vm.console_up(BOOT);
     vm.sh("grep -q '^dummy ' /proc/modules");
     assert_eq!(
         vm.sh("ros config get rancher.environment.GREETING"),
@@ -118,6 +112,7 @@ fn a_broken_config_still_boots_and_says_where() {
         qemu_args: config_drive(tmp.path(), "cidata", user_data),
         ..Default::default()
     });
+    let start = vm.cursor();
     let errors = vm.wait_for("ROS BOOT boot-complete ", BOOT);
     assert!(
         errors.contains(":3:") && errors.contains("rancher.shutdown_timeout"),
@@ -127,6 +122,7 @@ fn a_broken_config_still_boots_and_says_where() {
         errors.contains("netwrok"),
         "unknown key not reported:\n{errors}"
     );
+    vm.rewind(start);
     vm.wait_for("rOS console on /dev/ttyS0", Duration::from_secs(60));
     vm.sh("true");
     assert_eq!(vm.sh("hostname"), "still-applied");

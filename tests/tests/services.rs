@@ -21,21 +21,11 @@ fn restarts(vm: &mut Vm, name: &str) -> String {
     ))
 }
 
-/// Wait in the guest (bounded) until `cond` (a shell test) holds.
-fn until(vm: &mut Vm, cond: &str) {
-    let out = vm.sh(&format!(
-        "for i in $(seq 600); do if {cond}; then echo ok; break; fi; usleep 100000; done"
-    ));
-    assert_eq!(out, "ok", "timed out waiting for: {cond}\n{}", vm.tail(30));
-}
-
 #[test]
 #[ignore = "boots QEMU: run with `make boot-test`"]
 fn services_are_supervised_and_managed_live() {
     let mut vm = Vm::boot(&BootOptions::default());
-    vm.wait_for("ROS BOOT boot-complete ", BOOT);
-    vm.wait_for("rOS console on /dev/ttyS0", STEP);
-    vm.sh("true");
+    vm.console_up(BOOT);
 
     let ps = vm.sh("ros service ps");
     assert!(
@@ -63,20 +53,14 @@ fn services_are_supervised_and_managed_live() {
         list.contains("ticker") || list.contains("/var/lib/rancher/conf/ticker.yml"),
         "{list}"
     );
-    until(&mut vm, "ros service ps | grep -q '^ticker .*Up '");
-    until(
-        &mut vm,
-        "ros service logs --lines 2 ticker | grep -q '^tick-[0-9]'",
-    );
+    vm.until("ros service ps | grep -q '^ticker .*Up '");
+    vm.until("ros service logs --lines 2 ticker | grep -q '^tick-[0-9]'");
     assert_eq!(restarts(&mut vm, "ticker"), "0");
 
     // Kill its process from the console: PID 1 restarts it and counts the restart.
     vm.sh("kill -9 $(head -1 /proc/1/root/sys/fs/cgroup/ros/ticker/cgroup.procs)");
-    until(
-        &mut vm,
-        "[ \"$(ros service ps | awk '$1==\"ticker\"{print $NF}')\" = 1 ]",
-    );
-    until(&mut vm, "ros service ps | grep -q '^ticker .*Up '");
+    vm.until("[ \"$(ros service ps | awk '$1==\"ticker\"{print $NF}')\" = 1 ]");
+    vm.until("ros service ps | grep -q '^ticker .*Up '");
 
     // A crash-looping service backs off: 1 s, 2 s, 4 s between restarts (PID 1 says so).
     write_file(
@@ -100,15 +84,15 @@ fn services_are_supervised_and_managed_live() {
         );
     }
     vm.sh("ros service stop crasher");
-    until(&mut vm, "ros service ps | grep -q '^crasher .*Exited'");
+    vm.until("ros service ps | grep -q '^crasher .*Exited'");
     let log = vm.sh("ros service logs crasher");
     assert!(log.contains("crashing"), "{log}");
 
     // Stop, then disable: it is gone without a reboot.
     vm.sh("ros service stop ticker");
-    until(&mut vm, "ros service ps | grep -q '^ticker .*Exited'");
+    vm.until("ros service ps | grep -q '^ticker .*Exited'");
     vm.sh("ros service disable ticker");
-    until(&mut vm, "! ros service ps | grep -q '^ticker '");
+    vm.until("! ros service ps | grep -q '^ticker '");
 
     // Unknown services are clear errors with exit code 5.
     let (out, status) = vm.run("ros service start no-such-service", STEP);
@@ -119,11 +103,10 @@ fn services_are_supervised_and_managed_live() {
     let console_pid = vm.sh("cat /proc/1/root/sys/fs/cgroup/ros/console/cgroup.procs | head -1");
     let old = vm.sh("pidof containerd");
     vm.sh("kill -9 $(pidof containerd)");
-    until(
-        &mut vm,
-        &format!("[ -n \"$(pidof containerd)\" ] && [ \"$(pidof containerd)\" != {old} ]"),
-    );
-    until(&mut vm, "ros service ps | grep -q '^console .*Up '");
+    vm.until(&format!(
+        "[ -n \"$(pidof containerd)\" ] && [ \"$(pidof containerd)\" != {old} ]"
+    ));
+    vm.until("ros service ps | grep -q '^console .*Up '");
     assert_eq!(
         vm.sh("cat /proc/1/root/sys/fs/cgroup/ros/console/cgroup.procs | head -1"),
         console_pid
@@ -140,5 +123,5 @@ fn services_are_supervised_and_managed_live() {
         ],
     );
     vm.sh("ros service enable /var/lib/rancher/conf/sleeper.yml");
-    until(&mut vm, "ros service ps | grep -q '^sleeper .*Up '");
+    vm.until("ros service ps | grep -q '^sleeper .*Up '");
 }

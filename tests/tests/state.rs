@@ -17,9 +17,7 @@ fn boot_with(disk: &str) -> Vm {
         ],
         ..Default::default()
     });
-    vm.wait_for("ROS BOOT boot-complete ", BOOT);
-    vm.wait_for("rOS console on /dev/ttyS0", Duration::from_secs(60));
-    vm.sh("true");
+    vm.console_up(BOOT);
     vm
 }
 

@@ -14,20 +14,6 @@ const STEP: Duration = Duration::from_secs(60);
 
 const LONG_RUNNING: [&str; 6] = ["udev", "syslog", "network", "ntp", "acpid", "console"];
 
-fn console_up(vm: &mut Vm) {
-    vm.wait_for("ROS BOOT boot-complete ", BOOT);
-    vm.wait_for("rOS console on /dev/ttyS0", STEP);
-    vm.sh("true");
-}
-
-/// Wait in the guest (bounded) until `cond` (a shell test) holds.
-fn until(vm: &mut Vm, cond: &str) {
-    let out = vm.sh(&format!(
-        "for i in $(seq 600); do if {cond}; then echo ok; break; fi; usleep 100000; done"
-    ));
-    assert_eq!(out, "ok", "timed out waiting for: {cond}\n{}", vm.tail(30));
-}
-
 /// Every system service Up and the one-shot udev-cold Exited (0), in `ros service ps`.
 fn all_services_up(vm: &mut Vm) -> String {
     let mut cond: Vec<String> = LONG_RUNNING
@@ -35,7 +21,7 @@ fn all_services_up(vm: &mut Vm) -> String {
         .map(|s| format!("ros service ps | grep -q '^{s} .*Up '"))
         .collect();
     cond.push("ros service ps | grep -q '^udev-cold .*Exited (0)'".into());
-    until(vm, &cond.join(" && "));
+    vm.until(&cond.join(" && "));
     vm.sh("ros service ps")
 }
 
@@ -104,7 +90,7 @@ fn system_services_dhcp_syslog_hotplug_and_power_button() {
         qemu_args: monitor_args(&mon),
         ..Default::default()
     });
-    console_up(&mut vm);
+    vm.console_up(BOOT);
     let ps = all_services_up(&mut vm);
     for s in LONG_RUNNING {
         assert!(
@@ -115,27 +101,21 @@ fn system_services_dhcp_syslog_hotplug_and_power_button() {
     }
 
     // network: a DHCP lease from QEMU's user network, its default route and its DNS.
-    until(
-        &mut vm,
-        "ip -4 -o addr show eth0 | grep -q ' 10.0.2.15/24 '",
-    );
+    vm.until("ip -4 -o addr show eth0 | grep -q ' 10.0.2.15/24 '");
     assert!(
         vm.sh("ip route show default")
             .contains("default via 10.0.2.2 dev eth0"),
         "{}",
         vm.sh("ip route")
     );
-    until(&mut vm, "grep -q '^nameserver 10.0.2.3$' /etc/resolv.conf");
+    vm.until("grep -q '^nameserver 10.0.2.3$' /etc/resolv.conf");
 
     // syslog: /dev/log is the host's, messages land in /var/log/messages, and so does the
     // kernel log.
     vm.sh("test -S /proc/1/root/dev/log");
     vm.sh("logger -t boot-test hello-from-test");
-    until(
-        &mut vm,
-        "grep -q 'boot-test: hello-from-test' /var/log/messages",
-    );
-    until(&mut vm, "grep -q ' kernel: ' /var/log/messages");
+    vm.until("grep -q 'boot-test: hello-from-test' /var/log/messages");
+    vm.until("grep -q ' kernel: ' /var/log/messages");
 
     // udev: coldplug loaded the power button's modules; a disk hot-added through the
     // monitor gets its node and udev's by-id link.
@@ -156,7 +136,7 @@ fn system_services_dhcp_syslog_hotplug_and_power_button() {
         &mon,
         "device_add virtio-blk-pci,drive=d1,id=dev1,serial=rostest",
     );
-    until(&mut vm, "[ -L /dev/disk/by-id/virtio-rostest ]");
+    vm.until("[ -L /dev/disk/by-id/virtio-rostest ]");
     let node = vm.sh("readlink -f /dev/disk/by-id/virtio-rostest");
     vm.sh(&format!("[ -b {node} ]"));
 
@@ -202,25 +182,19 @@ fn static_address_on_a_second_nic_and_ssh_with_the_configured_key() {
         qemu_args,
         ..Default::default()
     });
-    console_up(&mut vm);
+    vm.console_up(BOOT);
     all_services_up(&mut vm);
 
     // Exactly the configured address and MTU on eth1; eth0 still has its DHCP lease.
-    until(
-        &mut vm,
-        "ip -4 -o addr show eth1 | grep -q ' 10.0.3.15/24 '",
-    );
+    vm.until("ip -4 -o addr show eth1 | grep -q ' 10.0.3.15/24 '");
     assert_eq!(
         vm.sh("ip -4 -o addr show eth1 | awk '{print $4}'"),
         "10.0.3.15/24"
     );
     assert!(vm.sh("ip link show eth1").contains("mtu 1400"));
-    until(
-        &mut vm,
-        "ip -4 -o addr show eth0 | grep -q ' 10.0.2.15/24 '",
-    );
+    vm.until("ip -4 -o addr show eth0 | grep -q ' 10.0.2.15/24 '");
     // The configured name servers win over DHCP's.
-    until(&mut vm, "grep -q '^nameserver 10.0.3.3$' /etc/resolv.conf");
+    vm.until("grep -q '^nameserver 10.0.3.3$' /etc/resolv.conf");
     let resolv = vm.sh("cat /etc/resolv.conf");
     assert!(resolv.contains("nameserver 192.0.2.53"), "{resolv}");
     assert!(resolv.contains("search example.test"), "{resolv}");
@@ -228,7 +202,7 @@ fn static_address_on_a_second_nic_and_ssh_with_the_configured_key() {
 
     // ssh as rancher with the key from cloud-config; sudo for `ros` (its socket is root's).
     let good = tmp.path().join("good");
-    until(&mut vm, "netstat -ltn | grep -q ':22 '");
+    vm.until("netstat -ltn | grep -q ':22 '");
     let (out, ok) = ssh(&good, port, "id -un && sudo ros service ps");
     assert!(
         ok,

@@ -1,0 +1,192 @@
+//! Boot tests for issue 6: the user Docker engine in its system container, isolated from
+//! the system runtime, with images that persist on the state disk and a preload directory.
+//! Two boots on one state disk; the test's image archives reach the guest on a raw disk
+//! holding a tar of them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use boot_tests::{image_dir, BootOptions, TempDir, Vm};
+
+const BOOT: Duration = Duration::from_secs(240);
+const DOCKER_READY: Duration = Duration::from_secs(180);
+
+/// The system services that must stay Up whatever the user does to Docker.
+const SYSTEM: [&str; 7] = [
+    "udev", "syslog", "network", "ntp", "acpid", "console", "docker",
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// An image archive (`ros-image`, Docker-loadable) holding busybox and a web page.
+fn test_image(dir: &Path, name: &str, page: &str, out: &Path) {
+    let layer = dir.join(format!("layer-{}", name.replace(['/', ':'], "-")));
+    fs::create_dir_all(layer.join("bin")).unwrap();
+    fs::create_dir_all(layer.join("www")).unwrap();
+    let busybox = image_dir().join("../x/busybox-static/bin/busybox");
+    fs::copy(&busybox, layer.join("bin/busybox"))
+        .unwrap_or_else(|e| panic!("copying {}: {e}", busybox.display()));
+    std::os::unix::fs::symlink("busybox", layer.join("bin/sh")).unwrap();
+    fs::write(layer.join("www/index.html"), page).unwrap();
+    let status = Command::new(repo().join("target/release/ros-image"))
+        .args(["build", "--name", name, "--layer"])
+        .arg(&layer)
+        .args(["--env", "PATH=/bin", "--cmd"])
+        .arg(r#"["/bin/busybox","httpd","-f","-p","80","-h","/www"]"#)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running ros-image (make image builds it)");
+    assert!(status.success());
+}
+
+fn qemu_img(disk: &Path, size: &str) {
+    let ok = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(disk)
+        .arg(size)
+        .status()
+        .expect("running qemu-img")
+        .success();
+    assert!(ok);
+}
+
+fn boot(state: &Path, archives: &Path) -> Vm {
+    let mut vm = Vm::boot(&BootOptions {
+        append: "rancher.state.autoformat=[/dev/vdb]".into(),
+        qemu_args: vec![
+            "-drive".into(),
+            format!("file={},if=virtio,format=qcow2", state.display()),
+            "-drive".into(),
+            format!(
+                "file={},if=virtio,format=raw,readonly=on",
+                archives.display()
+            ),
+        ],
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    vm.until_within("docker version >/dev/null 2>&1", DOCKER_READY);
+    vm
+}
+
+/// Every system service Up in `ros service ps`; returns the table.
+fn system_services_up(vm: &mut Vm) -> String {
+    let cond: Vec<String> = SYSTEM
+        .iter()
+        .map(|s| format!("ros service ps | grep -q '^{s} .*Up '"))
+        .collect();
+    vm.until(&cond.join(" && "));
+    vm.sh("ros service ps")
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn user_docker_runs_publishes_persists_preloads_and_cannot_touch_the_system() {
+    let tmp = TempDir::new("docker");
+    let state = tmp.path().join("state.qcow2");
+    qemu_img(&state, "1G");
+    let bundle = tmp.path().join("bundle");
+    fs::create_dir_all(&bundle).unwrap();
+    test_image(
+        tmp.path(),
+        "ros-test/web:1",
+        "hello from rOS docker\n",
+        &bundle.join("web.tar"),
+    );
+    test_image(
+        tmp.path(),
+        "ros-test/preloaded:1",
+        "preloaded\n",
+        &bundle.join("preload.tar"),
+    );
+    let archives = tmp.path().join("archives.tar");
+    let ok = Command::new("tar")
+        .arg("-cf")
+        .arg(&archives)
+        .args(["-C"])
+        .arg(&bundle)
+        .args(["web.tar", "preload.tar"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+
+    let mut vm = boot(&state, &archives);
+    // The console's docker CLI talks to the user engine, not to the system containerd.
+    let info = vm.sh("docker info --format '{{.Driver}} {{.DockerRootDir}} {{.CgroupVersion}}'");
+    assert_eq!(info, "overlay2 /var/lib/docker 2", "{}", vm.tail(30));
+    vm.sh("mkdir -p /tmp/t && tar -xf /dev/vdc -C /tmp/t");
+    let loaded = vm.sh("docker load -i /tmp/t/web.tar");
+    assert!(loaded.contains("Loaded image: ros-test/web:1"), "{loaded}");
+    let said = vm.sh("docker run --rm ros-test/web:1 /bin/busybox echo docker-run-works");
+    assert_eq!(said, "docker-run-works");
+
+    // Port publishing: iptables DNAT (userland_proxy: false) from the host's loopback.
+    vm.sh("docker run -d --name web -p 8080:80 ros-test/web:1");
+    let get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 8080";
+    vm.until(&format!(
+        "{get} 2>/dev/null | grep -q 'hello from rOS docker'"
+    ));
+
+    // Isolation: a privileged container with the docker socket and --pid=host sees the
+    // docker service's processes (tini is its PID 1), and no socket anywhere in its view
+    // of the engine's filesystem is the system containerd's.
+    let system_socket = vm.sh("stat -c '%d:%i' /run/system-containerd/containerd.sock");
+    let probe = vm.sh(
+        "docker run --rm --privileged --pid=host -v /:/host -v /var/run/docker.sock:/var/run/docker.sock \
+         ros-test/web:1 sh -c 'cat /proc/1/comm; \
+         find /host /var/run/ \\( -path /host/proc -o -path /host/sys \\) -prune -o -type s -print \
+         2>/dev/null | xargs -r stat -c \"%d:%i %n\"'",
+    );
+    eprintln!("system socket {system_socket}; sockets seen from a user container:\n{probe}");
+    let mut lines = probe.lines();
+    assert_eq!(lines.next(), Some("tini-static"), "{probe}");
+    assert!(
+        !probe.contains(&format!("{system_socket} ")),
+        "the system containerd socket is reachable from a user container:\n{probe}"
+    );
+    assert!(
+        probe.contains("/var/run/docker.sock"),
+        "the docker socket bound into the container is not visible:\n{probe}"
+    );
+
+    // Removing every user container leaves every system service running.
+    vm.sh("docker rm -f $(docker ps -qa)");
+    assert_eq!(vm.sh("docker ps -qa"), "");
+    let ps = system_services_up(&mut vm);
+    eprintln!("after docker rm -f of every container:\n{ps}");
+    assert!(!ps.contains("ros-test"), "{ps}");
+
+    // Preload for the next boot.
+    vm.sh("mkdir -p /var/lib/rancher/preload/docker && cp /tmp/t/preload.tar /var/lib/rancher/preload/docker/");
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+
+    let mut vm = boot(&state, &archives);
+    // Images live on the state disk; the preloaded one was loaded at boot.
+    vm.until("docker images --format '{{.Repository}}:{{.Tag}}' | grep -qx ros-test/preloaded:1");
+    let images = vm.sh("docker images --format '{{.Repository}}:{{.Tag}}' | sort");
+    assert_eq!(images, "ros-test/preloaded:1\nros-test/web:1", "{images}");
+    assert!(vm
+        .sh("cat /var/log/ros/docker.log")
+        .contains("preload: loaded preload.tar"));
+    // Loaded once: a restart of the engine finds it unchanged.
+    vm.sh("ros service restart docker");
+    vm.until_within(
+        "grep -q 'preload.tar unchanged' /var/log/ros/docker.log",
+        DOCKER_READY,
+    );
+
+    vm.until_within("docker version >/dev/null 2>&1", DOCKER_READY);
+    vm.sh("docker system prune -af");
+    assert_eq!(vm.sh("docker images -q"), "");
+    system_services_up(&mut vm);
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+}
