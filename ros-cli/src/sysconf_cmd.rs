@@ -19,6 +19,7 @@ use crate::config_cmd::ROOT_ENV;
 use crate::CliError;
 
 pub mod docker;
+pub mod tls;
 
 /// `ros sysconf`.
 #[derive(Debug, clap::Args)]

@@ -117,11 +117,21 @@ impl Vm {
         let c2 = console.clone();
         thread::spawn(move || {
             let mut buf = [0u8; 4096];
+            // Bytes of a UTF-8 character split across two reads wait for the rest.
+            let mut pending: Vec<u8> = Vec::new();
             loop {
                 match stdout.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        let chunk = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+                        pending.extend_from_slice(&buf[..n]);
+                        let complete = match std::str::from_utf8(&pending) {
+                            Ok(_) => pending.len(),
+                            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                            Err(_) => pending.len(),
+                        };
+                        let rest = pending.split_off(complete);
+                        let chunk = String::from_utf8_lossy(&pending).replace('\r', "");
+                        pending = rest;
                         let mut t = c2.text.lock().unwrap();
                         t.push_str(&chunk);
                         c2.changed.notify_all();

@@ -163,6 +163,8 @@ fn user_docker_runs_publishes_persists_preloads_and_cannot_touch_the_system() {
     eprintln!("after docker rm -f of every container:\n{ps}");
     assert!(!ps.contains("ros-test"), "{ps}");
 
+    // TLS on tcp/2376 from the next boot on (read when the engine starts).
+    vm.sh("ros config set rancher.docker.tls true");
     // Preload for the next boot.
     vm.sh("mkdir -p /var/lib/rancher/preload/docker && cp /tmp/t/preload.tar /var/lib/rancher/preload/docker/");
     vm.send("reboot");
@@ -176,6 +178,26 @@ fn user_docker_runs_publishes_persists_preloads_and_cannot_touch_the_system() {
     assert!(vm
         .sh("cat /var/log/ros/docker.log")
         .contains("preload: loaded preload.tar"));
+    // TLS: generated CA, server certificate for the DHCP address, client certificate for
+    // rancher; a client without a certificate is turned away.
+    let tls = "docker --tlsverify -H tcp://10.0.2.15:2376";
+    vm.until_within(
+        &format!("DOCKER_CERT_PATH=/home/rancher/.docker {tls} version >/dev/null 2>&1"),
+        DOCKER_READY,
+    );
+    let version = vm.sh(&format!(
+        "DOCKER_CERT_PATH=/home/rancher/.docker {tls} version --format '{{{{.Server.Version}}}}'"
+    ));
+    assert!(version.starts_with("20.10."), "{version}");
+    let (out, status) = vm.run(
+        &format!("{tls} --tlscacert /home/rancher/.docker/ca.pem version 2>&1"),
+        Duration::from_secs(60),
+    );
+    assert_ne!(status, 0, "a client without a certificate got in: {out}");
+    assert_eq!(
+        vm.sh("stat -c '%a %u' /home/rancher/.docker/key.pem /var/lib/rancher/tls /var/lib/rancher/tls/ca-key.pem"),
+        "600 1100\n700 0\n600 0"
+    );
     // Loaded once: a restart of the engine finds it unchanged.
     vm.sh("ros service restart docker");
     vm.until_within(

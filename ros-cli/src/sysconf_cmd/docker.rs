@@ -1,11 +1,15 @@
 //! `ros sysconf docker`: `rancher.docker` as dockerd's command line and environment, then
 //! exec dockerd (run by the docker service's entry script, inside its container).
 
+use std::fs;
+use std::net::IpAddr;
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::Command;
 
 use ros_config::schema::DockerConfig;
 
+use super::tls;
 use crate::CliError;
 
 /// Host paths the docker service binds at the same place (services/docker.yml): a data
@@ -152,6 +156,56 @@ fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Where the `rancher` user's docker CLI finds its client certificate (DOCKER_CERT_PATH's
+/// default for that user).
+pub const CLIENT_DIR: &str = "/home/rancher/.docker";
+const RANCHER_UID: u32 = 1100;
+
+/// The host's addresses a client may use to reach the engine: not loopback (always in the
+/// certificate), not link-local, not the engine's own bridges.
+fn host_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| {
+            !["docker", "br-", "veth"]
+                .iter()
+                .any(|p| a.interface_name.starts_with(p))
+        })
+        .filter_map(|a| {
+            let addr = a.address?;
+            let ip = if let Some(v4) = addr.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else {
+                IpAddr::V6(addr.as_sockaddr_in6()?.ip())
+            };
+            let link_local = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            (!ip.is_loopback() && !link_local).then_some(ip)
+        })
+        .collect()
+}
+
+/// Copy the generated client certificate to `dir` for the `rancher` user.
+fn give_client_certificate(state: &Path, dir: &Path) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for (name, mode) in [("ca.pem", 0o644), ("cert.pem", 0o644), ("key.pem", 0o600)] {
+        let text = fs::read_to_string(state.join(name))
+            .map_err(|e| format!("reading {}: {e}", state.join(name).display()))?;
+        tls::write(dir, name, &text, mode)?;
+    }
+    for path in [
+        dir.to_path_buf(),
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    ] {
+        std::os::unix::fs::chown(&path, Some(RANCHER_UID), Some(RANCHER_UID))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Replace this process with dockerd, configured from `cfg`.
 pub fn exec(cfg: &DockerConfig) -> Result<(), CliError> {
     let d = dockerd(cfg).map_err(|errors| {
@@ -165,6 +219,21 @@ pub fn exec(cfg: &DockerConfig) -> Result<(), CliError> {
     })?;
     for w in &d.warnings {
         eprintln!("ros sysconf docker: warning: {w}");
+    }
+    if cfg.tls {
+        let fail = |e: String| CliError::failure(format!("ros sysconf docker: {e}"));
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let names = tls::subject_names(&hostname, &host_addresses());
+        let material =
+            tls::server_material(cfg, Path::new(tls::STATE_DIR), &names).map_err(fail)?;
+        tls::install(&material, Path::new(tls::DOCKER_DIR)).map_err(fail)?;
+        if cfg.ca_cert.is_none() {
+            give_client_certificate(Path::new(tls::STATE_DIR), Path::new(CLIENT_DIR))
+                .map_err(fail)?;
+        }
+        eprintln!("ros sysconf docker: TLS for {}", names.join(", "));
     }
     eprintln!("ros sysconf docker: dockerd {}", d.args.join(" "));
     let err = Command::new("dockerd").args(&d.args).envs(d.env).exec();
