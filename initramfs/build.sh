@@ -2,7 +2,8 @@
 # Builds the boot image from Debian bookworm packages and our own binaries:
 #   $OUT/vmlinuz   the Debian kernel
 #   $OUT/initrd    our init + busybox (recovery shell) + the modules needed to reach the root
-#   $OUT/root.img  squashfs: containerd, runc, ros, modules, configs, services, preloaded images
+#   $OUT/root.img  squashfs: containerd, runc, ros, modules, configs, services, preloaded images,
+#                  the user Docker engine's binaries, and kernel + initrd for `ros install`
 # Usage: initramfs/build.sh BUILD_DIR   (run from the repo root, as root)
 set -euo pipefail
 
@@ -19,7 +20,7 @@ HOSTBIN=$REPO/target/release
 export SOURCE_DATE_EPOCH=0
 
 PACKAGES=(linux-image-amd64 containerd runc busybox-static libc6 libseccomp2
-          e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1)
+          e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux)
 
 log() { echo "==> $*"; }
 
@@ -277,6 +278,12 @@ rootfs() {
   for p in e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1; do unpack "$p"; done
   install -m 0755 "$X/e2fsprogs/sbin/mke2fs" "$r/sbin/mke2fs"
   lib_closure "$r" "$X/libc6 $X/libext2fs2 $X/libcom-err2 $X/libblkid1 $X/libuuid1" "$r/sbin/mke2fs"
+  # `ros install`: extlinux and its MBR code, and the kernel and initrd to copy.
+  unpack extlinux
+  install -m 0755 "$X/extlinux/usr/bin/extlinux" "$r/usr/bin/extlinux"
+  install -D -m 0644 "$X/extlinux/usr/lib/EXTLINUX/mbr.bin" "$r/usr/lib/EXTLINUX/mbr.bin"
+  install -D -m 0644 "$OUT/vmlinuz" "$r/usr/share/ros/boot/vmlinuz"
+  install -D -m 0644 "$OUT/initrd" "$r/usr/share/ros/boot/initrd"
   cp "$X/busybox-static/bin/busybox" "$r/bin/busybox"
   ln -s busybox "$r/bin/sh"
   install_modules "$REPO/initramfs/modules.root" "$r"
@@ -310,8 +317,8 @@ main() {
   for p in busybox-static libc6 libseccomp2 containerd runc; do unpack "$p"; done
   kernel
   log "kernel $KVER"
-  rootfs
   initrd
+  rootfs
   log "artifacts:"
   for f in vmlinuz initrd root.img; do
     printf '    %-9s %6d KiB\n' "$f" $(( $(stat -c %s "$OUT/$f") / 1024 ))

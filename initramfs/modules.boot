@@ -3,3 +3,7 @@ virtio_pci
 virtio_blk
 squashfs
 overlay
+# An installed disk (root=LABEL=RANCHER_STATE rootimg=/boot/root.img): ext4 and a loop device.
+ext4
+crc32c_generic
+loop

@@ -279,11 +279,22 @@ pub fn run() -> ! {
         load_modules(&moddir, &all_module_names(&moddir), &host);
         console::marker(BootPhase::Modules, "");
 
-        let device = cmdline.root_device();
         // Fatal: there is nothing to boot without the root.
-        if let Err(e) = root::wait_for_device(Path::new(&device), cmdline.root_wait()) {
-            fatal(&e.to_string());
-        }
+        let spec = cmdline.root_device();
+        let found = match spec.strip_prefix("LABEL=") {
+            Some(label) => root::wait_for_label(label, cmdline.root_wait()),
+            None => root::wait_for_device(Path::new(&spec), cmdline.root_wait())
+                .map(|()| PathBuf::from(&spec)),
+        };
+        let disk = found.unwrap_or_else(|e| fatal(&e.to_string()));
+        // An installed disk: the root image is a file on it.
+        let device = match cmdline.root_image() {
+            Some(image) => {
+                root::attach_image(&disk, &image, &host).unwrap_or_else(|e| fatal(&e.to_string()))
+            }
+            None => disk,
+        };
+        let device = device.display().to_string();
         let newroot = Path::new(paths::NEWROOT);
         if let Err(e) = root::mount_root(&device, &cmdline.root_fstype(), newroot, &host) {
             fatal(&e.to_string());

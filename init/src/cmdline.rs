@@ -61,6 +61,14 @@ impl KernelCmdline {
         self.get("root").unwrap_or("/dev/vda").to_string()
     }
 
+    /// The root image file on the root device (`rootimg=`, e.g. `/boot/root.img` on an
+    /// installed disk): the device is mounted and the image attached to a loop device.
+    pub fn root_image(&self) -> Option<String> {
+        self.get("rootimg")
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+    }
+
     /// The root filesystem type (`rootfstype=`), squashfs by default.
     pub fn root_fstype(&self) -> String {
         self.get("rootfstype").unwrap_or("squashfs").to_string()
@@ -98,6 +106,10 @@ mod tests {
         assert_eq!(c.get("console"), Some("ttyS0"));
         assert_eq!(c.get("quiet"), None);
         assert_eq!(c.root_device(), "/dev/vdb");
+        assert_eq!(c.root_image(), None);
+        let installed = KernelCmdline::parse("root=LABEL=RANCHER_STATE rootimg=/boot/root.img");
+        assert_eq!(installed.root_device(), "LABEL=RANCHER_STATE");
+        assert_eq!(installed.root_image().as_deref(), Some("/boot/root.img"));
         assert_eq!(c.get("rancher.x"), Some("a b"));
     }
 

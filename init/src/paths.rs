@@ -5,6 +5,9 @@
 
 /// Where the initramfs mounts the real root before switching into it.
 pub const NEWROOT: &str = "/newroot";
+/// Where the disk holding the root image (`rootimg=`) is mounted; under /run, so it is
+/// carried into the new root.
+pub const BOOT_DISK: &str = "/run/ros/boot-disk";
 /// Kernel modules (both in the initrd and in the root image).
 pub const MODULES_DIR: &str = "/lib/modules";
 /// The system containerd binary in the root image.

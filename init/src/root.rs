@@ -54,34 +54,112 @@ pub enum RootError {
 
 /// Wait until `device` exists, woken by inotify on its directory, up to `timeout`.
 pub fn wait_for_device(device: &Path, timeout: Duration) -> Result<(), RootError> {
-    let missing = || RootError::DeviceMissing {
-        device: device.display().to_string(),
-        waited: timeout,
-    };
-    if device.exists() {
-        return Ok(());
-    }
     let dir = device.parent().unwrap_or(Path::new("/dev"));
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| {
-        RootError::Switch {
-            step: "inotify".into(),
-            source: e.into(),
+    wait_on_dir(dir, timeout, || device.exists().then_some(())).ok_or_else(|| {
+        RootError::DeviceMissing {
+            device: device.display().to_string(),
+            waited: timeout,
         }
-    })?;
+    })
+}
+
+/// Wait until a block device whose filesystem is labelled `label` exists (`root=LABEL=`).
+pub fn wait_for_label(label: &str, timeout: Duration) -> Result<PathBuf, RootError> {
+    let find =
+        || crate::state::find_by_label(Path::new("/sys/class/block"), Path::new("/dev"), label);
+    wait_on_dir(Path::new("/dev"), timeout, find).ok_or_else(|| RootError::DeviceMissing {
+        device: format!("LABEL={label}"),
+        waited: timeout,
+    })
+}
+
+/// Check `found` each time something is created in `dir` (inotify), up to `timeout`.
+fn wait_on_dir<T>(
+    dir: &Path,
+    timeout: Duration,
+    mut found: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    if let Some(v) = found() {
+        return Some(v);
+    }
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
     // Watch before re-checking, so a device created in between is not missed.
-    let _ = inotify.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO);
+    if let Some(i) = &inotify {
+        let _ = i.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO);
+    }
     let deadline = Instant::now() + timeout;
-    while !device.exists() {
+    loop {
+        if let Some(v) = found() {
+            return Some(v);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(missing());
+            return None;
         }
+        // Without inotify, look again every 100 ms.
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, PollTimeout::from(ms));
-        let _ = inotify.read_events();
+        match &inotify {
+            Some(i) => {
+                let mut fds = [PollFd::new(i.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(ms));
+                let _ = i.read_events();
+            }
+            None => std::thread::sleep(Duration::from_millis(100).min(left)),
+        }
     }
-    Ok(())
+}
+
+nix::ioctl_none!(loop_ctl_get_free, 0x4C, 0x82);
+nix::ioctl_write_int_bad!(loop_set_fd, 0x4C00);
+
+/// Mount `disk` (ext4, read-write: the state disk mounts the same filesystem later) at
+/// [`paths::BOOT_DISK`] and attach the image file `image` on it to a free loop device,
+/// read-only. Returns the loop device.
+pub fn attach_image(disk: &Path, image: &str, m: &dyn Mounter) -> Result<PathBuf, RootError> {
+    let target = Path::new(paths::BOOT_DISK);
+    let _ = fs::create_dir_all(target);
+    m.mount(
+        &disk.to_string_lossy(),
+        target,
+        Some("ext4"),
+        MsFlags::empty(),
+        None,
+    )
+    .map_err(|source| RootError::Mount {
+        device: disk.display().to_string(),
+        fstype: "ext4".into(),
+        target: target.to_path_buf(),
+        source,
+    })?;
+    let file = target.join(image.trim_start_matches('/'));
+    let step = |what: String| move |source: io::Error| RootError::Switch { step: what, source };
+    let backing = fs::File::open(&file).map_err(step(format!("opening {}", file.display())))?;
+    let control =
+        fs::File::open("/dev/loop-control").map_err(step("opening /dev/loop-control".into()))?;
+    use std::os::fd::AsRawFd as _;
+    let mut last = io::Error::from_raw_os_error(libc::EBUSY);
+    // Another opener may take the free device between asking and attaching: ask again.
+    for _ in 0..8 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument; the fd is /dev/loop-control.
+        let n = unsafe { loop_ctl_get_free(control.as_raw_fd()) }
+            .map_err(|e| step("finding a free loop device".into())(e.into()))?;
+        let dev = PathBuf::from(format!("/dev/loop{n}"));
+        wait_for_device(&dev, Duration::from_secs(5))?;
+        let loopdev = fs::File::open(&dev).map_err(step(format!("opening {}", dev.display())))?;
+        // SAFETY: LOOP_SET_FD takes the backing file's descriptor, open for this call.
+        match unsafe { loop_set_fd(loopdev.as_raw_fd(), backing.as_raw_fd()) } {
+            Ok(_) => return Ok(dev),
+            Err(nix::errno::Errno::EBUSY) => last = io::Error::from_raw_os_error(libc::EBUSY),
+            Err(e) => {
+                return Err(step(format!(
+                    "attaching {} to {}",
+                    file.display(),
+                    dev.display()
+                ))(e.into()))
+            }
+        }
+    }
+    Err(step(format!("attaching {}", file.display()))(last))
 }
 
 use std::os::fd::AsFd;

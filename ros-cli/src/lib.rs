@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod config_cmd;
 pub mod exit;
+pub mod install_cmd;
 pub mod power;
 pub mod service_cmd;
 pub mod sysconf_cmd;
@@ -33,6 +34,8 @@ enum Command {
     /// Config views for the system services' scripts (not for users).
     #[command(hide = true)]
     Sysconf(sysconf_cmd::SysconfArgs),
+    /// Install rOS to a disk that boots by itself (erases the disk).
+    Install(install_cmd::InstallArgs),
     /// Operating system: version, power.
     Os {
         #[command(subcommand)]
@@ -71,6 +74,7 @@ pub fn run() -> Result<(), CliError> {
         Command::Config(args) => config_cmd::run(args),
         Command::Service(args) => service_cmd::run(args),
         Command::Sysconf(args) => sysconf_cmd::run(args),
+        Command::Install(args) => install_cmd::run(args),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             service_cmd::completions(shell, &mut Cli::command(), &mut std::io::stdout());

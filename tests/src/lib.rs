@@ -24,6 +24,9 @@ pub struct BootOptions {
     pub root_arg: String,
     /// Extra QEMU arguments (disks, NICs).
     pub qemu_args: Vec<String>,
+    /// Boot from this disk (qcow2) alone, through its bootloader: no `-kernel`, no
+    /// `-initrd`, no root image drive; `append` and `root_arg` are not used.
+    pub boot_disk: Option<PathBuf>,
 }
 
 impl Default for BootOptions {
@@ -33,6 +36,7 @@ impl Default for BootOptions {
             mem_mb: 512,
             root_arg: "root=/dev/vda".into(),
             qemu_args: Vec::new(),
+            boot_disk: None,
         }
     }
 }
@@ -73,13 +77,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 impl Vm {
     /// Boot the image with `opts`.
     pub fn boot(opts: &BootOptions) -> Vm {
-        let dir = image_dir();
-        let append = format!(
-            "console=ttyS0 quiet panic=-1 {} {}",
-            opts.root_arg, opts.append
-        );
-        let mut child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-smp", "2", "-m", &opts.mem_mb.to_string()])
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(["-accel", "tcg", "-smp", "2", "-m", &opts.mem_mb.to_string()])
             .args([
                 "-display",
                 "none",
@@ -89,22 +88,36 @@ impl Vm {
                 "none",
                 "-no-reboot",
             ])
-            .arg("-kernel")
-            .arg(dir.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(dir.join("initrd"))
-            .arg("-drive")
-            .arg(format!(
-                "file={},if=virtio,format=raw,readonly=on",
-                dir.join("root.img").display()
-            ))
             .args([
                 "-netdev",
                 "user,id=n0",
                 "-device",
                 "virtio-net-pci,netdev=n0",
-            ])
-            .args(["-append", &append])
+            ]);
+        match &opts.boot_disk {
+            Some(disk) => {
+                qemu.arg("-drive")
+                    .arg(format!("file={},if=virtio,format=qcow2", disk.display()));
+            }
+            None => {
+                let dir = image_dir();
+                let append = format!(
+                    "console=ttyS0 quiet panic=-1 {} {}",
+                    opts.root_arg, opts.append
+                );
+                qemu.arg("-kernel")
+                    .arg(dir.join("vmlinuz"))
+                    .arg("-initrd")
+                    .arg(dir.join("initrd"))
+                    .arg("-drive")
+                    .arg(format!(
+                        "file={},if=virtio,format=raw,readonly=on",
+                        dir.join("root.img").display()
+                    ))
+                    .args(["-append", &append]);
+            }
+        }
+        let mut child = qemu
             .args(&opts.qemu_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

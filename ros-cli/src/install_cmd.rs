@@ -1,0 +1,506 @@
+//! `ros install`: put rOS on a disk that boots by itself. One MBR partition (ext4,
+//! labelled RANCHER_STATE, so it is also the state disk), holding `/boot/vmlinuz`,
+//! `/boot/initrd`, `/boot/root.img` (the running root image), extlinux from Debian's
+//! syslinux, and the given cloud-config as the user config. The kernel finds its root as
+//! `root=LABEL=RANCHER_STATE rootimg=/boot/root.img`.
+//!
+//! Nothing is written before the cloud-config validates, the device checks pass and the
+//! user confirms. Runs in PID 1's mount namespace (the host's tools and mounts), which the
+//! privileged console can enter.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead as _, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ros_config::{paths, Mode};
+
+use crate::{CliError, ExitStatus};
+
+/// The install payload in the root image: kernel and initrd.
+pub const BOOT_FILES: &str = "/usr/share/ros/boot";
+/// extlinux's MBR boot code (Debian's extlinux package).
+pub const MBR_CODE: &str = "/usr/lib/EXTLINUX/mbr.bin";
+/// The label of the installed partition (root image and state).
+pub const LABEL: &str = "RANCHER_STATE";
+/// The first partition starts at 1 MiB.
+const FIRST_LBA: u32 = 2048;
+const SECTOR: u64 = 512;
+
+/// `ros install`.
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The disk to install to (a whole disk, e.g. /dev/sda); everything on it is erased.
+    #[arg(short = 'd', long = "device")]
+    device: PathBuf,
+    /// Cloud-config for the installed system (becomes its user config).
+    #[arg(short = 'c', long = "cloud-config")]
+    cloud_config: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(short = 'f', long = "force")]
+    force: bool,
+    /// Do not reboot when done.
+    #[arg(long = "no-reboot")]
+    no_reboot: bool,
+    /// Extra kernel command line arguments for the installed system.
+    #[arg(short = 'a', long = "append", default_value = "")]
+    append: String,
+}
+
+/// Run `ros install`.
+pub fn run(args: InstallArgs) -> Result<(), CliError> {
+    let fail = |m: String| CliError::failure(format!("ros install: {m}"));
+    // 1. The cloud-config must be valid before anything else happens.
+    let text = fs::read_to_string(&args.cloud_config)
+        .map_err(|e| fail(format!("reading {}: {e}", args.cloud_config.display())))?;
+    let origin = args.cloud_config.display().to_string();
+    let diagnostics = ros_config::validate_text(&origin, &text, Mode::Strict);
+    if diagnostics.iter().any(|d| d.is_error()) {
+        let lines: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+        return Err(CliError::new(
+            ExitStatus::InvalidConfig,
+            format!(
+                "ros install: {origin} is not valid; nothing was written:\n{}",
+                lines.join("\n")
+            ),
+        ));
+    }
+    if args.append.contains(['\n', '\r']) {
+        return Err(CliError::new(
+            ExitStatus::Usage,
+            "ros install: --append must be one line",
+        ));
+    }
+    // 2. From here on, the host's view: its tools, its mounts, its /dev.
+    enter_host_mount_namespace().map_err(fail)?;
+    let disk = check_disk(
+        &args.device,
+        &fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    )
+    .map_err(fail)?;
+    let root_image = running_root_image().map_err(fail)?;
+    if !args.force && !confirm(&disk)? {
+        return Err(CliError::failure(
+            "ros install: not confirmed; nothing was written",
+        ));
+    }
+    install(&disk, &root_image, &text, &args.append).map_err(fail)?;
+    println!("ros install: installed to {}", disk.display());
+    if args.no_reboot {
+        return Ok(());
+    }
+    println!("ros install: rebooting");
+    crate::power::request(ros_control::PowerAction::Reboot)
+}
+
+fn confirm(disk: &Path) -> Result<bool, CliError> {
+    print!(
+        "ros install: everything on {} will be erased. Continue? [y/N] ",
+        disk.display()
+    );
+    io::stdout().flush().ok();
+    let mut answer = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::failure(format!("ros install: reading the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// Join PID 1's mount namespace (no-op when already in it).
+fn enter_host_mount_namespace() -> Result<(), String> {
+    let ours = fs::metadata("/proc/self/ns/mnt").map_err(|e| format!("/proc/self/ns/mnt: {e}"))?;
+    let host = fs::metadata("/proc/1/ns/mnt")
+        .map_err(|e| format!("/proc/1/ns/mnt: {e} (run as root in the host pid namespace)"))?;
+    if ours.ino() == host.ino() && ours.dev() == host.dev() {
+        return Ok(());
+    }
+    let ns = File::open("/proc/1/ns/mnt").map_err(|e| format!("/proc/1/ns/mnt: {e}"))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
+        format!("entering the host's mount namespace: {e} (needs a privileged console)")
+    })
+}
+
+/// The whole disk at `device`, if it is one and nothing on it is mounted.
+pub fn check_disk(device: &Path, mountinfo: &str) -> Result<PathBuf, String> {
+    let meta = fs::metadata(device).map_err(|e| format!("{}: {e}", device.display()))?;
+    if !meta.file_type().is_block_device() {
+        return Err(format!("{} is not a block device", device.display()));
+    }
+    let name = device
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sys = Path::new("/sys/class/block").join(&name);
+    if sys.join("partition").exists() {
+        return Err(format!(
+            "{} is a partition; give the whole disk",
+            device.display()
+        ));
+    }
+    // The disk and each of its partitions, as major:minor.
+    let mut ids = vec![dev_id(meta.rdev())];
+    if let Ok(entries) = fs::read_dir(&sys) {
+        for e in entries.flatten() {
+            if let Ok(dev) = fs::read_to_string(e.path().join("dev")) {
+                if e.path().join("partition").exists() {
+                    ids.push(dev.trim().to_string());
+                }
+            }
+        }
+    }
+    if let Some(mount) = mounted_from(mountinfo, &ids) {
+        return Err(format!(
+            "{} is in use (mounted on {mount}); nothing was written",
+            device.display()
+        ));
+    }
+    Ok(device.to_path_buf())
+}
+
+fn dev_id(rdev: u64) -> String {
+    format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    )
+}
+
+/// The mount point of the first mountinfo line whose device is one of `ids`.
+pub fn mounted_from(mountinfo: &str, ids: &[String]) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        let dev = fields.nth(2)?;
+        let mount_point = fields.nth(1)?;
+        ids.iter()
+            .any(|id| id == dev)
+            .then(|| mount_point.to_string())
+    })
+}
+
+/// The device holding the running root (squashfs on `/`), from PID 1's mountinfo.
+fn running_root_image() -> Result<PathBuf, String> {
+    let info =
+        fs::read_to_string("/proc/1/mountinfo").map_err(|e| format!("/proc/1/mountinfo: {e}"))?;
+    info.lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let mut r = right.split(' ');
+            let fstype = r.next()?;
+            let source = r.next()?;
+            (mount_point == "/" && fstype == "squashfs").then(|| PathBuf::from(source))
+        })
+        .ok_or_else(|| "the running root is not a squashfs image; nothing to install from".into())
+}
+
+/// The size of the squashfs image at the start of `r` (its superblock's `bytes_used`,
+/// rounded up to 4 KiB as mksquashfs pads it).
+pub fn squashfs_size(r: &mut impl Read) -> Result<u64, String> {
+    let mut sb = [0u8; 48];
+    r.read_exact(&mut sb)
+        .map_err(|e| format!("reading the root image: {e}"))?;
+    if &sb[0..4] != b"hsqs" {
+        return Err("the root image is not squashfs".into());
+    }
+    let mut used = [0u8; 8];
+    used.copy_from_slice(&sb[40..48]);
+    Ok(u64::from_le_bytes(used).div_ceil(4096) * 4096)
+}
+
+/// Write an MBR with `boot_code` and one bootable Linux partition from 1 MiB to the end
+/// of a disk of `size` bytes.
+pub fn write_partition_table<W: Write + Seek>(
+    disk: &mut W,
+    size: u64,
+    boot_code: &[u8],
+) -> Result<(), String> {
+    let sectors = size / SECTOR;
+    if sectors < u64::from(FIRST_LBA) + 256 * 1024 * 1024 / SECTOR {
+        return Err(format!(
+            "the disk is too small ({} MiB; at least 257 MiB)",
+            size >> 20
+        ));
+    }
+    let count = u32::try_from(sectors - u64::from(FIRST_LBA)).unwrap_or(u32::MAX);
+    let signature: [u8; 4] = (std::process::id() ^ 0x524f_5321).to_le_bytes();
+    let mut mbr = mbrman::MBR::new_from(disk, SECTOR as u32, signature)
+        .map_err(|e| format!("partition table: {e}"))?;
+    let n = boot_code.len().min(mbr.header.bootstrap_code.len());
+    mbr.header.bootstrap_code[..n].copy_from_slice(&boot_code[..n]);
+    mbr[1] = mbrman::MBRPartitionEntry {
+        boot: mbrman::BOOT_ACTIVE,
+        first_chs: mbrman::CHS::empty(),
+        sys: 0x83,
+        last_chs: mbrman::CHS::empty(),
+        starting_lba: FIRST_LBA,
+        sectors: count,
+    };
+    mbr.write_into(disk)
+        .map_err(|e| format!("writing the partition table: {e}"))
+}
+
+/// The first partition of `disk` (`/dev/vdb1`, `/dev/nvme0n1p1`).
+pub fn first_partition(disk: &Path) -> PathBuf {
+    let name = disk.to_string_lossy();
+    if name.ends_with(|c: char| c.is_ascii_digit()) {
+        PathBuf::from(format!("{name}p1"))
+    } else {
+        PathBuf::from(format!("{name}1"))
+    }
+}
+
+/// extlinux's configuration: the serial console and the screen, the root image on the
+/// labelled partition, then the user's arguments.
+pub fn syslinux_cfg(append: &str) -> String {
+    format!(
+        "# Written by ros install.\nSERIAL 0 115200\nDEFAULT ros\nPROMPT 0\nTIMEOUT 10\n\n\
+         LABEL ros\n  KERNEL /boot/vmlinuz\n  INITRD /boot/initrd\n  \
+         APPEND console=tty0 console=ttyS0 quiet root=LABEL={LABEL} rootimg=/boot/root.img{}{}\n",
+        if append.trim().is_empty() { "" } else { " " },
+        append.trim()
+    )
+}
+
+fn install(disk: &Path, root_image: &Path, cloud_config: &str, append: &str) -> Result<(), String> {
+    let io_err = |what: String| move |e: io::Error| format!("{what}: {e}");
+    let boot_code = fs::read(MBR_CODE).map_err(io_err(MBR_CODE.into()))?;
+    let mut image = File::open(root_image).map_err(io_err(root_image.display().to_string()))?;
+    let image_size = squashfs_size(&mut image)?;
+    image
+        .seek(SeekFrom::Start(0))
+        .map_err(io_err("root image".into()))?;
+
+    println!("ros install: partitioning {}", disk.display());
+    let mut dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .map_err(io_err(disk.display().to_string()))?;
+    let size = dev
+        .seek(SeekFrom::End(0))
+        .map_err(io_err(disk.display().to_string()))?;
+    // Old signatures (filesystems, partition tables) in the first MiB go.
+    dev.seek(SeekFrom::Start(0))
+        .map_err(io_err(disk.display().to_string()))?;
+    dev.write_all(&vec![0u8; 1 << 20])
+        .map_err(io_err(disk.display().to_string()))?;
+    dev.seek(SeekFrom::Start(0))
+        .map_err(io_err(disk.display().to_string()))?;
+    write_partition_table(&mut dev, size, &boot_code)?;
+    dev.sync_all().map_err(io_err(disk.display().to_string()))?;
+    reread_partitions(&dev)
+        .map_err(|e| format!("re-reading the partition table of {}: {e}", disk.display()))?;
+    drop(dev);
+    let part = first_partition(disk);
+    wait_for(&part, Duration::from_secs(10))?;
+    // The partition's first MiB too, so that no stale superblock fools a later probe.
+    let mut p = OpenOptions::new()
+        .write(true)
+        .open(&part)
+        .map_err(io_err(part.display().to_string()))?;
+    p.write_all(&vec![0u8; 1 << 20])
+        .map_err(io_err(part.display().to_string()))?;
+    drop(p);
+
+    println!("ros install: formatting {} as ext4 {LABEL}", part.display());
+    // No 64bit and no metadata checksums: extlinux 6.04 reads neither.
+    run_tool(
+        Command::new("/sbin/mke2fs")
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-L",
+                LABEL,
+                "-O",
+                "^64bit,^metadata_csum",
+            ])
+            .arg(&part),
+    )?;
+    // ext4 may not be loaded yet (no state disk on this boot).
+    let _ = Command::new("/bin/busybox")
+        .args(["modprobe", "-a", "crc32c_generic", "ext4"])
+        .status();
+
+    let target = PathBuf::from(format!("/run/ros/install-{}", std::process::id()));
+    fs::create_dir_all(&target).map_err(io_err(target.display().to_string()))?;
+    nix::mount::mount(
+        Some(&part),
+        &target,
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("mounting {} on {}: {e}", part.display(), target.display()))?;
+    let result = populate(&target, &mut image, image_size, cloud_config, append);
+    let unmounted =
+        nix::mount::umount(&target).map_err(|e| format!("unmounting {}: {e}", target.display()));
+    let _ = fs::remove_dir(&target);
+    result?;
+    unmounted?;
+    nix::unistd::sync();
+    Ok(())
+}
+
+fn populate(
+    target: &Path,
+    image: &mut File,
+    image_size: u64,
+    cloud_config: &str,
+    append: &str,
+) -> Result<(), String> {
+    let io_err = |what: &Path| {
+        let what = what.display().to_string();
+        move |e: io::Error| format!("{what}: {e}")
+    };
+    let boot = target.join("boot");
+    let syslinux = boot.join("syslinux");
+    fs::create_dir_all(&syslinux).map_err(io_err(&syslinux))?;
+    for name in ["vmlinuz", "initrd"] {
+        let from = Path::new(BOOT_FILES).join(name);
+        println!("ros install: copying {}", from.display());
+        fs::copy(&from, boot.join(name)).map_err(io_err(&from))?;
+    }
+    println!(
+        "ros install: copying the root image ({} MiB)",
+        image_size >> 20
+    );
+    let dest = boot.join("root.img");
+    let mut out = File::create(&dest).map_err(io_err(&dest))?;
+    let copied = io::copy(&mut image.take(image_size), &mut out).map_err(io_err(&dest))?;
+    if copied != image_size {
+        return Err(format!("root image: copied {copied} of {image_size} bytes"));
+    }
+    out.sync_all().map_err(io_err(&dest))?;
+
+    let cfg = syslinux.join("syslinux.cfg");
+    fs::write(&cfg, syslinux_cfg(append)).map_err(io_err(&cfg))?;
+    run_tool(
+        Command::new("/usr/bin/extlinux")
+            .arg("--install")
+            .arg(&syslinux),
+    )?;
+
+    // The user config, where the state disk's /var puts it (private: it may hold secrets).
+    let user = target.join(paths::USER_CONFIG.trim_start_matches('/'));
+    let conf_dir = user.parent().unwrap_or(target);
+    fs::create_dir_all(conf_dir).map_err(io_err(conf_dir))?;
+    fs::set_permissions(conf_dir, fs::Permissions::from_mode(0o700)).map_err(io_err(conf_dir))?;
+    ros_config::write_atomic(&user, cloud_config.as_bytes(), 0o600)
+        .map_err(|e| format!("{}: {e}", user.display()))?;
+    Ok(())
+}
+
+fn run_tool(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("running {cmd:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+nix::ioctl_none!(blkrrpart, 0x12, 95);
+
+fn reread_partitions(dev: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: BLKRRPART takes no argument; the fd is an open block device.
+    unsafe { blkrrpart(dev.as_raw_fd()) }
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Wait (bounded) for the kernel to create `path` after re-reading the partition table.
+fn wait_for(path: &Path, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > limit {
+            return Err(format!(
+                "{} did not appear within {limit:?}",
+                path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn partition_table_is_one_bootable_linux_partition_with_the_boot_code() {
+        let size = 300u64 << 20;
+        let mut disk = Cursor::new(vec![0u8; 1 << 20]);
+        let code: Vec<u8> = (0..440u32).map(|i| (i % 251) as u8).collect();
+        write_partition_table(&mut disk, size, &code).unwrap();
+        let bytes = disk.into_inner();
+        assert_eq!(&bytes[..440], &code[..]);
+        assert_eq!(&bytes[510..512], &[0x55, 0xAA]);
+        let entry = &bytes[446..462];
+        assert_eq!(entry[0], 0x80, "bootable");
+        assert_eq!(entry[4], 0x83, "Linux");
+        assert_eq!(u32::from_le_bytes(entry[8..12].try_into().unwrap()), 2048);
+        assert_eq!(
+            u64::from(u32::from_le_bytes(entry[12..16].try_into().unwrap())),
+            size / 512 - 2048
+        );
+        assert!(
+            bytes[462..510].iter().all(|b| *b == 0),
+            "one partition only"
+        );
+    }
+
+    #[test]
+    fn small_disks_are_refused() {
+        let mut disk = Cursor::new(vec![0u8; 4096]);
+        let e = write_partition_table(&mut disk, 100 << 20, &[0; 440]).unwrap_err();
+        assert!(e.contains("too small"), "{e}");
+    }
+
+    #[test]
+    fn squashfs_size_comes_from_the_superblock() {
+        let mut sb = vec![0u8; 96];
+        sb[..4].copy_from_slice(b"hsqs");
+        sb[40..48].copy_from_slice(&5000u64.to_le_bytes());
+        assert_eq!(squashfs_size(&mut Cursor::new(&sb)).unwrap(), 8192);
+        sb[0] = b'x';
+        assert!(squashfs_size(&mut Cursor::new(&sb)).is_err());
+    }
+
+    #[test]
+    fn partitions_and_mounts() {
+        assert_eq!(
+            first_partition(Path::new("/dev/vdb")),
+            Path::new("/dev/vdb1")
+        );
+        assert_eq!(
+            first_partition(Path::new("/dev/nvme0n1")),
+            Path::new("/dev/nvme0n1p1")
+        );
+        let info = "22 1 254:0 / / ro,relatime - squashfs /dev/vda ro\n\
+                    30 22 254:17 / /mnt/state rw - ext4 /dev/vdb1 rw\n";
+        assert_eq!(
+            mounted_from(info, &["254:16".into(), "254:17".into()]),
+            Some("/mnt/state".into())
+        );
+        assert_eq!(mounted_from(info, &["254:32".into()]), None);
+    }
+
+    #[test]
+    fn the_boot_entry_finds_the_root_image_by_label_and_keeps_user_arguments() {
+        let cfg = syslinux_cfg("rancher.debug  ");
+        assert!(cfg.contains("  APPEND console=tty0 console=ttyS0 quiet root=LABEL=RANCHER_STATE rootimg=/boot/root.img rancher.debug\n"), "{cfg}");
+        assert!(syslinux_cfg("").contains("rootimg=/boot/root.img\n"));
+        assert!(cfg.contains("KERNEL /boot/vmlinuz") && cfg.contains("INITRD /boot/initrd"));
+    }
+}

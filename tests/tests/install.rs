@@ -1,0 +1,118 @@
+//! Boot test for `ros install` (issue 6): install from a running system onto a blank
+//! disk, then boot QEMU from that disk alone (its own bootloader, kernel, initrd and root
+//! image) and reach the console with the installed cloud-config applied.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use boot_tests::{BootOptions, TempDir, Vm};
+
+const BOOT: Duration = Duration::from_secs(300);
+
+fn qemu_img(disk: &Path, size: &str) {
+    let ok = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(disk)
+        .arg(size)
+        .status()
+        .expect("running qemu-img")
+        .success();
+    assert!(ok);
+}
+
+/// The target disk's first 64 KiB are still all zero.
+const UNTOUCHED: &str = "[ \"$(head -c 65536 /dev/vdb | tr -d '\\000' | wc -c)\" = 0 ]";
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn ros_install_makes_a_disk_that_boots_by_itself() {
+    let tmp = TempDir::new("install");
+    let target = tmp.path().join("target.qcow2");
+    qemu_img(&target, "1G");
+
+    let mut vm = Vm::boot(&BootOptions {
+        // The user engine is not needed here.
+        append: "rancher.services_include.docker=false".into(),
+        qemu_args: vec![
+            "-drive".into(),
+            format!("file={},if=virtio,format=qcow2", target.display()),
+        ],
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    vm.sh(
+        "printf 'hostname: installed\\nrancher:\\n  environment:\\n    FROM_INSTALL: \"yes\"\\n' \
+         > /tmp/cc.yml",
+    );
+
+    // A broken cloud-config: named with its line, exit 3, nothing written.
+    vm.sh("printf 'hostname: ok\\nrancher:\\n  shutdown_timeout: soon\\n' > /tmp/bad.yml");
+    let (out, status) = vm.run(
+        "ros install -d /dev/vdb -c /tmp/bad.yml -f 2>&1",
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 3, "{out}");
+    assert!(
+        out.contains("/tmp/bad.yml:3:") && out.contains("rancher.shutdown_timeout"),
+        "{out}"
+    );
+    vm.sh(UNTOUCHED);
+    // Not confirmed: nothing written.
+    let (out, status) = vm.run(
+        "echo n | ros install -d /dev/vdb -c /tmp/cc.yml 2>&1",
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 1, "{out}");
+    assert!(out.contains("will be erased"), "{out}");
+    vm.sh(UNTOUCHED);
+    // The disk the system runs from is refused.
+    let (out, status) = vm.run(
+        "ros install -d /dev/vda -c /tmp/cc.yml -f 2>&1",
+        Duration::from_secs(60),
+    );
+    assert_ne!(status, 0, "{out}");
+    assert!(out.contains("in use"), "{out}");
+
+    let (out, status) = vm.run(
+        "ros install -d /dev/vdb -c /tmp/cc.yml -f --no-reboot \
+         -a rancher.environment.INSTALL_ARG=passed 2>&1",
+        Duration::from_secs(600),
+    );
+    assert_eq!(status, 0, "{out}\n{}", vm.tail(30));
+    assert!(out.contains("installed to /dev/vdb"), "{out}");
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+
+    // The installed disk alone: SeaBIOS -> extlinux -> our kernel and initrd -> the root
+    // image on the RANCHER_STATE partition, which is also the state disk.
+    let mut vm = Vm::boot(&BootOptions {
+        boot_disk: Some(target.clone()),
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    assert_eq!(vm.sh("hostname"), "installed");
+    assert_eq!(
+        vm.sh("ros config get rancher.environment.FROM_INSTALL"),
+        "yes"
+    );
+    assert_eq!(
+        vm.sh("ros config get rancher.environment.INSTALL_ARG"),
+        "passed"
+    );
+    let cmdline = vm.sh("cat /proc/cmdline");
+    assert!(
+        cmdline.contains("root=LABEL=RANCHER_STATE rootimg=/boot/root.img"),
+        "{cmdline}"
+    );
+    let mounts = vm.sh("awk '$2==\"/\" || $2==\"/mnt/state\" {print $1, $2, $3}' /proc/1/mounts");
+    assert!(mounts.contains("/dev/loop0 / squashfs"), "{mounts}");
+    assert!(mounts.contains("/dev/vda1 /mnt/state ext4"), "{mounts}");
+    assert_eq!(
+        vm.sh("stat -c %a /var/lib/rancher/conf/cloud-config.yml"),
+        "600"
+    );
+    vm.until("ros service ps | grep -q '^console .*Up '");
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+}
