@@ -159,8 +159,8 @@ busybox_tree() {
 }
 
 # --- System service images ------------------------------------------------------------
-# Every directory images/<name>/ but base/ becomes the OCI archive ros/<name>:$IMAGE_TAG,
-# preloaded from /usr/share/ros/images/<name>.tar. Its layers, lowest first:
+# Every directory images/<name>/ but base/ becomes the OCI image ros/<name>:$IMAGE_TAG,
+# preloaded from /usr/share/ros/images/<name>/ (an unpacked OCI layout). Its layers, lowest first:
 #   base  busybox (poweroff/reboot/halt are `ros`, which services bind-mount) and
 #         images/base/rootfs (passwd, group, os-release): in every image
 #   libc  the dynamic loader and libc.so.6: in every image with dynamically linked binaries
@@ -168,8 +168,7 @@ busybox_tree() {
 #         of its binaries (minus what base and libc hold), and the images/<name>/rootfs
 #         overlay; /usr/libexec/ros/<name>-entry, if there, is the image's command
 # Identical layers are one blob and one snapshot in containerd, so the shared layers take
-# RAM (/var is a tmpfs) once. In root.img each archive still carries its own copy: the
-# importer reads one image per archive.
+# RAM (/var is a tmpfs) once, and one file content in root.img (squashfs deduplicates).
 IMAGE_TAG=0.1.0
 IMAGES_DIR=$REPO/images
 
@@ -244,9 +243,15 @@ service_image() {
   layers+=(--layer "$s")
   local cmd=()
   [ -x "$s/usr/libexec/ros/$name-entry" ] && cmd=(--cmd "/usr/libexec/ros/$name-entry")
-  local out=$STAGE/root/usr/share/ros/images/$name.tar
+  local out=$STAGE/archives/$name.tar
+  mkdir -p "$STAGE/archives"
   "$HOSTBIN/ros-image" build --name "ros/$name:$IMAGE_TAG" "${layers[@]}" "${cmd[@]}" \
     --env PATH=/usr/sbin:/usr/bin:/sbin:/bin --out "$out" >/dev/null
+  # Shipped unpacked: a blob shared by several images (base, libc) is one file content,
+  # which squashfs stores once.
+  local unpacked=$STAGE/root/usr/share/ros/images/$name
+  rm -rf "$unpacked"; mkdir -p "$unpacked"
+  tar -xf "$out" -C "$unpacked"
   IMAGE_SIZES+=("$(printf '%-8s %6d KiB archive; own layer %6d KiB uncompressed; layers %s' \
     "$name" $(( $(stat -c %s "$out") / 1024 )) "$(du -sk --apparent-size "$s" | cut -f1)" \
     "$([ ${#elves[@]} -gt 0 ] && echo base+libc+own || echo base+own)")")

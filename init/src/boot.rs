@@ -160,10 +160,12 @@ fn mount_state(cmdline: &str, modules: &crate::cloudinit::InitModules, reaper: &
     let ram = "running from RAM: nothing under /var, /home or /opt survives a reboot";
     match state::setup(&settings, Path::new("/"), &Host, &format) {
         Ok(state::StateOutcome::Mounted(dev)) => {
+            check_state_space(&dev);
             console::marker(BootPhase::State, &dev.display().to_string());
         }
         Ok(state::StateOutcome::Formatted(dev)) => {
             log::info!("state: formatted {} as {}", dev.display(), settings.dev);
+            check_state_space(&dev);
             console::marker(BootPhase::State, &dev.display().to_string());
         }
         // Fatal only when asked: `rancher.state.required` means "never run without it".
@@ -180,6 +182,28 @@ fn mount_state(cmdline: &str, modules: &crate::cloudinit::InitModules, reaper: &
             log::error!("{e}; {ram}");
             console::marker(BootPhase::State, "ram");
         }
+    }
+}
+
+/// Warn on the console when the state disk is (nearly) full, releasing PID 1's reserve
+/// so that containerd can still create what the services need.
+fn check_state_space(dev: &Path) {
+    let mnt = Path::new(state::STATE_MOUNT);
+    let mib = |b: u64| b >> 20;
+    match state::keep_reserve(mnt, &state::free_bytes) {
+        Ok(state::Space::Fine) => {}
+        Ok(state::Space::Released { free }) => log::warn!(
+            "state: {} is full; released the {} MiB reserve so that the system can start              ({} MiB free now): free space under /var, /home or /opt",
+            dev.display(),
+            mib(state::RESERVE_BYTES),
+            mib(free)
+        ),
+        Ok(state::Space::Full { free }) => log::warn!(
+            "state: {} is full ({} MiB free) and no reserve is left; services may fail to              start: free space under /var, /home or /opt",
+            dev.display(),
+            mib(free)
+        ),
+        Err(e) => log::warn!("state: checking free space on {}: {e}", mnt.display()),
     }
 }
 
@@ -450,7 +474,8 @@ async fn import_images(runtime: &Containerd, dir: &Path) {
     let mut archives: Vec<PathBuf> = fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    archives.retain(|p| p.extension().is_some_and(|e| e == "tar"));
+    // Unpacked OCI layouts (what the root image ships) or archives.
+    archives.retain(|p| p.is_dir() || p.extension().is_some_and(|e| e == "tar"));
     archives.sort();
     let (mut imported, mut present) = (0, 0);
     for archive in &archives {

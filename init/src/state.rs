@@ -215,10 +215,102 @@ pub fn setup(
     })
 }
 
+/// A file of zeros PID 1 keeps on the state disk, so that a disk the user filled up can
+/// still start the system: it is deleted when the disk is found (nearly) full at boot.
+pub const RESERVE_FILE: &str = ".ros-reserve";
+/// The reserve's size.
+pub const RESERVE_BYTES: u64 = 16 << 20;
+/// Less free space than this (for root) at boot counts as full.
+pub const LOW_SPACE_BYTES: u64 = 32 << 20;
+
+/// What [`keep_reserve`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Space {
+    /// Enough room; the reserve is in place (made now if it was missing).
+    Fine,
+    /// Nearly full: the reserve was deleted to give the boot `free` bytes.
+    Released {
+        /// Free bytes after the release.
+        free: u64,
+    },
+    /// Nearly full and no reserve to release.
+    Full {
+        /// Free bytes.
+        free: u64,
+    },
+}
+
+/// Free bytes (for root) of the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.blocks_free().saturating_mul(st.fragment_size()))
+}
+
+/// Check the free space of the state disk mounted at `mnt`, with `free` telling how much
+/// there is: release the reserve when nearly full, (re)make it when there is room.
+pub fn keep_reserve(mnt: &Path, free: &dyn Fn(&Path) -> io::Result<u64>) -> io::Result<Space> {
+    let reserve = mnt.join(RESERVE_FILE);
+    let now = free(mnt)?;
+    if now < LOW_SPACE_BYTES {
+        if reserve.exists() {
+            fs::remove_file(&reserve)?;
+            return Ok(Space::Released { free: free(mnt)? });
+        }
+        return Ok(Space::Full { free: now });
+    }
+    let have = fs::metadata(&reserve).map(|m| m.len()).unwrap_or(0);
+    if have < RESERVE_BYTES && now >= LOW_SPACE_BYTES + RESERVE_BYTES {
+        let tmp = mnt.join(format!("{RESERVE_FILE}.new"));
+        let file = File::create(&tmp)?;
+        // Real blocks, not a sparse hole: the point is to hold space.
+        let len = i64::try_from(RESERVE_BYTES).unwrap_or(i64::MAX);
+        nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, len)
+            .map_err(io::Error::from)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &reserve)?;
+    }
+    Ok(Space::Fine)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::{Call, Recorder};
+
+    #[test]
+    fn the_reserve_is_made_when_there_is_room_and_released_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path();
+        let plenty = |_: &Path| Ok(1u64 << 30);
+        assert_eq!(keep_reserve(mnt, &plenty).unwrap(), Space::Fine);
+        assert_eq!(
+            fs::metadata(mnt.join(RESERVE_FILE)).unwrap().len(),
+            RESERVE_BYTES
+        );
+        assert!(!mnt.join(format!("{RESERVE_FILE}.new")).exists());
+        // Full: the reserve goes, and what is free afterwards is reported.
+        let full = |p: &Path| {
+            Ok(if p.join(RESERVE_FILE).exists() {
+                0
+            } else {
+                RESERVE_BYTES
+            })
+        };
+        assert_eq!(
+            keep_reserve(mnt, &full).unwrap(),
+            Space::Released {
+                free: RESERVE_BYTES
+            }
+        );
+        assert!(!mnt.join(RESERVE_FILE).exists());
+        // Still full, nothing left to release.
+        let empty = |_: &Path| Ok(0u64);
+        assert_eq!(keep_reserve(mnt, &empty).unwrap(), Space::Full { free: 0 });
+        // Room between the thresholds: no new reserve yet.
+        let some = |_: &Path| Ok(LOW_SPACE_BYTES + 1);
+        assert_eq!(keep_reserve(mnt, &some).unwrap(), Space::Fine);
+        assert!(!mnt.join(RESERVE_FILE).exists());
+    }
 
     fn settings(autoformat: &[&str]) -> StateSettings {
         StateSettings {

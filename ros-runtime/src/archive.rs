@@ -128,8 +128,57 @@ fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
 
-/// One pass over the archive: blob sizes, index.json, and the small JSON blobs.
+/// An OCI image layout unpacked in a directory (as the root image ships them, so that
+/// squashfs stores a layer shared by several images once): the same scan, from files.
+fn scan_dir(path: &Path) -> Result<ArchiveScan, RuntimeError> {
+    let mut scan = ArchiveScan {
+        path: path.to_path_buf(),
+        gzip: false,
+        index: None,
+        blob_sizes: HashMap::new(),
+        small_blobs: HashMap::new(),
+    };
+    if !path.join("oci-layout").is_file() {
+        return Err(invalid(path, "no oci-layout file: not an OCI image layout"));
+    }
+    scan.index = Some(std::fs::read(path.join("index.json")).map_err(|e| read_error(path, e))?);
+    let blobs = path.join("blobs");
+    for algorithm in std::fs::read_dir(&blobs).map_err(|e| read_error(&blobs, e))? {
+        let algorithm = algorithm.map_err(|e| read_error(&blobs, e))?;
+        let dir = algorithm.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for blob in std::fs::read_dir(&dir).map_err(|e| read_error(&dir, e))? {
+            let blob = blob.map_err(|e| read_error(&dir, e))?;
+            let file = blob.path();
+            let meta = std::fs::metadata(&file).map_err(|e| read_error(&file, e))?;
+            if !meta.is_file() {
+                continue;
+            }
+            let digest = format!(
+                "{}:{}",
+                algorithm.file_name().to_string_lossy(),
+                blob.file_name().to_string_lossy()
+            );
+            scan.blob_sizes.insert(digest.clone(), meta.len());
+            if meta.len() <= SMALL_BLOB_LIMIT {
+                let data = std::fs::read(&file).map_err(|e| read_error(&file, e))?;
+                if data.first() == Some(&b'{') {
+                    scan.small_blobs.insert(digest, data);
+                }
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// One pass over the archive (a tar, gzipped or not, or an unpacked layout directory):
+/// blob sizes, index.json, and the small JSON blobs.
 pub(crate) fn scan(path: &Path) -> Result<ArchiveScan, RuntimeError> {
+    if path.is_dir() {
+        return scan_dir(path);
+    }
     let (reader, gzip) = open(path)?;
     let mut archive = tar::Archive::new(reader);
     let mut scan = ArchiveScan {
@@ -334,6 +383,22 @@ pub(crate) fn stream_blobs(
     wanted: &HashSet<String>,
     tx: &tokio::sync::mpsc::Sender<BlobPiece>,
 ) -> Result<(), RuntimeError> {
+    if path.is_dir() {
+        let mut digests: Vec<&String> = wanted.iter().collect();
+        digests.sort();
+        for digest in digests {
+            let Some((algorithm, hex)) = digest.split_once(':') else {
+                continue;
+            };
+            let file = path.join("blobs").join(algorithm).join(hex);
+            let mut blob = File::open(&file).map_err(|e| read_error(&file, e))?;
+            let size = blob.metadata().map_err(|e| read_error(&file, e))?.len();
+            if !send_blob(&mut blob, digest.clone(), size, &file, tx)? {
+                return Ok(());
+            }
+        }
+        return Ok(());
+    }
     let (reader, _) = open(path)?;
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(|e| read_error(path, e))? {
@@ -346,8 +411,24 @@ pub(crate) fn stream_blobs(
             continue;
         }
         let size = entry.size();
-        if tx.blocking_send(BlobPiece::Start { digest, size }).is_err() {
+        if !send_blob(&mut entry, digest, size, path, tx)? {
             return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Send one blob as Start, Data..., End; false when the receiver went away.
+fn send_blob(
+    entry: &mut impl Read,
+    digest: String,
+    size: u64,
+    path: &Path,
+    tx: &tokio::sync::mpsc::Sender<BlobPiece>,
+) -> Result<bool, RuntimeError> {
+    {
+        if tx.blocking_send(BlobPiece::Start { digest, size }).is_err() {
+            return Ok(false);
         }
         loop {
             let mut chunk = vec![0u8; CHUNK_SIZE];
@@ -366,14 +447,14 @@ pub(crate) fn stream_blobs(
             }
             chunk.truncate(filled);
             if tx.blocking_send(BlobPiece::Data(chunk)).is_err() {
-                return Ok(());
+                return Ok(false);
             }
         }
         if tx.blocking_send(BlobPiece::End).is_err() {
-            return Ok(());
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Chain ids of a layer stack: chain(L0) = diff(L0); chain(Ln) = sha256(chain(Ln-1) + " " +
@@ -550,6 +631,43 @@ mod tests {
             scan.in_memory(&layer.0).is_none(),
             "layers are streamed, not kept"
         );
+    }
+
+    #[test]
+    fn an_unpacked_layout_directory_plans_and_streams_like_its_archive() {
+        let [layer, config, manifest] = image();
+        let index =
+            json!({ "schemaVersion": 2, "manifests": [named(MANIFEST, &manifest, "ros/a:1")] });
+        let file = layout(index, &[&layer, &config, &manifest]);
+        let dir = tempfile::tempdir().unwrap();
+        tar::Archive::new(File::open(file.path()).unwrap())
+            .unpack(dir.path())
+            .unwrap();
+        let from_dir = scan(dir.path()).unwrap().plan().unwrap();
+        let from_tar = scan(file.path()).unwrap().plan().unwrap();
+        assert_eq!(from_dir.name, from_tar.name);
+        assert_eq!(from_dir.chain_ids, from_tar.chain_ids);
+        assert_eq!(from_dir.blobs(), from_tar.blobs());
+
+        let wanted: HashSet<String> = [layer.0.clone()].into();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        stream_blobs(dir.path(), &wanted, &tx).unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        while let Ok(piece) = rx.try_recv() {
+            match piece {
+                BlobPiece::Start { digest, size } => {
+                    assert_eq!(digest, layer.0);
+                    assert_eq!(size, layer.1.len() as u64);
+                }
+                BlobPiece::Data(d) => got.extend(d),
+                BlobPiece::End => {}
+            }
+        }
+        assert_eq!(got, layer.1);
+        // Without oci-layout it is not a layout.
+        std::fs::remove_file(dir.path().join("oci-layout")).unwrap();
+        assert!(scan(dir.path()).is_err());
     }
 
     #[test]

@@ -13,6 +13,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Shell expression for the system containerd's PID (the user Docker engine runs a
+/// containerd of its own): the one started with the system config.
+pub const SYSTEM_CONTAINERD_PID: &str =
+    "$(for p in $(pidof containerd); do grep -q /run/system-containerd/ /proc/$p/cmdline && echo $p; done)";
+
 /// Options for one boot.
 #[derive(Debug, Clone)]
 pub struct BootOptions {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use boot_tests::{BootOptions, Vm};
+use boot_tests::{BootOptions, Vm, SYSTEM_CONTAINERD_PID};
 
 const BOOT: Duration = Duration::from_secs(240);
 const STEP: Duration = Duration::from_secs(60);
@@ -46,8 +46,9 @@ fn boots_to_a_console_container_and_powers_off() {
     assert_eq!(vm.sh("tr '\\0' ' ' </proc/1/cmdline"), "/init");
 
     // The system containerd runs, as a child of PID 1, with a root-only socket.
-    let ppid =
-        vm.sh("for p in $(pidof containerd); do awk '/^PPid/{print $2}' /proc/$p/status; done");
+    let ppid = vm.sh(&format!(
+        "awk '/^PPid/{{print $2}}' /proc/{SYSTEM_CONTAINERD_PID}/status"
+    ));
     assert_eq!(ppid, "1", "containerd's parent");
     let sock = vm.sh("stat -c '%A %U' /run/system-containerd/containerd.sock");
     assert_eq!(sock, "srw------- root");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use boot_tests::{BootOptions, Vm};
+use boot_tests::{BootOptions, Vm, SYSTEM_CONTAINERD_PID};
 
 const BOOT: Duration = Duration::from_secs(240);
 const STEP: Duration = Duration::from_secs(60);
@@ -101,10 +101,10 @@ fn services_are_supervised_and_managed_live() {
     // SIGKILL the system containerd: PID 1 restarts it, re-attaches, and the console
     // keeps its PID (nothing is started twice).
     let console_pid = vm.sh("cat /proc/1/root/sys/fs/cgroup/ros/console/cgroup.procs | head -1");
-    let old = vm.sh("pidof containerd");
-    vm.sh("kill -9 $(pidof containerd)");
+    let old = vm.sh(&format!("echo {SYSTEM_CONTAINERD_PID}"));
+    vm.sh(&format!("kill -9 {old}"));
     vm.until(&format!(
-        "[ -n \"$(pidof containerd)\" ] && [ \"$(pidof containerd)\" != {old} ]"
+        "p={SYSTEM_CONTAINERD_PID}; [ -n \"$p\" ] && [ \"$p\" != {old} ]"
     ));
     vm.until("ros service ps | grep -q '^console .*Up '");
     assert_eq!(
