@@ -487,6 +487,17 @@ async fn import_images(runtime: &Containerd, dir: &Path) {
             Err(e) => log::error!("image {}: {e}", archive.display()),
         }
     }
+    // containerd syncs its metadata and content, not the files it unpacks into snapshots:
+    // after a power cut those could be empty while the metadata says the image is there,
+    // and every service would then fail with "exec format error" on every boot. Make the
+    // unpacked layers durable before anything runs from them.
+    if imported > 0 {
+        let root = Path::new(paths::CONTAINERD_ROOT);
+        match fs::File::open(root).and_then(|f| nix::unistd::syncfs(&f).map_err(Into::into)) {
+            Ok(()) => log::debug!("images: synced {}", root.display()),
+            Err(e) => log::warn!("images: syncing {}: {e}", root.display()),
+        }
+    }
     console::marker(
         BootPhase::ImagesImported,
         &format!("imported={imported} present={present}"),

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Size: each boot artifact, and what the root image is made of, compressed.
+
+The boot artifacts are measured as built. root.img's parts are estimated by compressing
+each staged file with zstd -19 (as mksquashfs does, per 128 KiB block, so the parts add up
+to about the image), each distinct file content once (squashfs stores duplicates once).
+The "without the Docker engine" figure leaves out the engine's binaries and image; the
+"distinct" figures leave out the copy of vmlinuz and initrd that `ros install` reads.
+
+Usage: bench/size.py BUILD_DIR   (after `make image`)
+"""
+import hashlib
+import os
+import subprocess
+import sys
+
+
+def zstd_size(path):
+    out = subprocess.run(["zstd", "-19", "-c", "-q", path], capture_output=True, check=True)
+    return len(out.stdout)
+
+
+def main():
+    build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
+    out, root = os.path.join(build, "out"), os.path.join(build, "stage", "root")
+    art = {f: os.path.getsize(os.path.join(out, f)) for f in ("vmlinuz", "initrd", "root.img")}
+    parts = {}
+    seen = set()
+
+    def part_of(rel):
+        if rel.startswith("usr/lib/ros/engine/") or rel.startswith("usr/share/ros/images/docker/"):
+            return "user Docker engine (binaries + image)"
+        if rel.startswith("usr/share/ros/boot/"):
+            return "install payload (copy of vmlinuz + initrd)"
+        if rel.startswith("usr/share/ros/images/"):
+            return "system service images"
+        if rel.startswith("lib/modules/"):
+            return "kernel modules"
+        if rel in ("usr/bin/containerd", "usr/bin/containerd-shim-runc-v2", "usr/bin/runc"):
+            return "containerd, shim, runc"
+        if rel in ("usr/bin/ros", "sbin/init"):
+            return "ros + init (ours)"
+        return "libraries, busybox, mke2fs, extlinux, config"
+
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            rel = os.path.relpath(path, root)
+            key = part_of(rel)
+            parts[key] = parts.get(key, 0) + zstd_size(path)
+    mib = lambda b: b / 1e6
+    print("| artifact | MB |\n|---|---:|")
+    for f, b in art.items():
+        print(f"| {f} | {mib(b):.1f} |")
+    total = sum(art.values())
+    print(f"| **total** | **{mib(total):.1f}** |\n")
+    print("| root.img part (zstd -19 per file, estimate) | MB |\n|---|---:|")
+    for k, b in sorted(parts.items(), key=lambda x: -x[1]):
+        print(f"| {k} | {mib(b):.1f} |")
+    est = sum(parts.values())
+    print(f"| (sum of parts; root.img is {mib(art['root.img']):.1f}) | {mib(est):.1f} |\n")
+    scale = art["root.img"] / est
+    docker = parts.get("user Docker engine (binaries + image)", 0) * scale
+    payload = parts.get("install payload (copy of vmlinuz + initrd)", 0) * scale
+    print(f"with the Docker engine: {mib(total):.1f} MB ({mib(total - payload):.1f} MB distinct)")
+    print(f"without it: {mib(total - docker):.1f} MB ({mib(total - docker - payload):.1f} MB distinct)")
+
+
+if __name__ == "__main__":
+    main()
