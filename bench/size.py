@@ -42,18 +42,20 @@ def main():
             return "ros + init (ours)"
         return "libraries, busybox, mke2fs, extlinux, config"
 
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path) or not os.path.isfile(path):
-                continue
-            digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-            if digest in seen:
-                continue
-            seen.add(digest)
-            rel = os.path.relpath(path, root)
-            key = part_of(rel)
-            parts[key] = parts.get(key, 0) + zstd_size(path)
+    paths = [os.path.join(d, n) for d, _, files in os.walk(root) for n in files]
+    # The system's own files first: a file the engine shares with the system (containerd,
+    # runc) counts for the system, where it is needed without the engine too.
+    paths.sort(key=lambda p: ("/usr/lib/ros/engine/" in p or "/images/docker/" in p, p))
+    for path in paths:
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        rel = os.path.relpath(path, root)
+        key = part_of(rel)
+        parts[key] = parts.get(key, 0) + zstd_size(path)
     mib = lambda b: b / 1e6
     print("| artifact | MB |\n|---|---:|")
     for f, b in art.items():
