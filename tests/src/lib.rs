@@ -18,6 +18,18 @@ use std::time::{Duration, Instant};
 pub const SYSTEM_CONTAINERD_PID: &str =
     "$(for p in $(pidof containerd); do grep -q /run/system-containerd/ /proc/$p/cmdline && echo $p; done)";
 
+/// Create a blank qcow2 disk of `size` (qemu-img syntax, e.g. `1G`) at `path`.
+pub fn blank_qcow2(path: &std::path::Path, size: &str) {
+    let ok = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size)
+        .status()
+        .expect("running qemu-img (make deps installs it)")
+        .success();
+    assert!(ok, "qemu-img create {} failed", path.display());
+}
+
 /// Options for one boot.
 #[derive(Debug, Clone)]
 pub struct BootOptions {

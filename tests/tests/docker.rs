@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use boot_tests::{image_dir, BootOptions, TempDir, Vm};
+use boot_tests::{blank_qcow2, image_dir, BootOptions, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(240);
 const DOCKER_READY: Duration = Duration::from_secs(180);
@@ -45,17 +45,6 @@ fn test_image(dir: &Path, name: &str, page: &str, out: &Path) {
     assert!(status.success());
 }
 
-fn qemu_img(disk: &Path, size: &str) {
-    let ok = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(disk)
-        .arg(size)
-        .status()
-        .expect("running qemu-img")
-        .success();
-    assert!(ok);
-}
-
 fn boot(state: &Path, archives: &Path) -> Vm {
     let mut vm = Vm::boot(&BootOptions {
         append: "rancher.state.autoformat=[/dev/vdb]".into(),
@@ -90,7 +79,7 @@ fn system_services_up(vm: &mut Vm) -> String {
 fn user_docker_runs_publishes_persists_preloads_and_cannot_touch_the_system() {
     let tmp = TempDir::new("docker");
     let state = tmp.path().join("state.qcow2");
-    qemu_img(&state, "1G");
+    blank_qcow2(&state, "1G");
     let bundle = tmp.path().join("bundle");
     fs::create_dir_all(&bundle).unwrap();
     test_image(

@@ -6,20 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use boot_tests::{BootOptions, TempDir, Vm, SYSTEM_CONTAINERD_PID};
+use boot_tests::{blank_qcow2, BootOptions, TempDir, Vm, SYSTEM_CONTAINERD_PID};
 
 const BOOT: Duration = Duration::from_secs(300);
-
-fn qemu_img(disk: &Path, size: &str) {
-    let ok = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(disk)
-        .arg(size)
-        .status()
-        .expect("running qemu-img")
-        .success();
-    assert!(ok);
-}
 
 fn boot_with_state(disk: &Path, append: &str) -> Vm {
     let mut vm = Vm::boot(&BootOptions {
@@ -206,7 +195,7 @@ fn orphans_containerd_kills_and_a_crash_loop() {
 fn power_loss_during_config_set_keeps_old_or_new_value() {
     let tmp = TempDir::new("powerloss");
     let disk = tmp.path().join("state.qcow2");
-    qemu_img(&disk, "256M");
+    blank_qcow2(&disk, "256M");
     let mut vm = boot_with_state(&disk, "");
     let mut last_seen = 0u64;
     // Three kill points: early, middle, late in a loop of writes.
@@ -251,7 +240,7 @@ fn power_loss_during_config_set_keeps_old_or_new_value() {
 fn a_full_state_disk_still_boots_and_keeps_the_config() {
     let tmp = TempDir::new("fulldisk");
     let disk = tmp.path().join("state.qcow2");
-    qemu_img(&disk, "256M");
+    blank_qcow2(&disk, "256M");
     let mut vm = boot_with_state(&disk, "");
     vm.sh("ros config set rancher.environment.KEPT before-full");
     assert_eq!(

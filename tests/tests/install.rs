@@ -2,24 +2,11 @@
 //! disk, then boot QEMU from that disk alone (its own bootloader, kernel, initrd and root
 //! image) and reach the console with the installed cloud-config applied.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use boot_tests::{BootOptions, TempDir, Vm};
+use boot_tests::{blank_qcow2, BootOptions, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(300);
-
-fn qemu_img(disk: &Path, size: &str) {
-    let ok = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(disk)
-        .arg(size)
-        .status()
-        .expect("running qemu-img")
-        .success();
-    assert!(ok);
-}
 
 /// The target disk's first 64 KiB are still all zero.
 const UNTOUCHED: &str = "[ \"$(head -c 65536 /dev/vdb | tr -d '\\000' | wc -c)\" = 0 ]";
@@ -29,7 +16,7 @@ const UNTOUCHED: &str = "[ \"$(head -c 65536 /dev/vdb | tr -d '\\000' | wc -c)\"
 fn ros_install_makes_a_disk_that_boots_by_itself() {
     let tmp = TempDir::new("install");
     let target = tmp.path().join("target.qcow2");
-    qemu_img(&target, "1G");
+    blank_qcow2(&target, "1G");
 
     let mut vm = Vm::boot(&BootOptions {
         // The user engine is not needed here.

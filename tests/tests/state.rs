@@ -1,10 +1,9 @@
 //! Boot tests for the state disk (issue 6): a blank disk is formatted on first boot,
 //! and config and files written on it survive a reboot.
 
-use std::process::Command;
 use std::time::Duration;
 
-use boot_tests::{BootOptions, TempDir, Vm};
+use boot_tests::{blank_qcow2, BootOptions, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(240);
 
@@ -26,13 +25,7 @@ fn boot_with(disk: &str) -> Vm {
 fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     let tmp = TempDir::new("state");
     let disk = tmp.path().join("state.qcow2");
-    let made = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("256M")
-        .status()
-        .expect("running qemu-img");
-    assert!(made.success());
+    blank_qcow2(&disk, "256M");
     let disk = disk.display().to_string();
 
     let mut vm = boot_with(&disk);
