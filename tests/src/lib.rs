@@ -118,8 +118,11 @@ impl Vm {
             }
             None => {
                 let dir = image_dir();
+                // loglevel=5 rather than quiet: warnings (and the call traces of a
+                // guest soft lockup or oops) reach the console log a failing test
+                // prints; a normal boot adds a handful of early kernel lines.
                 let append = format!(
-                    "console=ttyS0 quiet panic=-1 {} {}",
+                    "console=ttyS0 loglevel=5 panic=-1 {} {}",
                     opts.root_arg, opts.append
                 );
                 qemu.arg("-kernel")
