@@ -32,7 +32,7 @@ use crate::error::RuntimeError;
 use crate::spec::{restrict_capabilities, runtime_spec, CGROUP_PARENT};
 use crate::{
     ExitEvent, ExitEvents, ImportOutcome, Result, ServiceRuntime, ServiceState, ServiceStatus,
-    Stdio, LABEL_IMAGE, LABEL_SERVICE,
+    Stdio, LABEL_BOOT, LABEL_IMAGE, LABEL_SERVICE,
 };
 
 const NAMESPACE_HEADER: &str = "containerd-namespace";
@@ -1057,8 +1057,8 @@ impl Containerd {
             })
     }
 
-    /// Refuse if `service` is running; otherwise clear whatever an earlier run left.
-    async fn remove_stale(&self, service: &str) -> Result<()> {
+    /// Refuse if `service`'s task is running.
+    async fn refuse_running(&self, service: &str) -> Result<()> {
         if let Some(process) = self.task(service).await? {
             let status = ProcessStatus::try_from(process.status).unwrap_or(ProcessStatus::Unknown);
             if matches!(
@@ -1071,10 +1071,87 @@ impl Containerd {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Clear whatever an earlier run of `service` left (its task is not running).
+    async fn remove_stale(&self, service: &str) -> Result<()> {
         if self.container_exists(service).await? {
             log::info!("service {service}: removing stale container");
         }
         self.delete_service(service).await
+    }
+
+    /// Restart `service` keeping its container and root snapshot, as Docker's restart
+    /// policy does: only a new task is created. Done only when the container was created
+    /// in this boot (a reboot starts from a fresh root) with the very same spec, image and
+    /// labels (a changed service is recreated). `Ok(None)`: not applicable, create anew.
+    async fn restart_in_place(
+        &self,
+        service: &str,
+        image: &str,
+        labels: &HashMap<String, String>,
+        oci: &oci_spec::runtime::Spec,
+        output: &str,
+    ) -> Result<Option<u32>> {
+        if !labels.contains_key(LABEL_BOOT) {
+            return Ok(None);
+        }
+        let request = self.request(api::GetContainerRequest {
+            id: service.to_string(),
+        });
+        let Some(existing) = self
+            .containers()
+            .get(request)
+            .await
+            .ok()
+            .and_then(|a| a.into_inner().container)
+        else {
+            return Ok(None);
+        };
+        // Compared as specs: capability sets and maps are serialised in any order.
+        let same_spec = existing
+            .spec
+            .as_ref()
+            .and_then(|any| serde_json::from_slice::<oci_spec::runtime::Spec>(&any.value).ok())
+            .is_some_and(|stored| stored == *oci);
+        if existing.image != image || existing.labels != *labels || !same_spec {
+            return Ok(None);
+        }
+        let request = self.request(api::DeleteTaskRequest {
+            container_id: service.to_string(),
+        });
+        match self.tasks().delete(request).await {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => {
+                return Err(RuntimeError::DeleteTask {
+                    service: service.to_string(),
+                    message: status_text(&s),
+                })
+            }
+        }
+        let mounts = match self
+            .snapshots()
+            .mounts(self.request(snap::MountsRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key: service.to_string(),
+            }))
+            .await
+        {
+            Ok(answer) => answer.into_inner().mounts,
+            Err(s) if s.code() == Code::NotFound => return Ok(None),
+            Err(s) => {
+                return Err(RuntimeError::PrepareSnapshot {
+                    service: service.to_string(),
+                    parent: service.to_string(),
+                    message: status_text(&s),
+                })
+            }
+        };
+        self.create_and_start_task(service, mounts, output)
+            .await
+            .map(Some)
     }
 
     async fn run_service(&self, service: &str, spec: &ServiceSpec, stdio: &Stdio) -> Result<u32> {
@@ -1093,7 +1170,7 @@ impl Containerd {
                 })
             }
         };
-        self.remove_stale(service).await?;
+        self.refuse_running(service).await?;
         let image = self.resolve_image(&spec.image).await?;
         let mut oci = runtime_spec(service, spec, &image.config, |k| self.lookup_env(k))?;
         // containerd and its shims run with init's bounding set (all of them on a real boot;
@@ -1121,6 +1198,21 @@ impl Containerd {
             .collect();
         labels.insert(LABEL_SERVICE.into(), service.into());
         labels.insert(LABEL_IMAGE.into(), spec.image.clone());
+        if let Some(boot) = boot_id() {
+            labels.insert(LABEL_BOOT.into(), boot.to_string());
+        }
+        match self
+            .restart_in_place(service, &image.name, &labels, &oci, &output)
+            .await
+        {
+            Ok(Some(pid)) => {
+                log::info!("service {service}: restarted pid {pid} in its container");
+                return Ok(pid);
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("service {service}: restart in place failed ({e}); recreating"),
+        }
+        self.remove_stale(service).await?;
         // The container record references the snapshot key, which keeps the root snapshot
         // from being collected between Prepare and the task's creation.
         let container = api::Container {
@@ -1173,6 +1265,15 @@ impl Containerd {
             })?
             .into_inner()
             .mounts;
+        self.create_and_start_task(service, mounts, output).await
+    }
+
+    async fn create_and_start_task(
+        &self,
+        service: &str,
+        mounts: Vec<ApiMount>,
+        output: &str,
+    ) -> Result<u32> {
         self.tasks()
             .create(self.request(api::CreateTaskRequest {
                 container_id: service.to_string(),
@@ -1488,6 +1589,19 @@ impl ServiceRuntime for Containerd {
     async fn exits(&self) -> Result<ExitEvents> {
         self.subscribe_exits().await
     }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once.
+fn boot_id() -> Option<&'static str> {
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|id| id.trim().to_string())
+                .filter(|id| !id.is_empty())
+        })
+        .as_deref()
 }
 
 /// Create the host directories of bind mounts that do not exist yet (as Docker does for

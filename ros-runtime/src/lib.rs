@@ -32,6 +32,10 @@ pub const LABEL_SERVICE: &str = "io.rancher.os.service";
 /// Container label holding the image reference the service was started from.
 pub const LABEL_IMAGE: &str = "io.rancher.os.image";
 
+/// Container label holding the boot id of the boot that created the container; an
+/// automatic restart reuses only a container of the current boot.
+pub const LABEL_BOOT: &str = "io.rancher.os.boot-id";
+
 /// Result of every runtime operation.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
@@ -124,8 +128,10 @@ pub trait ServiceRuntime: Send + Sync {
     fn import_archive(&self, archive: &Path) -> impl Future<Output = Result<ImportOutcome>> + Send;
 
     /// Create and start the container for `service`; returns the task's host pid.
-    /// Fails with [`RuntimeError::AlreadyRunning`] if its task is running; a stale
-    /// container of the same name is removed first.
+    /// Fails with [`RuntimeError::AlreadyRunning`] if its task is running. A container of
+    /// the same name created in this boot with the same spec is kept, with its root
+    /// filesystem, and only gets a new task (a restart, as Docker's restart policy does);
+    /// any other stale container of the same name is removed first.
     fn run(
         &self,
         service: &str,

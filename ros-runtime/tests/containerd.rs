@@ -441,6 +441,29 @@ async fn scenario(ctd: &PrivateContainerd) -> anyhow::Result<()> {
         "output is appended"
     );
 
+    // Run again unchanged in the same boot (a restart), a service keeps its container and
+    // root filesystem, as Docker's restart policy does; changed, it starts from a fresh root.
+    let log = ctd.path().join("keep.log");
+    let script = "cat /kept 2>/dev/null; echo run > /kept; exit 1";
+    let keeper = service(&["sh", "-c", script]);
+    for _ in 0..2 {
+        runtime
+            .run("keep", &keeper, &Stdio::File(log.clone()))
+            .await?;
+        next_exit(&mut exits, "keep").await?;
+    }
+    let changed = service(&["sh", "-c", &format!("{script} ")]);
+    runtime
+        .run("keep", &changed, &Stdio::File(log.clone()))
+        .await?;
+    next_exit(&mut exits, "keep").await?;
+    runtime.stop("keep", Duration::from_secs(5)).await?;
+    let kept = std::fs::read_to_string(&log)?;
+    ensure!(
+        kept == "run\n",
+        "the restart should see its first run's file and the changed service not: {kept:?}"
+    );
+
     // A long-running service: listed while running, refused twice, killed when it ignores
     // SIGTERM (sleep as pid 1 has no handler), gone afterwards.
     let sleeper = service(&["sleep", "1000"]);
