@@ -40,6 +40,10 @@ const LEASE_HEADER: &str = "containerd-lease";
 /// The snapshotter images are unpacked into and container roots are prepared on.
 const SNAPSHOTTER: &str = "overlayfs";
 const RUNTIME: &str = "io.containerd.runc.v2";
+/// The OCI annotation by which runc's v2 shim serves several containers from one process.
+const SHIM_GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
+/// The group every service of a namespace shares (the shim socket is per namespace too).
+const SHIM_GROUP: &str = "ros-services";
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const EXIT_TOPIC: &str = "/tasks/exit";
 /// Our own marker event, published to learn when a subscription is live.
@@ -1185,6 +1189,12 @@ impl Containerd {
                 .map(|parent| PathBuf::from(format!("{parent}/{service}")));
             linux.set_cgroups_path(path);
         }
+        // One shim process for every service instead of one each (runc v2 shim grouping,
+        // what CRI does for the containers of a pod): a Go shim costs several MiB and a
+        // process start under emulation, and a restarted task reuses the running shim.
+        let mut annotations = oci.annotations().clone().unwrap_or_default();
+        annotations.insert(SHIM_GROUP_ANNOTATION.into(), SHIM_GROUP.into());
+        oci.set_annotations(Some(annotations));
         let create_error = |message: String| RuntimeError::CreateContainer {
             service: service.to_string(),
             message,

@@ -464,6 +464,49 @@ async fn scenario(ctd: &PrivateContainerd) -> anyhow::Result<()> {
         "the restart should see its first run's file and the changed service not: {kept:?}"
     );
 
+    // Services share one shim: two running ones have the same parent. Removing the first
+    // (the shim started in its bundle) leaves the shim serving the other and new ones.
+    let parent = |pid: u32| -> anyhow::Result<String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(|p| p.trim().to_string())
+            .context("no PPid")
+    };
+    let sleeper = service(&["sleep", "1000"]);
+    let g1 = runtime.run("g1", &sleeper, &Stdio::Null).await?;
+    let g2 = runtime.run("g2", &sleeper, &Stdio::Null).await?;
+    ensure!(
+        parent(g1)? == parent(g2)?,
+        "g1 and g2 have different shims: {} and {}",
+        parent(g1)?,
+        parent(g2)?
+    );
+    runtime.stop("g1", Duration::from_millis(500)).await?;
+    next_exit(&mut exits, "g1").await?;
+    let (status, output) = run_to_exit(
+        &runtime,
+        &mut exits,
+        ctd.path(),
+        "g3",
+        &service(&["echo", "grouped"]),
+    )
+    .await?;
+    ensure!(
+        status == 0 && output == "grouped\n",
+        "g3 after g1 was removed: status {status}, output {output:?}"
+    );
+    let g2_state = runtime.list().await?;
+    ensure!(
+        g2_state
+            .iter()
+            .any(|s| s.name == "g2" && s.status == ServiceStatus::Running && s.pid == Some(g2)),
+        "g2 not running any more: {g2_state:?}"
+    );
+    runtime.stop("g2", Duration::from_millis(500)).await?;
+    next_exit(&mut exits, "g2").await?;
+
     // A long-running service: listed while running, refused twice, killed when it ignores
     // SIGTERM (sleep as pid 1 has no handler), gone afterwards.
     let sleeper = service(&["sleep", "1000"]);
