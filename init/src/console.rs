@@ -78,8 +78,12 @@ pub fn marker_line(phase: BootPhase, at: f64, detail: &str) -> String {
 
 /// Print a boot-phase marker on the console.
 pub fn marker(phase: BootPhase, detail: &str) {
-    // eprintln! (not a raw stderr handle) so test harnesses capture it.
-    eprintln!("{}", marker_line(phase, uptime(), detail));
+    let mut line = marker_line(phase, uptime(), detail);
+    line.push('\n');
+    // One argument, so one write(2): stderr is unbuffered, and a line written in pieces
+    // can be split by another process writing to the same console in between.
+    // eprint! (not a raw stderr handle) so test harnesses capture it.
+    eprint!("{line}");
 }
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
@@ -101,8 +105,9 @@ impl log::Log for ConsoleLogger {
             log::Level::Warn => "WARN ",
             _ => "",
         };
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "ros-init[{:.3}]: {level}{}", uptime(), record.args());
+        // Formatted first and written with one write(2), as a marker is (see `marker`).
+        let line = format!("ros-init[{:.3}]: {level}{}\n", uptime(), record.args());
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
