@@ -9,7 +9,9 @@ The "without the Docker engine" figure leaves out the engine's binaries and imag
 
 Usage: bench/size.py BUILD_DIR   (after `make image`)
 """
+import glob
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -27,12 +29,30 @@ def main():
     parts = {}
     seen = set()
 
+    # Layers of the unpacked image store only the docker image uses belong to the engine.
+    store = os.path.join(root, "usr/share/ros/image-store")
+    users = {}
+    for record in glob.glob(os.path.join(store, "images", "*.json")):
+        image = json.load(open(record))
+        for layer in image["layers"]:
+            users.setdefault(layer.split(":")[-1], set()).add(image["name"].split(":")[0])
+    engine_layers = {
+        "usr/share/ros/image-store/layers/" + h + "/"
+        for h, names in users.items()
+        if names == {"ros/docker"}
+    }
+
+    def is_engine(rel):
+        return rel.startswith("usr/lib/ros/engine/") or any(
+            rel.startswith(p) for p in engine_layers
+        )
+
     def part_of(rel):
-        if rel.startswith("usr/lib/ros/engine/") or rel.startswith("usr/share/ros/images/docker/"):
+        if is_engine(rel):
             return "user Docker engine (binaries + image)"
         if rel.startswith("usr/share/ros/boot/"):
             return "install payload (copy of vmlinuz + initrd)"
-        if rel.startswith("usr/share/ros/images/"):
+        if rel.startswith("usr/share/ros/image-store/"):
             return "system service images"
         if rel.startswith("lib/modules/"):
             return "kernel modules"
@@ -45,7 +65,7 @@ def main():
     paths = [os.path.join(d, n) for d, _, files in os.walk(root) for n in files]
     # The system's own files first: a file the engine shares with the system (containerd,
     # runc) counts for the system, where it is needed without the engine too.
-    paths.sort(key=lambda p: ("/usr/lib/ros/engine/" in p or "/images/docker/" in p, p))
+    paths.sort(key=lambda p: (is_engine(os.path.relpath(p, root)), p))
     for path in paths:
         if os.path.islink(path) or not os.path.isfile(path):
             continue

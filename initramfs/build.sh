@@ -160,15 +160,14 @@ busybox_tree() {
 
 # --- System service images ------------------------------------------------------------
 # Every directory images/<name>/ but base/ becomes the OCI image ros/<name>:$IMAGE_TAG,
-# preloaded from /usr/share/ros/images/<name>/ (an unpacked OCI layout). Its layers, lowest first:
+# in the unpacked store /usr/share/ros/image-store (`ros-image store`). Its layers, lowest first:
 #   base  busybox (poweroff/reboot/halt are `ros`, which services bind-mount) and
 #         images/base/rootfs (passwd, group, os-release): in every image
 #   libc  the dynamic loader and libc.so.6: in every image with dynamically linked binaries
 #   own   what images/<name>/packages keeps from Debian packages, the shared-library closure
 #         of its binaries (minus what base and libc hold), and the images/<name>/rootfs
 #         overlay; /usr/libexec/ros/<name>-entry, if there, is the image's command
-# Identical layers are one blob and one snapshot in containerd, so the shared layers take
-# RAM (/var is a tmpfs) once, and one file content in root.img (squashfs deduplicates).
+# Identical layers are one directory of the store, so the shared layers are stored once.
 IMAGE_TAG=0.1.0
 IMAGES_DIR=$REPO/images
 
@@ -193,7 +192,7 @@ base_layers() {
   ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$l/lib64/ld-linux-x86-64.so.2"
 }
 
-# service_image NAME: images/NAME -> $STAGE/root/usr/share/ros/images/NAME.tar
+# service_image NAME: images/NAME -> the image ros/NAME:$IMAGE_TAG in $STAGE/root/usr/share/ros/image-store
 service_image() {
   local name=$1 src=$IMAGES_DIR/$1
   local s=$STAGE/layers/$name
@@ -247,11 +246,10 @@ service_image() {
   mkdir -p "$STAGE/archives"
   "$HOSTBIN/ros-image" build --name "ros/$name:$IMAGE_TAG" "${layers[@]}" "${cmd[@]}" \
     --env PATH=/usr/sbin:/usr/bin:/sbin:/bin --out "$out" >/dev/null
-  # Shipped unpacked: a blob shared by several images (base, libc) is one file content,
-  # which squashfs stores once.
-  local unpacked=$STAGE/root/usr/share/ros/images/$name
-  rm -rf "$unpacked"; mkdir -p "$unpacked"
-  tar -xf "$out" -C "$unpacked"
+  # Shipped as an unpacked store: layer directories the system runtime stacks as overlay
+  # roots (no import at boot, page cache instead of a RAM copy); a layer shared by several
+  # images (base, libc) is one directory.
+  "$HOSTBIN/ros-image" store --dir "$STAGE/root/usr/share/ros/image-store" "$out" >/dev/null
   IMAGE_SIZES+=("$(printf '%-8s %6d KiB archive; own layer %6d KiB uncompressed; layers %s' \
     "$name" $(( $(stat -c %s "$out") / 1024 )) "$(du -sk --apparent-size "$s" | cut -f1)" \
     "$([ ${#elves[@]} -gt 0 ] && echo base+libc+own || echo base+own)")")
@@ -328,7 +326,7 @@ main() {
   for f in vmlinuz initrd root.img; do
     printf '    %-9s %6d KiB\n' "$f" $(( $(stat -c %s "$OUT/$f") / 1024 ))
   done
-  log "service images (in root.img, /usr/share/ros/images):"
+  log "service images (in root.img, /usr/share/ros/image-store):"
   printf '    %s\n' "${IMAGE_SIZES[@]}"
   printf '    %-8s %6d KiB uncompressed (busybox, shared by every image)\n' base \
     "$(du -sk --apparent-size "$STAGE/layers/base" | cut -f1)"

@@ -14,7 +14,7 @@ use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 const RAMFS_MAGIC: FsType = FsType(0x858458f6);
 use ros_config::{CloudConfig, Mode, Severity};
 use ros_control::PowerAction;
-use ros_runtime::{Containerd, ServiceRuntime, SYSTEM_NAMESPACE};
+use ros_runtime::{Containerd, LocalImages, ServiceRuntime, SYSTEM_NAMESPACE};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -398,11 +398,12 @@ async fn serve(
 ) -> PowerAction {
     let socket = containerd.socket().to_path_buf();
     // Fatal: without the system runtime there is no console to offer.
-    let runtime =
-        match Containerd::wait_ready(&socket, SYSTEM_NAMESPACE, CONTAINERD_READY_TIMEOUT).await {
-            Ok(c) => c,
-            Err(e) => fatal(&format!("system containerd never became ready: {e}")),
-        };
+    let runtime = match Containerd::wait_ready(&socket, SYSTEM_NAMESPACE, CONTAINERD_READY_TIMEOUT)
+        .await
+    {
+        Ok(c) => c.with_local_images(LocalImages::new(paths::IMAGE_STORE, paths::SERVICE_ROOTS)),
+        Err(e) => fatal(&format!("system containerd never became ready: {e}")),
+    };
     if let Err(e) = crate::containerd::restrict_socket(&socket) {
         log::warn!("containerd: restricting {}: {e}", socket.display());
     }

@@ -20,8 +20,13 @@ pub const CONTAINERD_SOCKET: &str = "/run/system-containerd/containerd.sock";
 pub const CONTAINERD_CONFIG: &str = "/run/system-containerd/config.toml";
 /// Root dir of the system containerd (content, snapshots, metadata).
 pub const CONTAINERD_ROOT: &str = "/var/lib/system-containerd";
-/// Preloaded OCI image archives in the root image.
+/// Preloaded OCI image archives in the root image (imported into the system containerd).
 pub const IMAGES_DIR: &str = "/usr/share/ros/images";
+/// The built-in images, unpacked in the root image: layer directories and image records
+/// (`ros-image store`), run as overlay roots without an import.
+pub const IMAGE_STORE: &str = "/usr/share/ros/image-store";
+/// Writable upper layers of services running on [`IMAGE_STORE`] images (root only).
+pub const SERVICE_ROOTS: &str = "/var/lib/ros/roots";
 pub use ros_config::paths::{LOG_DIR, SERVICES_DIR, SERVICE_INDEX_DIR};
 /// Writable layers of the /etc overlay.
 pub const ETC_OVERLAY_DIR: &str = "/run/ros/etc";

@@ -301,7 +301,7 @@ pub fn inspect_archive(archive: &Path) -> Result<ArchiveReport, InspectError> {
 }
 
 /// Calls `visit(path, size, content)` for each regular entry, with any leading `./` removed.
-fn for_each_entry(
+pub(crate) fn for_each_entry(
     archive: &Path,
     mut visit: impl FnMut(&str, u64, &mut dyn Read) -> Result<(), InspectError>,
 ) -> Result<(), InspectError> {

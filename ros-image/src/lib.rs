@@ -11,10 +11,12 @@ mod archive;
 mod hashing;
 mod inspect;
 mod layer;
+mod store;
 
 pub use archive::{build_archive, BuildError};
 pub use inspect::{inspect_archive, ArchiveReport, InspectError, LayerReport};
 pub use layer::LayerError;
+pub use store::{add_to_store, layer_path, record_path, StoreError, StoreRecord, Stored};
 
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use ros_image::{build_archive, inspect_archive, ImageSpec};
+use ros_image::{add_to_store, build_archive, inspect_archive, ImageSpec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +22,15 @@ enum Command {
     /// Verify an OCI image archive (digests, sizes, diff_ids) and print its name, digests and layers.
     Inspect {
         /// The archive to read.
+        archive: PathBuf,
+    },
+    /// Verify an OCI image archive and add it to an unpacked image store (layers as
+    /// directories, for the system runtime's overlay roots); print `NAME <n> layers unpacked`.
+    Store {
+        /// The store directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The archive to add.
         archive: PathBuf,
     },
 }
@@ -69,6 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build(args),
         Command::Inspect { archive } => inspect(&archive),
+        Command::Store { dir, archive } => {
+            let stored = add_to_store(&archive, &dir)?;
+            println!("{} {} layers unpacked", stored.name, stored.unpacked.len());
+            Ok(())
+        }
     }
 }
 

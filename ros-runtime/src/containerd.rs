@@ -29,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::archive::{self, ArchiveScan, BlobPiece, ImagePlan, CHUNK_SIZE};
 use crate::error::RuntimeError;
+use crate::local::{LocalImage, LocalImages, OverlayRoot};
 use crate::spec::{restrict_capabilities, runtime_spec, CGROUP_PARENT};
 use crate::{
     ExitEvent, ExitEvents, ImportOutcome, Result, ServiceRuntime, ServiceState, ServiceStatus,
@@ -69,6 +70,7 @@ pub struct Containerd {
     namespace_header: AsciiMetadataValue,
     cgroup_parent: Option<String>,
     environment: BTreeMap<String, String>,
+    local: Option<LocalImages>,
 }
 
 impl std::fmt::Debug for Containerd {
@@ -191,6 +193,14 @@ struct ResolvedImage {
     name: String,
     config: ImageConfiguration,
     top_chain_id: String,
+}
+
+/// Where a service's root filesystem comes from.
+enum RootSource {
+    /// A snapshot of containerd's snapshotter on top of the image's unpacked layers.
+    Snapshot { parent: String },
+    /// An overlay of an unpacked-store image's layer directories.
+    Local(Box<LocalImage>),
 }
 
 /// One Content.Write session: Stat, Write..., Commit, each answered before the next.
@@ -332,6 +342,7 @@ impl Containerd {
             namespace_header,
             cgroup_parent: Some(CGROUP_PARENT.to_string()),
             environment: BTreeMap::new(),
+            local: None,
         })
     }
 
@@ -375,6 +386,13 @@ impl Containerd {
     /// `rancher.environment`); names not found here fall back to init's own environment.
     pub fn with_environment(mut self, environment: BTreeMap<String, String>) -> Self {
         self.environment = environment;
+        self
+    }
+
+    /// Serve the images of this unpacked store without containerd's content store or
+    /// snapshotter (see [`LocalImages`]); other images still come from containerd.
+    pub fn with_local_images(mut self, local: LocalImages) -> Self {
+        self.local = Some(local);
         self
     }
 
@@ -1058,7 +1076,11 @@ impl Containerd {
             .map_err(|s| RuntimeError::RemoveSnapshot {
                 service: service.to_string(),
                 message: status_text(&s),
-            })
+            })?;
+        match &self.local {
+            Some(local) => local.remove(service),
+            None => Ok(()),
+        }
     }
 
     /// Refuse if `service`'s task is running.
@@ -1096,6 +1118,7 @@ impl Containerd {
         image: &str,
         labels: &HashMap<String, String>,
         oci: &oci_spec::runtime::Spec,
+        root: &RootSource,
         output: &str,
     ) -> Result<Option<u32>> {
         if !labels.contains_key(LABEL_BOOT) {
@@ -1119,9 +1142,21 @@ impl Containerd {
             .as_ref()
             .and_then(|any| serde_json::from_slice::<oci_spec::runtime::Spec>(&any.value).ok())
             .is_some_and(|stored| stored == *oci);
-        if existing.image != image || existing.labels != *labels || !same_spec {
+        let same_root = match root {
+            RootSource::Snapshot { .. } => existing.snapshot_key == service,
+            RootSource::Local(_) => existing.snapshot_key.is_empty(),
+        };
+        if existing.image != image || existing.labels != *labels || !same_spec || !same_root {
             return Ok(None);
         }
+        let kept_overlay = match (root, &self.local) {
+            (RootSource::Local(image), Some(local)) => match local.kept_root(service, image)? {
+                Some(overlay) => Some(overlay),
+                None => return Ok(None),
+            },
+            (RootSource::Local(_), None) => return Ok(None),
+            (RootSource::Snapshot { .. }, _) => None,
+        };
         let request = self.request(api::DeleteTaskRequest {
             container_id: service.to_string(),
         });
@@ -1134,6 +1169,12 @@ impl Containerd {
                     message: status_text(&s),
                 })
             }
+        }
+        if let Some(overlay) = kept_overlay {
+            return self
+                .create_and_start_task(service, vec![overlay_mount(&overlay)], output)
+                .await
+                .map(Some);
         }
         let mounts = match self
             .snapshots()
@@ -1175,8 +1216,23 @@ impl Containerd {
             }
         };
         self.refuse_running(service).await?;
-        let image = self.resolve_image(&spec.image).await?;
-        let mut oci = runtime_spec(service, spec, &image.config, |k| self.lookup_env(k))?;
+        let local = match &self.local {
+            Some(store) => store.find(&spec.image)?,
+            None => None,
+        };
+        let (image_name, config, root) = match local {
+            Some(image) => (
+                image.name.clone(),
+                image.config.clone(),
+                RootSource::Local(Box::new(image)),
+            ),
+            None => {
+                let image = self.resolve_image(&spec.image).await?;
+                let parent = image.top_chain_id;
+                (image.name, image.config, RootSource::Snapshot { parent })
+            }
+        };
+        let mut oci = runtime_spec(service, spec, &config, |k| self.lookup_env(k))?;
         // containerd and its shims run with init's bounding set (all of them on a real boot;
         // fewer in a sandbox), and runc refuses to grant more.
         if let Some(bounding) = own_bounding_set() {
@@ -1212,7 +1268,7 @@ impl Containerd {
             labels.insert(LABEL_BOOT.into(), boot.to_string());
         }
         match self
-            .restart_in_place(service, &image.name, &labels, &oci, &output)
+            .restart_in_place(service, &image_name, &labels, &oci, &root, &output)
             .await
         {
             Ok(Some(pid)) => {
@@ -1224,11 +1280,16 @@ impl Containerd {
         }
         self.remove_stale(service).await?;
         // The container record references the snapshot key, which keeps the root snapshot
-        // from being collected between Prepare and the task's creation.
+        // from being collected between Prepare and the task's creation. An overlay root
+        // of the unpacked store is ours: no snapshotter, no key.
+        let (snapshotter, snapshot_key) = match root {
+            RootSource::Snapshot { .. } => (SNAPSHOTTER.to_string(), service.to_string()),
+            RootSource::Local(_) => (String::new(), String::new()),
+        };
         let container = api::Container {
             id: service.to_string(),
             labels,
-            image: image.name.clone(),
+            image: image_name.clone(),
             runtime: Some(api::container::Runtime {
                 name: RUNTIME.to_string(),
                 options: None,
@@ -1237,8 +1298,8 @@ impl Containerd {
                 type_url: SPEC_TYPE_URL.to_string(),
                 value: spec_json,
             }),
-            snapshotter: SNAPSHOTTER.to_string(),
-            snapshot_key: service.to_string(),
+            snapshotter,
+            snapshot_key,
             ..Default::default()
         };
         self.containers()
@@ -1247,15 +1308,36 @@ impl Containerd {
             }))
             .await
             .map_err(|s| create_error(status_text(&s)))?;
-        let started = self.start_task(service, &image.top_chain_id, &output).await;
+        let started = match &root {
+            RootSource::Snapshot { parent } => self.start_task(service, parent, &output).await,
+            RootSource::Local(image) => self.start_local_task(service, image, &output).await,
+        };
         if started.is_err() {
             if let Err(e) = self.delete_service(service).await {
                 log::warn!("service {service}: cleaning up after failed start: {e}");
             }
         }
         let pid = started?;
-        log::info!("service {service}: started pid {pid} from {}", image.name);
+        log::info!("service {service}: started pid {pid} from {image_name}");
         Ok(pid)
+    }
+
+    /// Create and start `service`'s task on a fresh overlay root of an unpacked-store image.
+    async fn start_local_task(
+        &self,
+        service: &str,
+        image: &LocalImage,
+        output: &str,
+    ) -> Result<u32> {
+        let Some(local) = &self.local else {
+            return Err(RuntimeError::CreateContainer {
+                service: service.to_string(),
+                message: "no unpacked image store is configured".into(),
+            });
+        };
+        let overlay = local.fresh_root(service, image)?;
+        self.create_and_start_task(service, vec![overlay_mount(&overlay)], output)
+            .await
     }
 
     async fn start_task(&self, service: &str, parent: &str, output: &str) -> Result<u32> {
@@ -1602,6 +1684,16 @@ impl ServiceRuntime for Containerd {
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), read once.
+/// The rootfs mount of a task on an overlay root.
+fn overlay_mount(root: &OverlayRoot) -> ApiMount {
+    ApiMount {
+        r#type: "overlay".to_string(),
+        source: "overlay".to_string(),
+        options: root.options(),
+        ..Default::default()
+    }
+}
+
 fn boot_id() -> Option<&'static str> {
     static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     BOOT_ID

@@ -11,6 +11,7 @@ mod archive;
 mod containerd;
 mod error;
 pub mod fake;
+mod local;
 pub mod spec;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ use ros_config::ServiceSpec;
 
 pub use containerd::Containerd;
 pub use error::RuntimeError;
+pub use local::LocalImages;
 pub use spec::{restrict_capabilities, runtime_spec, SpecError};
 
 /// The containerd namespace holding every rOS system service and image.

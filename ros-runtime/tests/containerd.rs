@@ -14,7 +14,8 @@ use anyhow::{bail, ensure, Context};
 use ros_config::service::{Command as ServiceCommand, NamespaceMode};
 use ros_config::ServiceSpec;
 use ros_runtime::{
-    Containerd, ExitEvent, ExitEvents, RuntimeError, ServiceRuntime, ServiceStatus, Stdio,
+    Containerd, ExitEvent, ExitEvents, LocalImages, RuntimeError, ServiceRuntime, ServiceStatus,
+    Stdio,
 };
 use sha2::{Digest, Sha256};
 
@@ -539,7 +540,72 @@ async fn scenario(ctd: &PrivateContainerd) -> anyhow::Result<()> {
     runtime
         .stop("never-existed", Duration::from_secs(1))
         .await?;
+    local_store(ctd, &mut exits).await
+}
+
+/// An image of the unpacked store (written by ros-image, as the boot image's is) runs on
+/// an overlay of the store's layer directories: nothing is imported, the store is never
+/// written, a restart keeps the service's files and removal deletes them.
+async fn local_store(ctd: &PrivateContainerd, exits: &mut ExitEvents) -> anyhow::Result<()> {
+    const LOCAL: &str = "ros/local:1";
+    let archive = ctd.path().join("local.tar");
+    build_archive(&archive, LOCAL, false)?;
+    let store = ctd.path().join("store");
+    ros_image::add_to_store(&archive, &store)?;
+    let scratch = ctd.path().join("scratch");
+    let runtime = Containerd::connect(&ctd.socket, &ctd.namespace)
+        .await?
+        .with_cgroup_parent(Some(ctd.cgroup_parent.clone()))
+        .with_local_images(LocalImages::new(&store, &scratch));
+    let log = ctd.path().join("local.log");
+    let spec = ServiceSpec {
+        image: LOCAL.into(),
+        ..service(&[
+            "sh",
+            "-c",
+            "cat /kept 2>/dev/null; echo run > /kept; ls /filler; exit 1",
+        ])
+    };
+    for _ in 0..2 {
+        runtime
+            .run("local", &spec, &Stdio::File(log.clone()))
+            .await?;
+        next_exit(exits, "local").await?;
+    }
+    let output = std::fs::read_to_string(&log)?;
+    ensure!(
+        output == "/filler\nrun\n/filler\n",
+        "the second run should see the first one's file: {output:?}"
+    );
+    ensure!(
+        scratch.join("local/upper/kept").exists(),
+        "the service's files are not in its upper directory"
+    );
+    let images = ctr(ctd, &["images", "ls", "-q"])?;
+    ensure!(!images.contains(LOCAL), "{LOCAL} was imported: {images}");
+    runtime.stop("local", Duration::from_secs(5)).await?;
+    ensure!(
+        !scratch.join("local").exists(),
+        "the upper directory outlived its container"
+    );
+    let written: Vec<_> = walk(&store.join("layers"))
+        .into_iter()
+        .filter(|p| p.ends_with("kept"))
+        .collect();
+    ensure!(written.is_empty(), "the store was written: {written:?}");
     Ok(())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
 }
 
 /// Stop whatever the scenario left running, so no shim outlives containerd.
