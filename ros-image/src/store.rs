@@ -110,15 +110,6 @@ pub fn add_to_store(archive: &Path, store: &Path) -> Result<Stored, StoreError> 
     let name = report.name.clone().ok_or_else(|| StoreError::Unnamed {
         archive: archive.to_path_buf(),
     })?;
-    let write = |path: &Path, action: &str| {
-        let path = path.to_path_buf();
-        let action = action.to_string();
-        move |source: io::Error| StoreError::Write {
-            path,
-            action,
-            source,
-        }
-    };
     let layers_dir = store.join("layers");
     fs::create_dir_all(&layers_dir).map_err(write(&layers_dir, "creating"))?;
     let images_dir = store.join("images");
@@ -198,6 +189,17 @@ pub fn add_to_store(archive: &Path, store: &Path) -> Result<Stored, StoreError> 
     })
 }
 
+/// Maps an I/O error to [`StoreError::Write`] naming `path` and what was being done.
+fn write(path: &Path, action: &str) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    let action = action.to_string();
+    move |source| StoreError::Write {
+        path,
+        action,
+        source,
+    }
+}
+
 fn unpack_layer(
     archive: &Path,
     diff_id: &str,
@@ -205,15 +207,6 @@ fn unpack_layer(
     store: &Path,
     final_dir: &Path,
 ) -> Result<(), StoreError> {
-    let write = |path: &Path, action: &str| {
-        let path = path.to_path_buf();
-        let action = action.to_string();
-        move |source: io::Error| StoreError::Write {
-            path,
-            action,
-            source,
-        }
-    };
     let layers_dir = store.join("layers");
     let tmp = tempfile::Builder::new()
         .prefix(".unpacking-")

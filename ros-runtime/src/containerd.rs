@@ -1043,21 +1043,24 @@ impl Containerd {
         }
     }
 
-    /// Delete the task, container and root snapshot of `service`, whichever exist.
-    async fn delete_service(&self, service: &str) -> Result<()> {
+    /// Delete `service`'s task, if it has one.
+    async fn delete_task(&self, service: &str) -> Result<()> {
         let request = self.request(api::DeleteTaskRequest {
             container_id: service.to_string(),
         });
         match self.tasks().delete(request).await {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::NotFound => {}
-            Err(s) => {
-                return Err(RuntimeError::DeleteTask {
-                    service: service.to_string(),
-                    message: status_text(&s),
-                })
-            }
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(RuntimeError::DeleteTask {
+                service: service.to_string(),
+                message: status_text(&s),
+            }),
         }
+    }
+
+    /// Delete the task, container and root snapshot of `service`, whichever exist.
+    async fn delete_service(&self, service: &str) -> Result<()> {
+        self.delete_task(service).await?;
         let request = self.request(api::DeleteContainerRequest {
             id: service.to_string(),
         });
@@ -1157,19 +1160,7 @@ impl Containerd {
             (RootSource::Local(_), None) => return Ok(None),
             (RootSource::Snapshot { .. }, _) => None,
         };
-        let request = self.request(api::DeleteTaskRequest {
-            container_id: service.to_string(),
-        });
-        match self.tasks().delete(request).await {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::NotFound => {}
-            Err(s) => {
-                return Err(RuntimeError::DeleteTask {
-                    service: service.to_string(),
-                    message: status_text(&s),
-                })
-            }
-        }
+        self.delete_task(service).await?;
         if let Some(overlay) = kept_overlay {
             return self
                 .create_and_start_task(service, vec![overlay_mount(&overlay)], output)
