@@ -20,6 +20,7 @@ HOSTBIN=$REPO/target/release
 export SOURCE_DATE_EPOCH=0
 
 PACKAGES=(linux-image-amd64 containerd runc busybox-static libc6 libseccomp2
+          crun libyajl2 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1
           e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux)
 
 log() { echo "==> $*"; }
@@ -277,6 +278,11 @@ rootfs() {
   install -m 0755 "$RELEASE/ros" "$r/usr/bin/ros"
   install -m 0755 "$RELEASE/init" "$r/sbin/init"
   lib_closure "$r" "$X/libc6 $X/libseccomp2" "$r/usr/bin/containerd" "$r/usr/bin/containerd-shim-runc-v2" "$r/usr/bin/runc"
+  # crun runs the system services (the shim's runtime; runc stays for the user Docker).
+  local crun_libs=(crun libyajl2 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1)
+  for p in "${crun_libs[@]}"; do unpack "$p"; done
+  install -m 0755 "$X/crun/usr/bin/crun" "$r/usr/bin/crun"
+  lib_closure "$r" "$X/libc6 $X/libseccomp2 $(printf "$X/%s " "${crun_libs[@]}")" "$r/usr/bin/crun"
   # mke2fs formats a blank state disk (rancher.state.autoformat).
   for p in e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1; do unpack "$p"; done
   install -m 0755 "$X/e2fsprogs/sbin/mke2fs" "$r/sbin/mke2fs"

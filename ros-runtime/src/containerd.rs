@@ -45,6 +45,8 @@ const RUNTIME: &str = "io.containerd.runc.v2";
 const SHIM_GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
 /// The group every service of a namespace shares (the shim socket is per namespace too).
 const SHIM_GROUP: &str = "ros-services";
+/// The runc shim's per-container options (containerd's `api/types/runc/options/oci.proto`).
+const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const EXIT_TOPIC: &str = "/tasks/exit";
 /// Our own marker event, published to learn when a subscription is live.
@@ -71,6 +73,15 @@ pub struct Containerd {
     cgroup_parent: Option<String>,
     environment: BTreeMap<String, String>,
     local: Option<LocalImages>,
+    runtime_binary: Option<String>,
+}
+
+/// The one field of containerd's `containerd.runc.v1.Options` we set: which OCI runtime
+/// binary the runc shim runs in place of `runc`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    #[prost(string, tag = "6")]
+    binary_name: String,
 }
 
 impl std::fmt::Debug for Containerd {
@@ -343,6 +354,7 @@ impl Containerd {
             cgroup_parent: Some(CGROUP_PARENT.to_string()),
             environment: BTreeMap::new(),
             local: None,
+            runtime_binary: None,
         })
     }
 
@@ -393,6 +405,13 @@ impl Containerd {
     /// snapshotter (see [`LocalImages`]); other images still come from containerd.
     pub fn with_local_images(mut self, local: LocalImages) -> Self {
         self.local = Some(local);
+        self
+    }
+
+    /// Have the shim run this OCI runtime (a runc-compatible CLI such as crun, by absolute
+    /// path) instead of `runc` from its PATH.
+    pub fn with_runtime_binary(mut self, binary: Option<String>) -> Self {
+        self.runtime_binary = binary;
         self
     }
 
@@ -1283,7 +1302,12 @@ impl Containerd {
             image: image_name.clone(),
             runtime: Some(api::container::Runtime {
                 name: RUNTIME.to_string(),
-                options: None,
+                options: self.runtime_binary.as_ref().map(|binary| Any {
+                    type_url: RUNC_OPTIONS_TYPE_URL.to_string(),
+                    value: prost::Message::encode_to_vec(&RuncOptions {
+                        binary_name: binary.clone(),
+                    }),
+                }),
             }),
             spec: Some(Any {
                 type_url: SPEC_TYPE_URL.to_string(),
