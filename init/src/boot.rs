@@ -352,7 +352,6 @@ pub fn run() -> ! {
             log::warn!("creating {dir}: {e}");
         }
     }
-    let config = cloud_init(&cmdline_text, &root_modules, &reaper);
 
     let cpaths = ContainerdPaths {
         bin: paths::CONTAINERD_BIN.into(),
@@ -362,11 +361,14 @@ pub fn run() -> ! {
         socket: paths::CONTAINERD_SOCKET.into(),
         log: Path::new(paths::LOG_DIR).join("containerd.log"),
     };
-    // Fatal: every service runs in it.
+    // Fatal: every service runs in it. Started before cloud-init (as RancherOS started
+    // system-docker first): it needs nothing from the config, and its start-up (seconds
+    // under emulation) overlaps the datasources, config and bootcmd.
     let containerd = match SystemContainerd::start(cpaths, reaper.clone()) {
         Ok(c) => c,
         Err(e) => fatal(&e.to_string()),
     };
+    let config = cloud_init(&cmdline_text, &root_modules, &reaper);
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
