@@ -452,7 +452,7 @@ async fn serve(
     let late_config = config.clone();
     let boot = tokio::spawn(async move {
         let all: Vec<String> = plan.services.keys().cloned().collect();
-        booting.converge(plan.services, plan.waves, &all).await;
+        booting.converge(plan.services, plan.order, &all).await;
         console::marker(BootPhase::BootComplete, "");
         // After the services (and so the network): user scripts, then runcmd.
         let _ = tokio::task::spawn_blocking(move || {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use ros_config::service::{load_service_file, service_files};
 use ros_config::{CloudConfig, ServiceSpec};
 
+use crate::supervisor::StartOrder;
+
 /// The desired services and the problems found while collecting them.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -142,8 +144,8 @@ pub const VIRTUAL_SERVICES: &[&str] = &["network"];
 pub struct Plan {
     /// What should run.
     pub services: BTreeMap<String, ServiceSpec>,
-    /// Start order: each inner list can start in parallel after the previous ones are ready.
-    pub waves: Vec<Vec<String>>,
+    /// Start order: waves, and what each service waits for.
+    pub order: StartOrder,
     /// Problems, one line each (file errors, unknown names, cycles).
     pub problems: Vec<String>,
 }
@@ -160,11 +162,25 @@ pub fn plan(catalog: Catalog) -> Plan {
     loop {
         match Graph::new(&services, VIRTUAL_SERVICES) {
             Ok(graph) => {
+                let after = services
+                    .keys()
+                    .map(|name| {
+                        let real = graph
+                            .prerequisites(name)
+                            .filter(|p| services.contains_key(*p))
+                            .map(str::to_string)
+                            .collect();
+                        (name.clone(), real)
+                    })
+                    .collect();
                 return Plan {
-                    waves: graph.start_waves().to_vec(),
+                    order: StartOrder {
+                        waves: graph.start_waves().to_vec(),
+                        after,
+                    },
                     services,
                     problems,
-                }
+                };
             }
             Err(errors) => {
                 for e in errors {
@@ -213,7 +229,10 @@ mod plan_tests {
             services,
             problems: vec![],
         });
-        assert_eq!(p.waves, vec![vec!["console", "udev"], vec!["ntp"]]);
+        assert_eq!(p.order.waves, vec![vec!["console", "udev"], vec!["ntp"]]);
+        // `network` is virtual (a default route), not a service to wait for.
+        assert_eq!(p.order.after["ntp"], vec!["udev"]);
+        assert!(p.order.after["console"].is_empty());
         assert_eq!(p.problems.len(), 2, "{:?}", p.problems);
         assert!(p
             .problems

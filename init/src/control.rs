@@ -183,7 +183,7 @@ async fn handle<R: ServiceRuntime + 'static>(
                 }
                 _ => Vec::new(),
             };
-            sup.converge(plan.services, plan.waves, &wake).await;
+            sup.converge(plan.services, plan.order, &wake).await;
             for (name, r) in sup.snapshot() {
                 if wake.contains(&name) {
                     messages.push(format!("{name}: {}", describe(&r.state)));

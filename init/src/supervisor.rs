@@ -7,7 +7,7 @@
 //! bumps a watch channel so waiters (readiness, `ros service` requests) wake on events,
 //! not timers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,13 +15,18 @@ use std::time::{Duration, Instant, SystemTime};
 use ros_config::service::RestartPolicy;
 use ros_config::ServiceSpec;
 use ros_runtime::{ExitEvent, ExitEvents, RuntimeError, ServiceRuntime, ServiceStatus, Stdio};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::console::{self, BootPhase};
 
 /// Restart delays for a crashing service: 1 s doubling to 32 s.
 pub fn restart_delay(restarts_in_a_row: u32) -> Duration {
     Duration::from_secs(1u64 << restarts_in_a_row.min(5))
+}
+
+/// How many services off the console's path start at once: one per CPU.
+pub fn background_starts() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// A service that stayed up this long is healthy again: its backoff resets.
@@ -128,6 +133,46 @@ impl Default for Timeouts {
             ready: Duration::from_secs(120),
             network: Duration::from_secs(60),
         }
+    }
+}
+
+/// In what order converging starts services.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartOrder {
+    /// Start waves, each after the ones before it (stop order is their reverse).
+    pub waves: Vec<Vec<String>>,
+    /// The services each service waits for directly: it starts once these are ready.
+    pub after: BTreeMap<String, Vec<String>>,
+}
+
+impl StartOrder {
+    /// Each service waits for every service of the wave before its own.
+    #[cfg(test)]
+    pub fn from_waves(waves: Vec<Vec<String>>) -> Self {
+        let mut after = BTreeMap::new();
+        for pair in waves.windows(2) {
+            for name in &pair[1] {
+                after.insert(name.clone(), pair[0].clone());
+            }
+        }
+        StartOrder { waves, after }
+    }
+
+    /// The services that hold up the console: the console services and, transitively,
+    /// what they wait for.
+    fn console_path(&self, desired: &BTreeMap<String, ServiceSpec>) -> HashSet<String> {
+        let mut path = HashSet::new();
+        let mut todo: Vec<&String> = desired
+            .iter()
+            .filter(|(_, spec)| spec.label("io.rancher.os.console").is_some())
+            .map(|(name, _)| name)
+            .collect();
+        while let Some(name) = todo.pop() {
+            if path.insert(name.clone()) {
+                todo.extend(self.after.get(name).into_iter().flatten());
+            }
+        }
+        path
     }
 }
 
@@ -483,13 +528,16 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         }
     }
 
-    /// Converge on `desired`: stop services no longer desired, restart changed ones,
-    /// start missing ones in `waves` order, each wave after the previous one is ready.
-    /// Services a user stopped stay stopped unless they are in `wake`.
+    /// Converge on `desired`: stop services no longer desired, restart changed ones, and
+    /// start missing ones, each once the services it waits for (`order.after`) are ready,
+    /// then wait until all of them are. The console and what it waits for start at once;
+    /// other services at most [`background_starts`] at a time, in wave order, so that
+    /// many of them do not hold up the console (each start costs CPU). Services a user
+    /// stopped stay stopped unless they are in `wake`.
     pub async fn converge(
         self: &Arc<Self>,
         desired: BTreeMap<String, ServiceSpec>,
-        waves: Vec<Vec<String>>,
+        order: StartOrder,
         wake: &[String],
     ) {
         let _guard = self.ops.lock().await;
@@ -526,46 +574,70 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
                 }
             }
         }
-        *self.waves.lock().unwrap_or_else(|e| e.into_inner()) = waves.clone();
+        let console_path = order.console_path(&desired);
+        *self.waves.lock().unwrap_or_else(|e| e.into_inner()) = order.waves.clone();
         self.bump();
-        for wave in waves {
-            let mut started = Vec::new();
-            let mut set = tokio::task::JoinSet::new();
-            for name in wave {
-                let Some(spec) = self.records().get(&name).map(|r| r.spec.clone()) else {
-                    continue;
-                };
-                let needs_start = self.records().get(&name).is_some_and(|r| {
-                    r.wanted
-                        && !matches!(r.state, State::Running { .. })
-                        && !(is_oneshot(&r.spec)
-                            && matches!(r.state, State::Exited { status: 0, .. }))
-                });
-                if !needs_start {
-                    continue;
-                }
-                if spec.label("io.rancher.os.createonly") == Some("true") {
-                    continue;
-                }
-                let this = self.clone();
-                let network = label_list(&spec, "io.rancher.os.after")
-                    .iter()
-                    .any(|a| a == "network");
-                started.push(name.clone());
-                set.spawn(async move {
-                    if network {
-                        this.wait_for_network(&name).await;
+        let to_start: Vec<String> = order
+            .waves
+            .iter()
+            .flatten()
+            .filter(|name| self.needs_start(name))
+            .cloned()
+            .collect();
+        let throttle = Arc::new(Semaphore::new(background_starts()));
+        let mut set = tokio::task::JoinSet::new();
+        for name in &to_start {
+            let Some(spec) = self.records().get(name).map(|r| r.spec.clone()) else {
+                continue;
+            };
+            let network = label_list(&spec, "io.rancher.os.after")
+                .iter()
+                .any(|a| a == "network");
+            // Only what this converge starts is waited for (as a wave waited for its own).
+            let prerequisites: Vec<String> = order
+                .after
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter(|p| to_start.contains(p))
+                .cloned()
+                .collect();
+            let throttle = (!console_path.contains(name)).then(|| throttle.clone());
+            let this = self.clone();
+            let name = name.clone();
+            set.spawn(async move {
+                for p in &prerequisites {
+                    if !this.wait_ready(p, this.timeouts.ready).await {
+                        log::warn!("service {p}: not ready; starting {name} anyway");
                     }
-                    let _ = this.start_one(&name).await;
-                });
-            }
-            while set.join_next().await.is_some() {}
-            for name in started {
-                if !self.wait_ready(&name, self.timeouts.ready).await {
-                    log::warn!("service {name}: not ready; starting the services after it anyway");
                 }
+                if network {
+                    this.wait_for_network(&name).await;
+                }
+                let _slot = match throttle {
+                    Some(throttle) => throttle.acquire_owned().await.ok(),
+                    None => None,
+                };
+                let _ = this.start_one(&name).await;
+            });
+        }
+        while set.join_next().await.is_some() {}
+        for name in &to_start {
+            if !self.wait_ready(name, self.timeouts.ready).await {
+                log::warn!("service {name}: not ready");
             }
         }
+    }
+
+    /// Whether converging should start `name`: wanted, not running, not a one-shot that
+    /// already succeeded, not create-only.
+    fn needs_start(&self, name: &str) -> bool {
+        self.records().get(name).is_some_and(|r| {
+            r.wanted
+                && !matches!(r.state, State::Running { .. })
+                && !(is_oneshot(&r.spec) && matches!(r.state, State::Exited { status: 0, .. }))
+                && r.spec.label("io.rancher.os.createonly") != Some("true")
+        })
     }
 
     async fn wait_for_network(&self, name: &str) {
@@ -706,7 +778,8 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        s.converge(desired, waves, &[]).await;
+        s.converge(desired, StartOrder::from_waves(waves), &[])
+            .await;
         watcher.await.unwrap();
         assert_eq!(runs(&rt), vec!["cold", "udev", "console"]);
         let snap = s.snapshot();
@@ -717,6 +790,65 @@ mod tests {
         assert!(matches!(snap["console"].state, State::Running { .. }));
     }
 
+    #[tokio::test]
+    async fn a_service_waits_only_for_what_it_is_after_not_its_whole_wave() {
+        let rt = Arc::new(FakeRuntime::new());
+        let s = sup(rt.clone());
+        let events = rt.exits().await.unwrap();
+        tokio::spawn(s.clone().dispatch_exits(events));
+        let mut desired = BTreeMap::new();
+        desired.insert("a".to_string(), spec(&[], RestartPolicy::Always));
+        desired.insert(
+            "slow".to_string(),
+            spec(&[("io.rancher.os.detach", "false")], RestartPolicy::No),
+        );
+        desired.insert("late".to_string(), spec(&[], RestartPolicy::Always));
+        let order = StartOrder {
+            waves: vec![vec!["a".into(), "slow".into()], vec!["late".into()]],
+            after: BTreeMap::from([("late".to_string(), vec!["a".to_string()])]),
+        };
+        // The one-shot finishes only after `late` started: `late` did not wait for it.
+        let rt2 = rt.clone();
+        let watcher = tokio::spawn(async move {
+            while !runs(&rt2).contains(&"late".to_string()) {
+                tokio::task::yield_now().await;
+            }
+            rt2.exit("slow", 0);
+        });
+        tokio::time::timeout(Duration::from_secs(4), s.converge(desired, order, &[]))
+            .await
+            .expect("late waited for the whole wave");
+        watcher.await.unwrap();
+        assert!(matches!(s.snapshot()["late"].state, State::Running { .. }));
+    }
+
+    #[test]
+    fn the_console_path_is_the_console_and_what_it_waits_for() {
+        let mut desired = BTreeMap::new();
+        for name in ["udev", "network", "ntp", "extra", "docker"] {
+            desired.insert(name.to_string(), spec(&[], RestartPolicy::Always));
+        }
+        desired.insert(
+            "console".to_string(),
+            spec(
+                &[("io.rancher.os.console", "default")],
+                RestartPolicy::Always,
+            ),
+        );
+        let order = StartOrder {
+            waves: Vec::new(),
+            after: BTreeMap::from([
+                ("network".to_string(), vec!["udev".to_string()]),
+                ("ntp".to_string(), vec!["network".to_string()]),
+                ("console".to_string(), vec!["ntp".to_string()]),
+                ("docker".to_string(), vec!["console".to_string()]),
+            ]),
+        };
+        let mut path: Vec<String> = order.console_path(&desired).into_iter().collect();
+        path.sort();
+        assert_eq!(path, vec!["console", "network", "ntp", "udev"]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_crashing_service_is_restarted_with_growing_delays() {
         let rt = Arc::new(FakeRuntime::new());
@@ -725,8 +857,12 @@ mod tests {
         tokio::spawn(s.clone().dispatch_exits(events));
         let mut desired = BTreeMap::new();
         desired.insert("crash".to_string(), spec(&[], RestartPolicy::Always));
-        s.converge(desired, vec![vec!["crash".to_string()]], &[])
-            .await;
+        s.converge(
+            desired,
+            StartOrder::from_waves(vec![vec!["crash".to_string()]]),
+            &[],
+        )
+        .await;
         let mut when = Vec::new();
         let t0 = tokio::time::Instant::now();
         for _ in 0..4 {
@@ -751,8 +887,12 @@ mod tests {
         let mut desired = BTreeMap::new();
         desired.insert("a".to_string(), spec(&[], RestartPolicy::Always));
         desired.insert("b".to_string(), spec(&[], RestartPolicy::Always));
-        s.converge(desired.clone(), vec![vec!["a".into(), "b".into()]], &[])
-            .await;
+        s.converge(
+            desired.clone(),
+            StartOrder::from_waves(vec![vec!["a".into(), "b".into()]]),
+            &[],
+        )
+        .await;
         s.stop_one("a", Duration::from_secs(1)).await.unwrap();
         tokio::task::yield_now().await;
         assert!(matches!(s.snapshot()["a"].state, State::Exited { .. }));
@@ -761,14 +901,16 @@ mod tests {
         desired.remove("b");
         desired.insert("c".to_string(), spec(&[], RestartPolicy::No));
         let waves = vec![vec!["a".to_string(), "c".to_string()]];
-        s.converge(desired.clone(), waves.clone(), &[]).await;
+        s.converge(desired.clone(), StartOrder::from_waves(waves.clone()), &[])
+            .await;
         let snap = s.snapshot();
         assert!(!snap.contains_key("b"));
         assert!(matches!(snap["c"].state, State::Running { .. }));
         // A reload leaves a service the user stopped alone...
         assert!(matches!(snap["a"].state, State::Exited { .. }));
         // ...`up a` wakes it.
-        s.converge(desired, waves, &["a".to_string()]).await;
+        s.converge(desired, StartOrder::from_waves(waves), &["a".to_string()])
+            .await;
         assert!(matches!(s.snapshot()["a"].state, State::Running { .. }));
         assert!(rt.calls().contains(&FakeCall::Stop("b".into())));
     }
@@ -799,7 +941,14 @@ mod tests {
         let mut desired = BTreeMap::new();
         desired.insert("fast".to_string(), spec(&[], RestartPolicy::Always));
         let sc = s.clone();
-        tokio::spawn(async move { sc.converge(desired, vec![vec!["fast".into()]], &[]).await });
+        tokio::spawn(async move {
+            sc.converge(
+                desired,
+                StartOrder::from_waves(vec![vec!["fast".into()]]),
+                &[],
+            )
+            .await
+        });
         // It is restarted after the 1 s backoff instead of being left "running".
         for _ in 0..100 {
             if runs(&rt).len() >= 2 {
@@ -822,7 +971,12 @@ mod tests {
         }));
         let mut desired = BTreeMap::new();
         desired.insert("console".to_string(), spec(&[], RestartPolicy::Always));
-        s.converge(desired, vec![vec!["console".into()]], &[]).await;
+        s.converge(
+            desired,
+            StartOrder::from_waves(vec![vec!["console".into()]]),
+            &[],
+        )
+        .await;
         let State::Running { pid, .. } = s.snapshot()["console"].state else {
             panic!("console not running");
         };
@@ -836,8 +990,12 @@ mod tests {
         let mut desired = BTreeMap::new();
         desired.insert("keep".to_string(), spec(&[], RestartPolicy::Always));
         desired.insert("gone".to_string(), spec(&[], RestartPolicy::No));
-        s.converge(desired, vec![vec!["gone".into(), "keep".into()]], &[])
-            .await;
+        s.converge(
+            desired,
+            StartOrder::from_waves(vec![vec!["gone".into(), "keep".into()]]),
+            &[],
+        )
+        .await;
         // No subscriber: the exit is missed, as when containerd was down.
         rt.exit("gone", 3);
         s.resync().await;
