@@ -131,6 +131,23 @@ pub fn load_config(cmdline: &str) -> CloudConfig {
     loaded.config
 }
 
+/// Read `files` into the page cache on a background thread (best-effort: a file that
+/// cannot be read is paged in on first use instead).
+fn warm_page_cache(files: &'static [&'static str]) {
+    let spawned = std::thread::Builder::new()
+        .name("warm-cache".into())
+        .spawn(move || {
+            for file in files {
+                if let Ok(mut f) = fs::File::open(file) {
+                    let _ = std::io::copy(&mut f, &mut std::io::sink());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::debug!("warming the page cache: {e}");
+    }
+}
+
 /// Mount the state disk over /var, /home and /opt, formatting a blank one if asked.
 /// Only the built-in config and the kernel command line can say where it is (the
 /// user's config lives on it). Without one: RAM, said on the console.
@@ -337,6 +354,10 @@ pub fn run() -> ! {
     if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host) {
         fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
     }
+    // Page in the binaries every service start needs, on a second CPU while this one
+    // mounts the state and starts containerd: under emulation, decompressing them from
+    // the squashfs as they fault in is a good part of containerd's start-up.
+    warm_page_cache(&[paths::CONTAINERD_BIN, paths::SHIM_BIN, paths::OCI_RUNTIME]);
     // One index of the root's modules for every later load (state disk, cloud-init).
     let root_modules =
         crate::cloudinit::InitModules::new(&Path::new(paths::MODULES_DIR).join(&kver));

@@ -12,6 +12,8 @@ pub const BOOT_DISK: &str = "/run/ros/boot-disk";
 pub const MODULES_DIR: &str = "/lib/modules";
 /// The system containerd binary in the root image.
 pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
+/// containerd's runc v2 shim, which containerd starts for the first service.
+pub const SHIM_BIN: &str = "/usr/bin/containerd-shim-runc-v2";
 /// The OCI runtime the system containerd's shim runs for services (crun: a C runtime,
 /// several times cheaper per container start than runc's Go under emulation). When it
 /// is missing from the root image the shim runs `runc`.

@@ -83,24 +83,29 @@ fn boots_to_a_console_container_and_powers_off() {
 
     // Orphans are reaped by PID 1. Processes started by a kernel usermode helper (a
     // core-dump pipe) are orphaned to PID 1 directly (no shim subreaper above them).
+    // Each waits on a FIFO until the test opens it for writing, however slowly the
+    // 1000 of them are spawned.
     vm.sh(
-        "printf '#!/bin/sh\\ni=0; while [ $i -lt 1000 ]; do sleep 4 & i=$((i+1)); done\\n' \
+        "mkfifo /run/orphans.gate && \
+         printf '#!/bin/sh\\ni=0; while [ $i -lt 1000 ]; do cat /run/orphans.gate & i=$((i+1)); done\\n' \
          >/run/orphans.sh && chmod +x /run/orphans.sh",
     );
     vm.sh("echo '|/run/orphans.sh' >/proc/sys/kernel/core_pattern");
     vm.run("sh -c 'ulimit -c unlimited; kill -SEGV $$'", STEP);
-    // Wait (bounded, in the guest) until the 1000 sleepers exist as children of PID 1...
+    // Wait (bounded, in the guest) until the 1000 waiters exist as children of PID 1...
     let adopted = vm.sh(
-        "for i in $(seq 300); do n=$(ps -o ppid,comm | awk '$1==1 && $2==\"sleep\"' | wc -l); \
+        "for i in $(seq 600); do n=$(ps -o ppid,comm | awk '$1==1 && $2==\"cat\"' | wc -l); \
          [ $n -ge 1000 ] && break; usleep 100000; done; echo $n",
     );
-    assert_eq!(adopted, "1000", "sleepers adopted by PID 1");
-    // ...then until they are gone: none may be left as a zombie.
+    assert_eq!(adopted, "1000", "waiters adopted by PID 1");
+    // ...let them all go (end of file), then wait until they are gone: none may be left
+    // as a zombie.
+    vm.sh("echo > /run/orphans.gate");
     let left = vm.sh(
-        "for i in $(seq 300); do n=$(ps -o ppid,comm | awk '$1==1 && $2==\"sleep\"' | wc -l); \
+        "for i in $(seq 600); do n=$(ps -o ppid,comm | awk '$1==1 && $2==\"cat\"' | wc -l); \
          [ $n -eq 0 ] && break; usleep 100000; done; echo $n",
     );
-    assert_eq!(left, "0", "orphaned sleepers left");
+    assert_eq!(left, "0", "orphaned waiters left");
     assert_eq!(
         vm.sh("ps -o stat | grep -c '^Z' || true"),
         "0",
