@@ -56,15 +56,15 @@ def main():
             return "system service images"
         if rel.startswith("lib/modules/"):
             return "kernel modules"
-        if rel in ("usr/bin/containerd", "usr/bin/containerd-shim-runc-v2", "usr/bin/runc"):
-            return "containerd, shim, runc"
+        if rel in ("usr/bin/containerd", "usr/bin/containerd-shim-runc-v2", "usr/bin/crun"):
+            return "containerd, shim, crun"
         if rel in ("usr/bin/ros", "sbin/init"):
             return "ros + init (ours)"
         return "libraries, busybox, mke2fs, extlinux, config"
 
     paths = [os.path.join(d, n) for d, _, files in os.walk(root) for n in files]
-    # The system's own files first: a file the engine shares with the system (containerd,
-    # runc) counts for the system, where it is needed without the engine too.
+    # The system's own files first: a file the engine shares with the system (containerd
+    # and its shim) counts for the system, where it is needed without the engine too.
     paths.sort(key=lambda p: (is_engine(os.path.relpath(p, root)), p))
     for path in paths:
         if os.path.islink(path) or not os.path.isfile(path):

@@ -2,7 +2,7 @@
 # Builds the boot image from Debian bookworm packages and our own binaries:
 #   $OUT/vmlinuz   the Debian kernel
 #   $OUT/initrd    our init + busybox (recovery shell) + the modules needed to reach the root
-#   $OUT/root.img  squashfs: containerd, runc, ros, modules, configs, services, preloaded images,
+#   $OUT/root.img  squashfs: containerd, crun, ros, modules, configs, services, preloaded images,
 #                  the user Docker engine's binaries, and kernel + initrd for `ros install`
 # Usage: initramfs/build.sh BUILD_DIR   (run from the repo root, as root)
 set -euo pipefail
@@ -19,7 +19,7 @@ HOSTBIN=$REPO/target/release
 # Everything we ship gets this mtime, so builds are reproducible.
 export SOURCE_DATE_EPOCH=0
 
-PACKAGES=(linux-image-amd64 containerd runc busybox-static libc6 libseccomp2
+PACKAGES=(linux-image-amd64 containerd busybox-static libc6 libseccomp2
           crun libyajl2 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1
           e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux)
 
@@ -272,13 +272,12 @@ rootfs() {
   mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,lib,etc,proc,sys,dev,run,tmp,var,mnt,root,home,opt}
   mkdir -p "$r/usr/share/ros/images" "$r/usr/share/ros/services" "$r/mnt/state"
   chmod 1777 "$r/tmp"; chmod 0700 "$r/root"
-  unpack containerd; unpack runc; unpack libc6; unpack libseccomp2
+  unpack containerd; unpack libc6; unpack libseccomp2
   install -m 0755 "$X/containerd/usr/bin/containerd" "$X/containerd/usr/bin/containerd-shim-runc-v2" "$r/usr/bin/"
-  install -m 0755 "$X/runc/usr/sbin/runc" "$r/usr/bin/runc"
   install -m 0755 "$RELEASE/ros" "$r/usr/bin/ros"
   install -m 0755 "$RELEASE/init" "$r/sbin/init"
-  lib_closure "$r" "$X/libc6 $X/libseccomp2" "$r/usr/bin/containerd" "$r/usr/bin/containerd-shim-runc-v2" "$r/usr/bin/runc"
-  # crun runs the system services (the shim's runtime; runc stays for the user Docker).
+  lib_closure "$r" "$X/libc6 $X/libseccomp2" "$r/usr/bin/containerd" "$r/usr/bin/containerd-shim-runc-v2"
+  # crun runs the system services (the shim's runtime); runc is the user Docker's only.
   local crun_libs=(crun libyajl2 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1)
   for p in "${crun_libs[@]}"; do unpack "$p"; done
   install -m 0755 "$X/crun/usr/bin/crun" "$r/usr/bin/crun"
@@ -323,7 +322,7 @@ initrd() {
 main() {
   mkdir -p "$OUT" "$STAGE"
   fetch_debs
-  for p in busybox-static libc6 libseccomp2 containerd runc; do unpack "$p"; done
+  for p in busybox-static libc6 libseccomp2 containerd; do unpack "$p"; done
   kernel
   log "kernel $KVER"
   initrd

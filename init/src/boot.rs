@@ -420,14 +420,13 @@ async fn serve(
     reaper: Reaper,
 ) -> PowerAction {
     let socket = containerd.socket().to_path_buf();
-    let oci_runtime = Path::new(paths::OCI_RUNTIME)
-        .exists()
-        .then(|| paths::OCI_RUNTIME.to_string());
     // Fatal: without the system runtime there is no console to offer.
     let local = LocalImages::new(paths::IMAGE_STORE, paths::SERVICE_ROOTS);
     let runtime =
         match Containerd::wait_ready(&socket, SYSTEM_NAMESPACE, CONTAINERD_READY_TIMEOUT).await {
-            Ok(c) => c.with_local_images(local).with_runtime_binary(oci_runtime),
+            Ok(c) => c
+                .with_local_images(local)
+                .with_runtime_binary(Some(paths::OCI_RUNTIME.into())),
             Err(e) => fatal(&format!("system containerd never became ready: {e}")),
         };
     if let Err(e) = crate::containerd::restrict_socket(&socket) {

@@ -15,8 +15,8 @@ pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
 /// containerd's runc v2 shim, which containerd starts for the first service.
 pub const SHIM_BIN: &str = "/usr/bin/containerd-shim-runc-v2";
 /// The OCI runtime the system containerd's shim runs for services (crun: a C runtime,
-/// several times cheaper per container start than runc's Go under emulation). When it
-/// is missing from the root image the shim runs `runc`.
+/// several times cheaper per container start than runc's Go under emulation; the root
+/// image has no runc of its own, only the user Docker engine's).
 pub const OCI_RUNTIME: &str = "/usr/bin/crun";
 /// State dir of the system containerd (tmpfs); also holds its socket and config.
 pub const CONTAINERD_STATE: &str = "/run/system-containerd";
