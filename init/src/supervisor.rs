@@ -728,6 +728,15 @@ mod tests {
         )
     }
 
+    /// A supervisor over a fresh fake whose exit events it already dispatches.
+    async fn supervised() -> (Arc<FakeRuntime>, Arc<Supervisor<FakeRuntime>>) {
+        let rt = Arc::new(FakeRuntime::new());
+        let s = sup(rt.clone());
+        let events = rt.exits().await.unwrap();
+        tokio::spawn(s.clone().dispatch_exits(events));
+        (rt, s)
+    }
+
     fn runs(rt: &FakeRuntime) -> Vec<String> {
         rt.calls()
             .into_iter()
@@ -750,10 +759,7 @@ mod tests {
 
     #[tokio::test]
     async fn waves_start_in_order_and_oneshots_gate_the_next_wave() {
-        let rt = Arc::new(FakeRuntime::new());
-        let s = sup(rt.clone());
-        let events = rt.exits().await.unwrap();
-        tokio::spawn(s.clone().dispatch_exits(events));
+        let (rt, s) = supervised().await;
         let mut desired = BTreeMap::new();
         desired.insert(
             "cold".to_string(),
@@ -792,10 +798,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_service_waits_only_for_what_it_is_after_not_its_whole_wave() {
-        let rt = Arc::new(FakeRuntime::new());
-        let s = sup(rt.clone());
-        let events = rt.exits().await.unwrap();
-        tokio::spawn(s.clone().dispatch_exits(events));
+        let (rt, s) = supervised().await;
         let mut desired = BTreeMap::new();
         desired.insert("a".to_string(), spec(&[], RestartPolicy::Always));
         desired.insert(
@@ -851,10 +854,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_crashing_service_is_restarted_with_growing_delays() {
-        let rt = Arc::new(FakeRuntime::new());
-        let s = sup(rt.clone());
-        let events = rt.exits().await.unwrap();
-        tokio::spawn(s.clone().dispatch_exits(events));
+        let (rt, s) = supervised().await;
         let mut desired = BTreeMap::new();
         desired.insert("crash".to_string(), spec(&[], RestartPolicy::Always));
         s.converge(
@@ -880,10 +880,7 @@ mod tests {
 
     #[tokio::test]
     async fn stopped_services_stay_stopped_and_converge_removes_and_adds() {
-        let rt = Arc::new(FakeRuntime::new());
-        let s = sup(rt.clone());
-        let events = rt.exits().await.unwrap();
-        tokio::spawn(s.clone().dispatch_exits(events));
+        let (rt, s) = supervised().await;
         let mut desired = BTreeMap::new();
         desired.insert("a".to_string(), spec(&[], RestartPolicy::Always));
         desired.insert("b".to_string(), spec(&[], RestartPolicy::Always));

@@ -1744,6 +1744,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn runtime_binary_is_field_6_of_the_runc_options() {
+        // containerd's oci.proto: `string binary_name = 6;` (wire type 2, length-delimited).
+        let bytes = prost::Message::encode_to_vec(&RuncOptions {
+            binary_name: "/usr/bin/crun".into(),
+        });
+        assert_eq!(bytes[..2], [6 << 3 | 2, 13]);
+        assert_eq!(&bytes[2..], b"/usr/bin/crun");
+    }
+
+    #[test]
     fn missing_bind_sources_are_created_existing_ones_kept() {
         let dir = std::env::temp_dir().join(format!("ros-bind-{}", std::process::id()));
         let file = dir.join("file");
