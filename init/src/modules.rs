@@ -93,6 +93,24 @@ impl ModuleIndex {
         self.builtin.contains(&normalize(name))
     }
 
+    /// The modules no other module depends on, sorted: loading these (each with its
+    /// dependencies) loads everything in the index.
+    pub fn top_level(&self) -> Vec<String> {
+        let needed: HashSet<String> = self
+            .deps
+            .values()
+            .flat_map(|(_, needs)| needs.iter().map(|p| name_of(p)))
+            .collect();
+        let mut names: Vec<String> = self
+            .deps
+            .keys()
+            .filter(|n| !needed.contains(*n))
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Files to load for `name`, dependencies first. Empty for built-ins.
     pub fn resolve(&self, name: &str) -> Result<Vec<PathBuf>, ModuleError> {
         let key = normalize(name);
@@ -181,6 +199,15 @@ kernel/net/netfilter/nf_conntrack-netlink.ko: kernel/net/netfilter/nf_conntrack.
         assert_eq!(idx.resolve("nf_conntrack_netlink").unwrap().len(), 2);
         assert!(idx.resolve("ext4").unwrap().is_empty());
         assert!(matches!(idx.resolve("nope"), Err(ModuleError::NotFound(n)) if n == "nope"));
+    }
+
+    #[test]
+    fn top_level_leaves_out_what_others_depend_on() {
+        let idx = ModuleIndex::parse(Path::new("/m"), DEP, "");
+        assert_eq!(
+            idx.top_level(),
+            vec!["nf_conntrack_netlink", "squashfs", "virtio_pci"]
+        );
     }
 
     #[test]

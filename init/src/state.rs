@@ -133,12 +133,14 @@ pub fn is_blank(dev: &Path) -> io::Result<bool> {
 
 /// Find (or format) and mount the state partition, then bind its directories over the
 /// root's. `format(device, label)` runs the formatter (PID 1 passes one that uses its
-/// reaper). Returns what happened; errors are the caller's to judge against `required`.
+/// reaper); `load_fs(fstype)` loads the filesystem's modules, only once there is a disk
+/// to mount. Returns what happened; errors are the caller's to judge against `required`.
 pub fn setup(
     settings: &StateSettings,
     root: &Path,
     m: &dyn Mounter,
     format: &dyn Fn(&Path, &str) -> Result<(), String>,
+    load_fs: &dyn Fn(&str),
 ) -> Result<StateOutcome, StateError> {
     let sys_block = root.join("sys/class/block");
     let dev_dir = root.join("dev");
@@ -177,6 +179,7 @@ pub fn setup(
     };
     let mnt = root.join(STATE_MOUNT.trim_start_matches('/'));
     let _ = fs::create_dir_all(&mnt);
+    load_fs(&settings.fstype);
     m.mount(
         &device.display().to_string(),
         &mnt,
@@ -345,8 +348,18 @@ mod tests {
         let root = root_with(&[("vda", vec![1; 65536]), ("vdb", ext4(STATE_LABEL))]);
         let rec = Recorder::default();
         let never = |_: &Path, _: &str| -> Result<(), String> { panic!("formatted") };
-        let out = setup(&settings(&["/dev/vdb"]), root.path(), &rec, &never).unwrap();
+        let loaded = std::cell::RefCell::new(Vec::new());
+        let load_fs = |fs: &str| loaded.borrow_mut().push(fs.to_string());
+        let out = setup(
+            &settings(&["/dev/vdb"]),
+            root.path(),
+            &rec,
+            &never,
+            &load_fs,
+        )
+        .unwrap();
         assert_eq!(out, StateOutcome::Mounted(root.path().join("dev/vdb")));
+        assert_eq!(*loaded.borrow(), vec!["ext4".to_string()]);
         let calls = rec.calls();
         assert_eq!(calls.len(), 1 + PERSISTENT_DIRS.len());
         assert!(matches!(&calls[0], Call::Mount(src, t, Some(fs), _, None)
@@ -371,6 +384,7 @@ mod tests {
             root.path(),
             &rec,
             &fmt,
+            &|_: &str| {},
         )
         .unwrap();
         assert_eq!(out, StateOutcome::Formatted(root.path().join("dev/vdb")));
@@ -385,7 +399,8 @@ mod tests {
         let root = root_with(&[("vda", vec![7; 65536])]);
         let rec = Recorder::default();
         let never = |_: &Path, _: &str| -> Result<(), String> { panic!("formatted") };
-        let out = setup(&settings(&["/dev/vda"]), root.path(), &rec, &never).unwrap();
+        let no_fs = |fs: &str| panic!("loaded {fs} with no disk to mount");
+        let out = setup(&settings(&["/dev/vda"]), root.path(), &rec, &never, &no_fs).unwrap();
         assert_eq!(out, StateOutcome::None);
         assert!(rec.calls().is_empty());
     }
