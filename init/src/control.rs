@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::catalog::Plan;
-use crate::supervisor::{is_oneshot, State, Supervisor, SupervisorError};
+use crate::supervisor::{State, Supervisor, SupervisorError};
 
 /// Re-reads the config and says what should run.
 pub type Planner = Arc<dyn Fn() -> Plan + Send + Sync>;
@@ -141,7 +141,7 @@ pub fn rows<R: ServiceRuntime + 'static>(sup: &Supervisor<R>) -> Vec<ServiceRow>
                 exit_status,
                 since_unix_ms: since,
                 restarts: r.restarts,
-                oneshot: is_oneshot(&r.spec),
+                oneshot: r.spec.is_oneshot(),
             }
         })
         .collect()

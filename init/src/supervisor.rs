@@ -41,22 +41,6 @@ pub fn should_restart(policy: RestartPolicy, status: u32) -> bool {
     }
 }
 
-/// `io.rancher.os.detach: "false"`: a one-shot that must exit 0 before dependents start.
-pub fn is_oneshot(spec: &ServiceSpec) -> bool {
-    spec.label("io.rancher.os.detach") == Some("false")
-}
-
-/// Names in a comma-separated ordering label.
-pub fn label_list(spec: &ServiceSpec, key: &str) -> Vec<String> {
-    spec.label(key)
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// Where a service is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -504,7 +488,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let verdict = self.records().get(name).map(|r| {
-                let oneshot = is_oneshot(&r.spec);
+                let oneshot = r.spec.is_oneshot();
                 match &r.state {
                     State::Running { .. } if !oneshot => Some(true),
                     State::Exited { status: 0, .. } if oneshot => Some(true),
@@ -587,12 +571,13 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         let throttle = Arc::new(Semaphore::new(background_starts()));
         let mut set = tokio::task::JoinSet::new();
         for name in &to_start {
-            let Some(spec) = self.records().get(name).map(|r| r.spec.clone()) else {
+            let Some(network) = self
+                .records()
+                .get(name)
+                .map(|r| r.spec.after().contains(&"network"))
+            else {
                 continue;
             };
-            let network = label_list(&spec, "io.rancher.os.after")
-                .iter()
-                .any(|a| a == "network");
             // Only what this converge starts is waited for (as a wave waited for its own).
             let prerequisites: Vec<String> = order
                 .after
@@ -633,10 +618,12 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
     /// already succeeded, not create-only.
     fn needs_start(&self, name: &str) -> bool {
         self.records().get(name).is_some_and(|r| {
-            r.wanted
-                && !matches!(r.state, State::Running { .. })
-                && !(is_oneshot(&r.spec) && matches!(r.state, State::Exited { status: 0, .. }))
-                && r.spec.label("io.rancher.os.createonly") != Some("true")
+            let done = match r.state {
+                State::Running { .. } => true,
+                State::Exited { status: 0, .. } => r.spec.is_oneshot(),
+                _ => false,
+            };
+            r.wanted && !done && !r.spec.is_createonly()
         })
     }
 
