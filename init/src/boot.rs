@@ -434,7 +434,7 @@ async fn serve(
         match Containerd::wait_ready(&socket, SYSTEM_NAMESPACE, CONTAINERD_READY_TIMEOUT).await {
             Ok(c) => c
                 .with_local_images(local)
-                .with_runtime_binary(Some(paths::OCI_RUNTIME.into())),
+                .with_runtime_binary(paths::OCI_RUNTIME),
             Err(e) => fatal(&format!("system containerd never became ready: {e}")),
         };
     if let Err(e) = crate::containerd::restrict_socket(&socket) {

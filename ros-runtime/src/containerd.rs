@@ -410,8 +410,8 @@ impl Containerd {
 
     /// Have the shim run this OCI runtime (a runc-compatible CLI such as crun, by absolute
     /// path) instead of `runc` from its PATH.
-    pub fn with_runtime_binary(mut self, binary: Option<String>) -> Self {
-        self.runtime_binary = binary;
+    pub fn with_runtime_binary(mut self, binary: impl Into<String>) -> Self {
+        self.runtime_binary = Some(binary.into());
         self
     }
 
