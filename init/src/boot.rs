@@ -154,8 +154,9 @@ fn warm_page_cache(files: &'static [&'static str]) {
 fn mount_state(cmdline: &str, modules: &crate::cloudinit::InitModules, reaper: &Reaper) {
     // The filesystem's module, once there is a disk to mount (a diskless boot loads
     // none). ext4 asks the crypto API for crc32c at mount time; there is no modprobe to
-    // answer, so the generic implementation comes first. Best-effort: a kernel with
-    // them built in needs neither, and a missing one shows up as the mount's error.
+    // answer, so the generic implementation comes first (the initrd loaded it already;
+    // this covers a boot without one). Best-effort: a kernel with them built in needs
+    // neither, and a missing one shows up as the mount's error.
     let load_fs = |fstype: &str| {
         let names: &[&str] = match fstype {
             "ext4" => &["crc32c_generic", "ext4"],
