@@ -2,8 +2,9 @@
 # Builds the boot image from Debian bookworm packages and our own binaries:
 #   $OUT/vmlinuz   the Debian kernel
 #   $OUT/initrd    our init + busybox (recovery shell) + the modules needed to reach the root
-#   $OUT/root.img  squashfs: containerd, crun, ros, modules, configs, services, preloaded images,
-#                  the user Docker engine's binaries, and kernel + initrd for `ros install`
+#   $OUT/root.img  squashfs: containerd (built by initramfs/containerd.sh), crun, ros, modules,
+#                  configs, services, preloaded images, the user Docker engine's binaries,
+#                  and kernel + initrd for `ros install`
 # Usage: initramfs/build.sh BUILD_DIR   (run from the repo root, as root)
 set -euo pipefail
 
@@ -19,7 +20,7 @@ HOSTBIN=$REPO/target/release
 # Everything we ship gets this mtime, so builds are reproducible.
 export SOURCE_DATE_EPOCH=0
 
-PACKAGES=(linux-image-amd64 containerd busybox-static libc6 libseccomp2
+PACKAGES=(linux-image-amd64 busybox-static libc6 libseccomp2
           crun libyajl2 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1
           e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux)
 
@@ -272,8 +273,8 @@ rootfs() {
   mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,lib,etc,proc,sys,dev,run,tmp,var,mnt,root,home,opt}
   mkdir -p "$r/usr/share/ros/images" "$r/usr/share/ros/services" "$r/mnt/state"
   chmod 1777 "$r/tmp"; chmod 0700 "$r/root"
-  unpack containerd; unpack libc6; unpack libseccomp2
-  install -m 0755 "$X/containerd/usr/bin/containerd" "$X/containerd/usr/bin/containerd-shim-runc-v2" "$r/usr/bin/"
+  unpack libc6; unpack libseccomp2
+  install -m 0755 "$CONTAINERD_BIN/containerd" "$CONTAINERD_BIN/containerd-shim-runc-v2" "$r/usr/bin/"
   install -m 0755 "$RELEASE/ros" "$r/usr/bin/ros"
   install -m 0755 "$RELEASE/init" "$r/sbin/init"
   lib_closure "$r" "$X/libc6 $X/libseccomp2" "$r/usr/bin/containerd" "$r/usr/bin/containerd-shim-runc-v2"
@@ -299,6 +300,9 @@ rootfs() {
   cp "$REPO/services/"*.yml "$r/usr/share/ros/services/"
   [ -f "$REPO/configs/os-config.yml" ] && cp "$REPO/configs/os-config.yml" "$r/usr/share/ros/os-config.yml"
   service_images
+  # The user engine runs the same containerd and shim (squashfs stores them once).
+  install -m 0755 "$CONTAINERD_BIN/containerd" "$CONTAINERD_BIN/containerd-shim-runc-v2" \
+    "$r/usr/lib/ros/engine/"
   rm -f "$OUT/root.img"
   mksquashfs "$r" "$OUT/root.img" -comp zstd -Xcompression-level 19 -all-root \
     -reproducible -noappend -quiet >/dev/null
@@ -322,7 +326,9 @@ initrd() {
 main() {
   mkdir -p "$OUT" "$STAGE"
   fetch_debs
-  for p in busybox-static libc6 libseccomp2 containerd; do unpack "$p"; done
+  for p in busybox-static libc6 libseccomp2; do unpack "$p"; done
+  "$REPO/initramfs/containerd.sh" build "$BUILD"
+  CONTAINERD_BIN=$BUILD/containerd/bin
   kernel
   log "kernel $KVER"
   initrd

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Installs what building and testing rOS needs on a fresh Debian 12 machine.
+# Usage: scripts/install-deps.sh [BUILD_DIR]
 set -euo pipefail
+BUILD=${1:-build}
 PKGS=(qemu-system-x86 qemu-utils protobuf-compiler squashfs-tools cpio zstd kmod
       binutils busybox-static containerd runc e2fsprogs genisoimage
-      openssh-client)
+      openssh-client dpkg-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,5 +20,7 @@ fi
 if [ -z "$(ls /var/lib/apt/lists/*_Packages 2>/dev/null | head -1)" ]; then
   apt-get update -qq
 fi
+# Go and the libraries containerd is built against (initramfs/containerd.sh).
+"$(dirname "$0")/../initramfs/containerd.sh" deps "$BUILD"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt 2>/dev/null || true
