@@ -58,8 +58,8 @@ def main():
             return "kernel modules"
         if rel in ("usr/bin/containerd", "usr/bin/containerd-shim-runc-v2", "usr/bin/crun"):
             return "containerd, shim, crun"
-        if rel in ("usr/bin/ros", "sbin/init"):
-            return "ros + init (ours)"
+        if rel == "usr/bin/ros":
+            return "ros (ours; init is in the initrd)"
         return "libraries, busybox, mke2fs, extlinux, config"
 
     paths = [os.path.join(d, n) for d, _, files in os.walk(root) for n in files]

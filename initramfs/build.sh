@@ -276,7 +276,8 @@ rootfs() {
   unpack libc6; unpack libseccomp2
   install -m 0755 "$CONTAINERD_BIN/containerd" "$CONTAINERD_BIN/containerd-shim-runc-v2" "$r/usr/bin/"
   install -m 0755 "$RELEASE/ros" "$r/usr/bin/ros"
-  install -m 0755 "$RELEASE/init" "$r/sbin/init"
+  # No /sbin/init here: PID 1 is the initrd's /init, which switches into this root and
+  # goes on running (the kernel cannot mount it without the initrd's modules anyway).
   lib_closure "$r" "$X/libc6 $X/libseccomp2" "$r/usr/bin/containerd" "$r/usr/bin/containerd-shim-runc-v2"
   # crun runs the system services (the shim's runtime); runc is the user Docker's only.
   local crun_libs=(crun libyajl2 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1)
