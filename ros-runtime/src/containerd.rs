@@ -334,6 +334,38 @@ impl BlobUpload {
     }
 }
 
+/// "Something was created in this directory", from inotify: what
+/// [`Containerd::wait_ready`] waits for between tries instead of a timer alone.
+struct DirCreated(std::sync::Arc<nix::sys::inotify::Inotify>);
+
+impl DirCreated {
+    /// Watch `dir`; `None` if it cannot be watched (no such directory, no inotify).
+    fn watch(dir: &Path) -> Option<Self> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        inotify
+            .add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+            .ok()?;
+        Some(Self(std::sync::Arc::new(inotify)))
+    }
+
+    /// Wait until something is created in the directory or `limit` passes (on a blocking
+    /// thread: at most `limit`); consumes the events, so the next wait waits for a new one.
+    async fn next(&self, limit: Duration) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let inotify = self.0.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0) {
+                let _ = inotify.read_events();
+            }
+        })
+        .await;
+    }
+}
+
 impl Containerd {
     /// Connect to containerd's gRPC socket; requests go to `namespace`
     /// ([`crate::SYSTEM_NAMESPACE`] for the system services).
@@ -358,11 +390,15 @@ impl Containerd {
         })
     }
 
-    /// Connect and call Version until containerd answers or `timeout` passes, retrying with
-    /// a short backoff (containerd creates its socket before it serves on it).
+    /// Connect and call Version until containerd answers or `timeout` passes. A failed try
+    /// waits for something to be created in the socket's directory (containerd binds its
+    /// socket once its plugins are loaded), or for a short backoff where that cannot be
+    /// watched or the socket exists before containerd listens on it.
     pub async fn wait_ready(socket: &Path, namespace: &str, timeout: Duration) -> Result<Self> {
         namespace_header(namespace)?;
         let deadline = Instant::now() + timeout;
+        // Watched before the first try, so a socket made in between still wakes the wait.
+        let created = socket.parent().and_then(DirCreated::watch);
         let mut backoff = Duration::from_millis(10);
         loop {
             let attempt = async {
@@ -382,7 +418,10 @@ impl Containerd {
                     message: last_error,
                 });
             }
-            tokio::time::sleep(backoff).await;
+            match &created {
+                Some(created) => created.next(backoff).await,
+                None => tokio::time::sleep(backoff).await,
+            }
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
@@ -1742,6 +1781,26 @@ fn create_bind_sources(oci: &oci_spec::runtime::Spec) -> std::result::Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_created_after_the_watch_ends_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = DirCreated::watch(dir.path()).expect("inotify on a temp dir");
+        fs::write(dir.path().join("containerd.sock"), b"").unwrap();
+        let started = std::time::Instant::now();
+        // The event is queued: the wait ends at once, not after its (long) limit.
+        created.next(Duration::from_secs(60)).await;
+        assert!(started.elapsed() < Duration::from_secs(60));
+        // It was consumed: without a new file the next wait runs to its limit.
+        let started = std::time::Instant::now();
+        created.next(Duration::from_millis(50)).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_missing_directory_cannot_be_watched() {
+        assert!(DirCreated::watch(Path::new("/nonexistent/ros-runtime")).is_none());
+    }
 
     #[test]
     fn runtime_binary_is_field_6_of_the_runc_options() {
