@@ -22,21 +22,25 @@ def boot_and_measure(out, mem, docker, timeout=420):
     """Boot with -m `mem`; (meminfo dict, [(rss KiB, comm)]) or None if it does not work."""
     vm = Vm(out, mem=mem, append="" if docker else "rancher.services_include.docker=false",
             timeout=timeout)
+    def fail(why):
+        print(f"-m {mem}: does not work: {why}", file=sys.stderr, flush=True)
+
     try:
         if not vm.console_up():
-            return None
+            return fail("no console")
         if docker:
             ok = vm.run("n=0; until docker info >/dev/null 2>&1; do n=$((n+1)); "
                         "[ $n -gt 240 ] && break; usleep 500000; done; echo $n", timeout=180)
             if ok is None or int(ok.strip() or 999) > 240:
-                return None
+                return fail("docker info did not answer in 120 s")
         vm.run(f"sleep {SETTLE}", timeout=SETTLE + 60)
         ps = vm.run("ros service ps")
         if ps is None:
-            return None
+            return fail("ros service ps did not answer")
         rows = [line.split() for line in ps.splitlines()[1:] if line.strip()]
-        if not rows or any("Up" not in r for r in rows if not r[0].startswith("udev-cold")):
-            return None
+        down = [r for r in rows if "Up" not in r and not r[0].startswith("udev-cold")]
+        if not rows or down:
+            return fail(f"not every service is Up:\n{ps}")
         meminfo = vm.run("cat /proc/meminfo")
         procs = vm.run("for d in /proc/[0-9]*; do c=$(cat $d/comm 2>/dev/null) && "
                        "r=$(awk '/^VmRSS/{print $2}' $d/status 2>/dev/null) && "
