@@ -41,14 +41,14 @@ deb-src http://deb.debian.org/debian $codename main
 deb-src http://deb.debian.org/debian $codename-updates main
 deb-src http://deb.debian.org/debian-security $codename-security main
 EOF
+  # As root, into a directory apt's sandbox user may not write: download as root.
   local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-              -o "Dir::State::Lists=$apt/lists")
+              -o "Dir::State::Lists=$apt/lists" -o "APT::Sandbox::User=root")
   log "apt-get source containerd=$VERSION"
   apt-get "${opts[@]}" -qq update
-  (cd "$DIR/dl" && apt-get "${opts[@]}" -qq source --download-only "containerd=$VERSION" 2>&1 |
-    grep -v '^W: Download is performed unsandboxed' || true)
-  local dsc
-  dsc=$(ls "$DIR/dl/containerd_${VERSION#*:}.dsc")
+  (cd "$DIR/dl" && apt-get "${opts[@]}" -qq source --download-only "containerd=$VERSION")
+  local dsc=$DIR/dl/containerd_${VERSION#*:}.dsc
+  [ -f "$dsc" ] || { echo "containerd.sh: apt-get source left no $dsc" >&2; exit 1; }
   rm -rf "$SRC"
   dpkg-source --no-check -x "$dsc" "$SRC" >/dev/null
   touch "$SRC/.unpacked"
