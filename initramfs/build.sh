@@ -2,7 +2,8 @@
 # Builds the boot image from Debian bookworm packages and our own binaries:
 #   $OUT/vmlinuz   the Debian kernel
 #   $OUT/initrd    our init + busybox (recovery shell) + the modules needed to reach the root
-#   $OUT/root.img  squashfs: containerd (built by initramfs/containerd.sh), crun, ros, modules,
+#   $OUT/root.img  squashfs: containerd, its shim and crun (static, built from Debian's
+#                  sources by initramfs/from-source.sh), ros, modules,
 #                  configs, services, preloaded images, the user Docker engine's binaries,
 #                  and kernel + initrd for `ros install`
 # Usage: initramfs/build.sh BUILD_DIR   (run from the repo root, as root)
@@ -20,8 +21,7 @@ HOSTBIN=$REPO/target/release
 # Everything we ship gets this mtime, so builds are reproducible.
 export SOURCE_DATE_EPOCH=0
 
-PACKAGES=(linux-image-amd64 busybox-static libc6 libseccomp2
-          crun libyajl2 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1
+PACKAGES=(linux-image-amd64 busybox-static libc6
           e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux)
 
 log() { echo "==> $*"; }
@@ -273,17 +273,14 @@ rootfs() {
   mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,lib,etc,proc,sys,dev,run,tmp,var,mnt,root,home,opt}
   mkdir -p "$r/usr/share/ros/images" "$r/usr/share/ros/services" "$r/mnt/state"
   chmod 1777 "$r/tmp"; chmod 0700 "$r/root"
-  unpack libc6; unpack libseccomp2
-  install -m 0755 "$CONTAINERD_BIN/containerd" "$CONTAINERD_BIN/containerd-shim-runc-v2" "$r/usr/bin/"
+  unpack libc6
+  # Static binaries: containerd and its shim, and crun, which runs the system services
+  # (the shim's runtime; runc is the user Docker's only).
+  install -m 0755 "$SOURCE_BIN/containerd" "$SOURCE_BIN/containerd-shim-runc-v2" \
+    "$SOURCE_BIN/crun" "$r/usr/bin/"
   install -m 0755 "$RELEASE/ros" "$r/usr/bin/ros"
   # No /sbin/init here: PID 1 is the initrd's /init, which switches into this root and
   # goes on running (the kernel cannot mount it without the initrd's modules anyway).
-  lib_closure "$r" "$X/libc6 $X/libseccomp2" "$r/usr/bin/containerd" "$r/usr/bin/containerd-shim-runc-v2"
-  # crun runs the system services (the shim's runtime); runc is the user Docker's only.
-  local crun_libs=(crun libyajl2 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1)
-  for p in "${crun_libs[@]}"; do unpack "$p"; done
-  install -m 0755 "$X/crun/usr/bin/crun" "$r/usr/bin/crun"
-  lib_closure "$r" "$X/libc6 $X/libseccomp2 $(printf "$X/%s " "${crun_libs[@]}")" "$r/usr/bin/crun"
   # mke2fs formats a blank state disk (rancher.state.autoformat).
   for p in e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1; do unpack "$p"; done
   install -m 0755 "$X/e2fsprogs/sbin/mke2fs" "$r/sbin/mke2fs"
@@ -302,7 +299,7 @@ rootfs() {
   [ -f "$REPO/configs/os-config.yml" ] && cp "$REPO/configs/os-config.yml" "$r/usr/share/ros/os-config.yml"
   service_images
   # The user engine runs the same containerd and shim (squashfs stores them once).
-  install -m 0755 "$CONTAINERD_BIN/containerd" "$CONTAINERD_BIN/containerd-shim-runc-v2" \
+  install -m 0755 "$SOURCE_BIN/containerd" "$SOURCE_BIN/containerd-shim-runc-v2" \
     "$r/usr/lib/ros/engine/"
   rm -f "$OUT/root.img"
   mksquashfs "$r" "$OUT/root.img" -comp zstd -Xcompression-level 19 -all-root \
@@ -327,9 +324,9 @@ initrd() {
 main() {
   mkdir -p "$OUT" "$STAGE"
   fetch_debs
-  for p in busybox-static libc6 libseccomp2; do unpack "$p"; done
-  "$REPO/initramfs/containerd.sh" build "$BUILD"
-  CONTAINERD_BIN=$BUILD/containerd/bin
+  for p in busybox-static libc6; do unpack "$p"; done
+  "$REPO/initramfs/from-source.sh" build "$BUILD"
+  SOURCE_BIN=$BUILD/source/bin
   kernel
   log "kernel $KVER"
   initrd

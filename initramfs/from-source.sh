@@ -1,0 +1,154 @@
+#!/bin/bash
+# containerd, its runc v2 shim and crun, built from Debian's source packages: the same
+# versions as Debian's binary packages, with Debian's patches (security fixes included),
+# but static and without what rOS never uses. bench/RESULTS.md has the figures.
+#
+# - containerd and the shim: against Debian's Go libraries, without the plugins rOS never
+#   loads (the CRI for Kubernetes; the btrfs, devmapper, zfs and aufs snapshotters), and
+#   without cgo (as upstream builds its shims): Go's own resolver and user lookup, no
+#   dynamic loader at each start. 48 MB (Debian's) against 22 MB.
+# - crun: static, without systemd (rOS's cgroups are cgroupfs), CRIU, or the libgcrypt
+#   that only keys its seccomp cache, and with its own copy of yajl. Debian's crun loads
+#   eight libraries at every exec, twice per container start; under TCG that was ~0.8 s
+#   of the boot's services phase.
+# The system containerd and the user engine's containerd are the one binary.
+#
+# Usage: initramfs/from-source.sh deps BUILD_DIR    fetch the sources, install Go and the
+#                                                   build dependencies (apt-get, as root)
+#        initramfs/from-source.sh build BUILD_DIR   -> BUILD_DIR/source/bin/containerd,
+#                                                      containerd-shim-runc-v2 and crun
+set -euo pipefail
+
+MODE=${1:?usage: from-source.sh deps|build BUILD_DIR}
+BUILD=$(realpath -m "${2:-build}")
+DIR=$BUILD/source
+BIN=$DIR/bin
+GOPKG=github.com/containerd/containerd
+# Build tags that leave plugins out (cmd/containerd/builtins_*.go). The config written by
+# PID 1 disables the same plugins for a containerd that has them.
+TAGS="no_cri no_btrfs no_devmapper no_zfs no_aufs"
+CRUN_CONFIGURE=(--disable-systemd --disable-criu --disable-dl --enable-embedded-yajl
+                --disable-shared --enable-static ac_cv_search_gcry_check_version=no)
+# What crun's build needs with that configuration (its Build-Depends name more: systemd,
+# yajl, and the tools Debian uses to regenerate the tarball's generated sources).
+CRUN_DEPS=(gcc make pkgconf gperf python3 libcap-dev libseccomp-dev)
+
+log() { echo "==> $*"; }
+
+# version PKG: the candidate version of the binary package, which build.sh would download.
+version() {
+  local v
+  v=$(apt-cache show --no-all-versions "$1" 2>/dev/null | awk '/^Version:/{print $2; exit}')
+  [ -n "$v" ] || { echo "from-source.sh: apt-cache knows no $1 package (apt-get update?)" >&2; exit 1; }
+  echo "$v"
+}
+
+# fetch PKG VERSION: the source package unpacked in $DIR/PKG-VERSION, with apt checking the
+# archive's signature and the files' hashes. The machine's apt sources name binary packages
+# only, so this uses its own source list and package lists under BUILD_DIR and leaves
+# /etc/apt alone.
+fetch() {
+  local pkg=$1 version=$2 src=$DIR/$1-$2
+  [ -e "$src/.unpacked" ] && return
+  local apt=$DIR/apt codename
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  mkdir -p "$apt/lists/partial" "$DIR/dl"
+  cat > "$apt/sources.list" <<EOF
+deb-src http://deb.debian.org/debian $codename main
+deb-src http://deb.debian.org/debian $codename-updates main
+deb-src http://deb.debian.org/debian-security $codename-security main
+EOF
+  # As root, into a directory apt's sandbox user may not write: download as root.
+  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+              -o "Dir::State::Lists=$apt/lists" -o "APT::Sandbox::User=root")
+  log "apt-get source $pkg=$version"
+  [ -e "$apt/.updated" ] || { apt-get "${opts[@]}" -qq update && touch "$apt/.updated"; }
+  (cd "$DIR/dl" && apt-get "${opts[@]}" -qq source --download-only "$pkg=$version")
+  local dsc=$DIR/dl/${pkg}_${version#*:}.dsc
+  [ -f "$dsc" ] || { echo "from-source.sh: apt-get source left no $dsc" >&2; exit 1; }
+  rm -rf "$src"
+  dpkg-source --no-check -x "$dsc" "$src" >/dev/null
+  touch "$src/.unpacked"
+}
+
+# go_build_depends SRC: the Go packages a source package builds against (its
+# Build-Depends, minus the Debian packaging and man page tools).
+go_build_depends() {
+  awk '/^Build-Depends:/{p=1; sub(/^Build-Depends:/,"")} p&&/^[A-Z][A-Za-z-]*:/&&!/^Build-Depends:/{p=0} p' \
+    "$1/debian/control" | tr ',' '\n' | sed 's/([^)]*)//g; s/\[[^]]*\]//g' | awk 'NF{print $1}' |
+    grep -v -x -e 'debhelper-compat' -e 'dh-golang' -e 'go-md2man'
+}
+
+deps() {
+  local cv
+  cv=$(version containerd)
+  fetch containerd "$cv"
+  fetch crun "$(version crun)"
+  local want=(golang-go "${CRUN_DEPS[@]}")
+  mapfile -t -O ${#want[@]} want < <(go_build_depends "$DIR/containerd-$cv")
+  # Some are virtual packages (dpkg-query cannot tell whether they are satisfied): let apt
+  # decide, which costs a second when everything is there.
+  log "apt-get install Go, crun's build tools and the packages containerd builds against (${#want[@]})"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+}
+
+# fresh STAMP FILE..: whether every FILE exists and $BIN/.stamp-NAME says STAMP.
+fresh() {
+  local stamp=$1 name=$2; shift 2
+  for f in "$@"; do [ -x "$BIN/$f" ] || return 1; done
+  [ "$(cat "$BIN/.stamp-$name" 2>/dev/null)" = "$stamp" ]
+}
+
+build_containerd() {
+  local version src stamp
+  version=$(version containerd)
+  src=$DIR/containerd-$version
+  stamp="$version $TAGS $(sha256sum "$0" | cut -c1-16)"
+  fresh "$stamp" containerd containerd containerd-shim-runc-v2 && return
+  fetch containerd "$version"
+  log "building containerd $version (tags: $TAGS)"
+  # Debian builds it in GOPATH mode against /usr/share/gocode; so does this.
+  local gopath=$DIR/gopath
+  mkdir -p "$gopath/src/${GOPKG%/*}" "$BIN"
+  ln -sfn "$src" "$gopath/src/$GOPKG"
+  local ldflags="-s -w -buildid= -X $GOPKG/version.Version=${version%%-*} -X $GOPKG/version.Revision=$version+ros"
+  (cd "$gopath/src/$GOPKG" &&
+    for cmd in containerd containerd-shim-runc-v2; do
+      CGO_ENABLED=0 GOPATH="$gopath:/usr/share/gocode" GO111MODULE=off GOFLAGS=-buildvcs=false \
+        GOCACHE="$DIR/go-cache" go build -trimpath -tags "$TAGS" -ldflags "$ldflags" \
+        -o "$BIN/$cmd.new" "./cmd/$cmd"
+      mv "$BIN/$cmd.new" "$BIN/$cmd"
+    done)
+  echo "$stamp" > "$BIN/.stamp-containerd"
+}
+
+build_crun() {
+  local version src stamp
+  version=$(version crun)
+  src=$DIR/crun-$version
+  stamp="$version ${CRUN_CONFIGURE[*]} $(sha256sum "$0" | cut -c1-16)"
+  fresh "$stamp" crun crun && return
+  fetch crun "$version"
+  log "building crun $version (static: ${CRUN_CONFIGURE[*]})"
+  # Debian's hardening flags, but not PIE, which -all-static does not link.
+  local flags=(DEB_BUILD_MAINT_OPTIONS="hardening=+all,-pie")
+  local cflags cppflags ldflags
+  cflags=$(env "${flags[@]}" dpkg-buildflags --get CFLAGS)
+  cppflags=$(env "${flags[@]}" dpkg-buildflags --get CPPFLAGS)
+  ldflags=$(env "${flags[@]}" dpkg-buildflags --get LDFLAGS)
+  (cd "$src" &&
+    ./configure -q "${CRUN_CONFIGURE[@]}" CFLAGS="$cflags" CPPFLAGS="$cppflags" \
+      LDFLAGS="$ldflags" >"$DIR/crun-build.log" 2>&1 &&
+    make -s -j"$(nproc)" LDFLAGS="-all-static $ldflags" >>"$DIR/crun-build.log" 2>&1 ||
+      { cat "$DIR/crun-build.log" >&2; exit 1; })
+  mkdir -p "$BIN"
+  strip -o "$BIN/crun.new" "$src/crun"
+  mv "$BIN/crun.new" "$BIN/crun"
+  echo "$stamp" > "$BIN/.stamp-crun"
+}
+
+case $MODE in
+  deps) deps ;;
+  build) build_containerd; build_crun ;;
+  *) echo "usage: from-source.sh deps|build BUILD_DIR" >&2; exit 2 ;;
+esac
