@@ -166,8 +166,9 @@ busybox_tree() {
 #   base  busybox (poweroff/reboot/halt are `ros`, which services bind-mount) and
 #         images/base/rootfs (passwd, group, os-release): in every image
 #   libc  the dynamic loader and libc.so.6: in every image with dynamically linked binaries
-#   own   what images/<name>/packages keeps from Debian packages, the shared-library closure
-#         of its binaries (minus what base and libc hold), and the images/<name>/rootfs
+#   own   what images/<name>/packages keeps from Debian packages, the binaries
+#         images/<name>/from-source names (initramfs/from-source.sh), the shared-library
+#         closure of its binaries (minus what base and libc hold), and the images/<name>/rootfs
 #         overlay; /usr/libexec/ros/<name>-entry, if there, is the image's command
 # Identical layers are one directory of the store, so the shared layers are stored once.
 IMAGE_TAG=0.1.0
@@ -214,6 +215,14 @@ service_image() {
         [ -n "$matched" ] || { echo "error: image $name: package $pkg has no $p" >&2; exit 1; }
       done
     done < "$src/packages"
+  fi
+  # Binaries built from Debian's sources (initramfs/from-source.sh): the binary, then its
+  # directory in the image.
+  if [ -f "$src/from-source" ]; then
+    while read -r p m; do
+      [[ -z "$p" || "$p" == \#* ]] && continue
+      install -D -m 0755 "$SOURCE_BIN/$p" "$s/$m/$p"
+    done < "$src/from-source"
   fi
   [ -d "$src/rootfs" ] && cp -r "$src/rootfs/." "$s/"
   # Modes git does not keep: sudo refuses a sudoers file others can read.

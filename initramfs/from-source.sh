@@ -1,7 +1,7 @@
 #!/bin/bash
-# containerd, its runc v2 shim and crun, built from Debian's source packages: the same
-# versions as Debian's binary packages, with Debian's patches (security fixes included),
-# but static and without what rOS never uses. bench/RESULTS.md has the figures.
+# containerd, its runc v2 shim, crun and chronyd, built from Debian's source packages: the
+# same versions as Debian's binary packages, with Debian's patches (security fixes
+# included), but static and without what rOS never uses. bench/RESULTS.md has the figures.
 #
 # - containerd and the shim: against Debian's Go libraries, without the plugins rOS never
 #   loads (the CRI for Kubernetes; the btrfs, devmapper, zfs and aufs snapshotters), and
@@ -11,12 +11,15 @@
 #   that only keys its seccomp cache, and with its own copy of yajl. Debian's crun loads
 #   eight libraries at every exec, twice per container start; under TCG that was ~0.8 s
 #   of the boot's services phase.
+# - chronyd (the ntp image): static, without NTS and the hashes beyond MD5 (gnutls, nettle
+#   and five more libraries, 7.6 MB, which chronyd loaded on the console's path), without
+#   libcap (it runs as root in its container, with CAP_SYS_TIME) and reference clocks.
 # The system containerd and the user engine's containerd are the one binary.
 #
 # Usage: initramfs/from-source.sh deps BUILD_DIR    fetch the sources, install Go and the
 #                                                   build dependencies (apt-get, as root)
 #        initramfs/from-source.sh build BUILD_DIR   -> BUILD_DIR/source/bin/containerd,
-#                                                      containerd-shim-runc-v2 and crun
+#                                                      containerd-shim-runc-v2, crun, chronyd
 set -euo pipefail
 
 MODE=${1:?usage: from-source.sh deps|build BUILD_DIR}
@@ -32,6 +35,10 @@ CRUN_CONFIGURE=(--disable-systemd --disable-criu --disable-dl --enable-embedded-
 # What crun's build needs with that configuration (its Build-Depends name more: systemd,
 # yajl, and the tools Debian uses to regenerate the tarball's generated sources).
 CRUN_DEPS=(gcc make pkgconf gperf python3 libcap-dev libseccomp-dev)
+CHRONY_CONFIGURE=(--disable-nts --without-gnutls --disable-sechash --without-nettle
+                  --without-nss --without-tomcrypt --without-libcap --without-seccomp
+                  --disable-readline --without-editline --disable-refclock --disable-phc
+                  --disable-pps)
 
 log() { echo "==> $*"; }
 
@@ -84,11 +91,12 @@ deps() {
   cv=$(version containerd)
   fetch containerd "$cv"
   fetch crun "$(version crun)"
+  fetch chrony "$(version chrony)"
   local want=(golang-go "${CRUN_DEPS[@]}")
   mapfile -t -O ${#want[@]} want < <(go_build_depends "$DIR/containerd-$cv")
   # Some are virtual packages (dpkg-query cannot tell whether they are satisfied): let apt
   # decide, which costs a second when everything is there.
-  log "apt-get install Go, crun's build tools and the packages containerd builds against (${#want[@]})"
+  log "apt-get install Go, a C toolchain and the packages containerd builds against (${#want[@]})"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 }
 
@@ -122,6 +130,10 @@ build_containerd() {
   echo "$stamp" > "$BIN/.stamp-containerd"
 }
 
+# hardening FLAG: Debian's hardening flags (dpkg-buildflags), but not PIE, which a static
+# link does not take.
+hardening() { DEB_BUILD_MAINT_OPTIONS="hardening=+all,-pie" dpkg-buildflags --get "$1"; }
+
 build_crun() {
   local version src stamp
   version=$(version crun)
@@ -130,12 +142,8 @@ build_crun() {
   fresh "$stamp" crun crun && return
   fetch crun "$version"
   log "building crun $version (static: ${CRUN_CONFIGURE[*]})"
-  # Debian's hardening flags, but not PIE, which -all-static does not link.
-  local flags=(DEB_BUILD_MAINT_OPTIONS="hardening=+all,-pie")
   local cflags cppflags ldflags
-  cflags=$(env "${flags[@]}" dpkg-buildflags --get CFLAGS)
-  cppflags=$(env "${flags[@]}" dpkg-buildflags --get CPPFLAGS)
-  ldflags=$(env "${flags[@]}" dpkg-buildflags --get LDFLAGS)
+  cflags=$(hardening CFLAGS); cppflags=$(hardening CPPFLAGS); ldflags=$(hardening LDFLAGS)
   (cd "$src" &&
     ./configure -q "${CRUN_CONFIGURE[@]}" CFLAGS="$cflags" CPPFLAGS="$cppflags" \
       LDFLAGS="$ldflags" >"$DIR/crun-build.log" 2>&1 &&
@@ -147,8 +155,29 @@ build_crun() {
   echo "$stamp" > "$BIN/.stamp-crun"
 }
 
+build_chrony() {
+  local version src stamp
+  version=$(version chrony)
+  src=$DIR/chrony-$version
+  stamp="$version ${CHRONY_CONFIGURE[*]} $(sha256sum "$0" | cut -c1-16)"
+  fresh "$stamp" chrony chronyd && return
+  fetch chrony "$version"
+  log "building chronyd $version (static: ${CHRONY_CONFIGURE[*]})"
+  # glibc's static getpwnam and getaddrinfo read /etc/passwd, /etc/hosts and DNS without
+  # loading NSS modules when there is no /etc/nsswitch.conf (the ntp image has none).
+  (cd "$src" &&
+    CFLAGS="$(hardening CFLAGS) $(hardening CPPFLAGS)" LDFLAGS="-static $(hardening LDFLAGS)" \
+      ./configure "${CHRONY_CONFIGURE[@]}" >"$DIR/chrony-build.log" 2>&1 &&
+    make -j"$(nproc)" chronyd >>"$DIR/chrony-build.log" 2>&1 ||
+      { cat "$DIR/chrony-build.log" >&2; exit 1; })
+  mkdir -p "$BIN"
+  strip -o "$BIN/chronyd.new" "$src/chronyd"
+  mv "$BIN/chronyd.new" "$BIN/chronyd"
+  echo "$stamp" > "$BIN/.stamp-chrony"
+}
+
 case $MODE in
   deps) deps ;;
-  build) build_containerd; build_crun ;;
+  build) build_containerd; build_crun; build_chrony ;;
   *) echo "usage: from-source.sh deps|build BUILD_DIR" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 //! Boot tests for issue 5: the system services (udev-cold, udev, syslog, network, ntp,
 //! acpid, console with getty and ssh) as containers built from Debian packages.
-//! Two boots: DHCP on eth0 with syslog, hotplug and the power button; a static address on
+//! Two boots: DHCP on eth0 with syslog, NTP, hotplug and the power button; a static address on
 //! a second NIC with ssh through QEMU's port forward.
 
 use std::path::Path;
@@ -23,6 +23,44 @@ fn all_services_up(vm: &mut Vm) -> String {
     cond.push("ros service ps | grep -q '^udev-cold .*Exited (0)'".into());
     vm.until(&cond.join(" && "));
     vm.sh("ros service ps")
+}
+
+/// How far ahead of the host's clock the fake NTP server's time is.
+const NTP_OFFSET: Duration = Duration::from_secs(300);
+
+/// A minimal SNTP server (RFC 4330) on 127.0.0.1:123, where QEMU's user network takes
+/// the guest's 10.0.2.2:123, answering with the host's clock plus `NTP_OFFSET`: enough for
+/// chronyd to select it and step the guest's clock. Serves until the test process exits.
+fn fake_ntp_server() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:123")
+        .expect("binding 127.0.0.1:123 for the fake NTP server (root, and no ntpd running?)");
+    std::thread::spawn(move || {
+        let mut req = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut req) {
+            if n < 48 {
+                continue;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                + NTP_OFFSET;
+            // NTP timestamps: seconds since 1900, then a 32-bit binary fraction.
+            let secs = (now.as_secs() + 2_208_988_800) as u32;
+            let frac = ((u64::from(now.subsec_nanos()) << 32) / 1_000_000_000) as u32;
+            let mut ts = [0u8; 8];
+            ts[..4].copy_from_slice(&secs.to_be_bytes());
+            ts[4..].copy_from_slice(&frac.to_be_bytes());
+            let mut reply = [0u8; 48];
+            // Leap 0, version 4, mode 4 (server); stratum 2; the client's poll; precision 2^-20.
+            reply[..4].copy_from_slice(&[0x24, 2, req[2], 0xEC]);
+            reply[12..16].copy_from_slice(b"LOCL");
+            reply[16..24].copy_from_slice(&ts); // reference
+            reply[24..32].copy_from_slice(&req[40..48]); // origin: the client's transmit
+            reply[32..40].copy_from_slice(&ts); // receive
+            reply[40..48].copy_from_slice(&ts); // transmit
+            let _ = sock.send_to(&reply, peer);
+        }
+    });
 }
 
 /// A port on 127.0.0.1 that nothing listens on right now.
@@ -86,8 +124,15 @@ fn ssh(key: &Path, port: u16, cmd: &str) -> (String, bool) {
 fn system_services_dhcp_syslog_hotplug_and_power_button() {
     let tmp = TempDir::new("sysvc");
     let mon = tmp.path().join("monitor.sock");
+    fake_ntp_server();
+    let mut qemu_args = config_drive(
+        tmp.path(),
+        "config-2",
+        "#cloud-config\nrancher:\n  environment:\n    NTP_SERVERS: 10.0.2.2\n",
+    );
+    qemu_args.extend(monitor_args(&mon));
     let mut vm = Vm::boot(&BootOptions {
-        qemu_args: monitor_args(&mon),
+        qemu_args,
         ..Default::default()
     });
     vm.console_up(BOOT);
@@ -109,6 +154,20 @@ fn system_services_dhcp_syslog_hotplug_and_power_button() {
         vm.sh("ip route")
     );
     vm.until("grep -q '^nameserver 10.0.2.3$' /etc/resolv.conf");
+
+    // ntp: chronyd takes its server from rancher.environment, and steps the guest's clock
+    // to the server's time (which is ahead of the host's).
+    vm.until("ros service logs ntp | grep -q 'System clock was stepped'");
+    let guest: u64 = vm.sh("date +%s").trim().parse().expect("date +%s");
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    assert!(
+        guest >= host + NTP_OFFSET.as_secs() - 60,
+        "guest clock {guest} is not ahead of the host's {host}:\n{}",
+        vm.sh("ros service logs ntp")
+    );
 
     // syslog: /dev/log is the host's, messages land in /var/log/messages, and so does the
     // kernel log.
