@@ -124,6 +124,11 @@ lib_closure() {
         done
       done
       [ -n "$found" ] && continue
+      # A library the image already holds (one built from source) is used as it is.
+      for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu; do
+        [ -e "$dest/$d/$lib" ] && { queue+=("$dest/$d/$lib"); found=1; break; }
+      done
+      [ -n "$found" ] && continue
       for root in "${sysroots[@]}"; do
         for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu $runpath; do
           d=${d#/}

@@ -1,5 +1,5 @@
 #!/bin/bash
-# containerd, its runc v2 shim, crun and chronyd, built from Debian's source packages: the
+# containerd, its runc v2 shim, crun, chronyd and libkmod, built from Debian's source packages: the
 # same versions as Debian's binary packages, with Debian's patches (security fixes
 # included), but static and without what rOS never uses. bench/RESULTS.md has the figures.
 #
@@ -14,12 +14,16 @@
 # - chronyd (the ntp image): static, without NTS and the hashes beyond MD5 (gnutls, nettle
 #   and five more libraries, 7.6 MB, which chronyd loaded on the console's path), without
 #   libcap (it runs as root in its container, with CAP_SYS_TIME) and reference clocks.
+# - libkmod (the udev image's udevadm and systemd-udevd load it): without OpenSSL, xz, zstd
+#   and zlib, which only show module signatures and read compressed modules (the image's
+#   are neither); Debian's pulled in libcrypto (4.7 MB) at every udevadm exec.
 # The system containerd and the user engine's containerd are the one binary.
 #
 # Usage: initramfs/from-source.sh deps BUILD_DIR    fetch the sources, install Go and the
 #                                                   build dependencies (apt-get, as root)
 #        initramfs/from-source.sh build BUILD_DIR   -> BUILD_DIR/source/bin/containerd,
-#                                                      containerd-shim-runc-v2, crun, chronyd
+#                                                      containerd-shim-runc-v2, crun, chronyd,
+#                                                      libkmod.so.2
 set -euo pipefail
 
 MODE=${1:?usage: from-source.sh deps|build BUILD_DIR}
@@ -35,6 +39,10 @@ CRUN_CONFIGURE=(--disable-systemd --disable-criu --disable-dl --enable-embedded-
 # What crun's build needs with that configuration (its Build-Depends name more: systemd,
 # yajl, and the tools Debian uses to regenerate the tarball's generated sources).
 CRUN_DEPS=(gcc make pkgconf gperf python3 libcap-dev libseccomp-dev)
+KMOD_CONFIGURE=(--without-openssl --without-xz --without-zstd --without-zlib
+                --disable-manpages --disable-test-modules --disable-tools)
+# kmod's source is a git snapshot without a configure script.
+KMOD_DEPS=(autoconf automake libtool)
 CHRONY_CONFIGURE=(--disable-nts --without-gnutls --disable-sechash --without-nettle
                   --without-nss --without-tomcrypt --without-libcap --without-seccomp
                   --disable-readline --without-editline --disable-refclock --disable-phc
@@ -92,7 +100,8 @@ deps() {
   fetch containerd "$cv"
   fetch crun "$(version crun)"
   fetch chrony "$(version chrony)"
-  local want=(golang-go "${CRUN_DEPS[@]}")
+  fetch kmod "$(version libkmod2)"
+  local want=(golang-go "${CRUN_DEPS[@]}" "${KMOD_DEPS[@]}")
   mapfile -t -O ${#want[@]} want < <(go_build_depends "$DIR/containerd-$cv")
   # Some are virtual packages (dpkg-query cannot tell whether they are satisfied): let apt
   # decide, which costs a second when everything is there.
@@ -176,8 +185,30 @@ build_chrony() {
   echo "$stamp" > "$BIN/.stamp-chrony"
 }
 
+build_kmod() {
+  local version src stamp
+  version=$(version libkmod2)
+  src=$DIR/kmod-$version
+  stamp="$version ${KMOD_CONFIGURE[*]} $(sha256sum "$0" | cut -c1-16)"
+  fresh "$stamp" kmod libkmod.so.2 && return
+  fetch kmod "$version"
+  log "building libkmod $version (${KMOD_CONFIGURE[*]})"
+  # As kmod's autogen.sh does without gtk-doc: an empty gtk-doc.make.
+  (cd "$src" && mkdir -p libkmod/docs && touch libkmod/docs/gtk-doc.make &&
+    autoreconf -fi >"$DIR/kmod-build.log" 2>&1 &&
+    CFLAGS="$(hardening CFLAGS)" CPPFLAGS="$(hardening CPPFLAGS)" LDFLAGS="$(hardening LDFLAGS)" \
+      ./configure -q --prefix=/usr "${KMOD_CONFIGURE[@]}" >>"$DIR/kmod-build.log" 2>&1 &&
+    make -j"$(nproc)" libkmod/libkmod.la >>"$DIR/kmod-build.log" 2>&1 ||
+      { cat "$DIR/kmod-build.log" >&2; exit 1; })
+  mkdir -p "$BIN"
+  strip --strip-unneeded -o "$BIN/libkmod.so.2.new" "$src/libkmod/.libs/libkmod.so.2"
+  chmod 0755 "$BIN/libkmod.so.2.new"
+  mv "$BIN/libkmod.so.2.new" "$BIN/libkmod.so.2"
+  echo "$stamp" > "$BIN/.stamp-kmod"
+}
+
 case $MODE in
   deps) deps ;;
-  build) build_containerd; build_crun; build_chrony ;;
+  build) build_containerd; build_crun; build_chrony; build_kmod ;;
   *) echo "usage: from-source.sh deps|build BUILD_DIR" >&2; exit 2 ;;
 esac

@@ -59,7 +59,7 @@ pub enum ContainerdError {
 }
 
 /// Plugins the system runtime doesn't need; disabling them saves memory and start time.
-/// The image's containerd is built without most of them (initramfs/containerd.sh); the
+/// The image's containerd is built without most of them (initramfs/from-source.sh); the
 /// list still holds for one that has them, such as Debian's.
 const DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.grpc.v1.cri",
