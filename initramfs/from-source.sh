@@ -1,7 +1,8 @@
 #!/bin/bash
-# containerd, its runc v2 shim, crun, chronyd and libkmod, built from Debian's source packages: the
-# same versions as Debian's binary packages, with Debian's patches (security fixes
-# included), but static and without what rOS never uses. bench/RESULTS.md has the figures.
+# containerd, its runc v2 shim, crun, chronyd and libkmod, built from Debian's source
+# packages: the same versions as Debian's binary packages, with Debian's patches (security
+# fixes included), but without what rOS never uses, and the programs static.
+# bench/RESULTS.md has the figures.
 #
 # - containerd and the shim: against Debian's Go libraries, without the plugins rOS never
 #   loads (the CRI for Kubernetes; the btrfs, devmapper, zfs and aufs snapshotters), and
@@ -16,7 +17,7 @@
 #   libcap (it runs as root in its container, with CAP_SYS_TIME) and reference clocks.
 # - libkmod (the udev image's udevadm and systemd-udevd load it): without OpenSSL, xz, zstd
 #   and zlib, which only show module signatures and read compressed modules (the image's
-#   are neither); Debian's pulled in libcrypto (4.7 MB) at every udevadm exec.
+#   are neither): Debian's brought libcrypto (4.7 MB), libzstd and liblzma into the image.
 # The system containerd and the user engine's containerd are the one binary.
 #
 # Usage: initramfs/from-source.sh deps BUILD_DIR    fetch the sources, install Go and the

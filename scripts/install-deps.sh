@@ -20,8 +20,8 @@ fi
 if [ -z "$(ls /var/lib/apt/lists/*_Packages 2>/dev/null | head -1)" ]; then
   apt-get update -qq
 fi
-# Go, a C toolchain and the libraries containerd and crun are built against
-# (initramfs/from-source.sh).
+# Go, a C toolchain and the libraries for what initramfs/from-source.sh builds (containerd,
+# crun, chronyd, libkmod).
 "$(dirname "$0")/../initramfs/from-source.sh" deps "$BUILD"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt 2>/dev/null || true
