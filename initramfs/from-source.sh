@@ -110,24 +110,45 @@ deps() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 }
 
-# fresh STAMP FILE..: whether every FILE exists and $BIN/.stamp-NAME says STAMP.
-fresh() {
-  local stamp=$1 name=$2; shift 2
-  for f in "$@"; do [ -x "$BIN/$f" ] || return 1; done
-  [ "$(cat "$BIN/.stamp-$name" 2>/dev/null)" = "$stamp" ]
+# prepare NAME SRCPKG BINPKG OPTIONS OUTPUT...: set version, src, stamp and todo (the
+# caller's locals) for source package SRCPKG at binary package BINPKG's version. todo is
+# empty when every OUTPUT in $BIN exists and $BIN/.stamp-NAME says it was built from this
+# version with these OPTIONS by this script; else the source is fetched and todo is 1.
+# (Called as a plain command, so that `set -e` stops the script on any failure in it.)
+prepare() {
+  local name=$1 srcpkg=$2 binpkg=$3 options=$4 f; shift 4
+  version=$(version "$binpkg")
+  src=$DIR/$srcpkg-$version
+  stamp="$version $options $(sha256sum "$0" | cut -c1-16)"
+  todo=
+  for f in "$@"; do [ -x "$BIN/$f" ] || todo=1; done
+  [ "$(cat "$BIN/.stamp-$name" 2>/dev/null)" = "$stamp" ] || todo=1
+  [ -n "$todo" ] || return 0
+  fetch "$srcpkg" "$version"
+  mkdir -p "$BIN"
+  log "building $name $version ($options)"
+}
+
+# logged NAME: run the shell commands on stdin in $src, their output to $DIR/NAME-build.log,
+# which is shown if one fails.
+logged() {
+  (cd "$src" && bash -e) >"$DIR/$1-build.log" 2>&1 || { cat "$DIR/$1-build.log" >&2; exit 1; }
+}
+
+# install_stripped FILE OUTPUT [STRIP_OPTION]: $src/FILE, stripped, as $BIN/OUTPUT (0755).
+install_stripped() {
+  strip ${3:-} -o "$BIN/$2.new" "$src/$1"
+  chmod 0755 "$BIN/$2.new"
+  mv "$BIN/$2.new" "$BIN/$2"
 }
 
 build_containerd() {
-  local version src stamp
-  version=$(version containerd)
-  src=$DIR/containerd-$version
-  stamp="$version $TAGS $(sha256sum "$0" | cut -c1-16)"
-  fresh "$stamp" containerd containerd containerd-shim-runc-v2 && return
-  fetch containerd "$version"
-  log "building containerd $version (tags: $TAGS)"
+  local version src stamp todo
+  prepare containerd containerd containerd "tags: $TAGS" containerd containerd-shim-runc-v2
+  [ -n "$todo" ] || return 0
   # Debian builds it in GOPATH mode against /usr/share/gocode; so does this.
   local gopath=$DIR/gopath
-  mkdir -p "$gopath/src/${GOPKG%/*}" "$BIN"
+  mkdir -p "$gopath/src/${GOPKG%/*}"
   ln -sfn "$src" "$gopath/src/$GOPKG"
   local ldflags="-s -w -buildid= -X $GOPKG/version.Version=${version%%-*} -X $GOPKG/version.Revision=$version+ros"
   (cd "$gopath/src/$GOPKG" &&
@@ -141,70 +162,52 @@ build_containerd() {
 }
 
 # hardening FLAG: Debian's hardening flags (dpkg-buildflags), but not PIE, which a static
-# link does not take.
-hardening() { DEB_BUILD_MAINT_OPTIONS="hardening=+all,-pie" dpkg-buildflags --get "$1"; }
+# link does not take. Asked in $src, so that -ffile-prefix-map maps the source directory.
+hardening() {
+  (cd "$src" && DEB_BUILD_MAINT_OPTIONS="hardening=+all,-pie" dpkg-buildflags --get "$1")
+}
 
 build_crun() {
-  local version src stamp
-  version=$(version crun)
-  src=$DIR/crun-$version
-  stamp="$version ${CRUN_CONFIGURE[*]} $(sha256sum "$0" | cut -c1-16)"
-  fresh "$stamp" crun crun && return
-  fetch crun "$version"
-  log "building crun $version (static: ${CRUN_CONFIGURE[*]})"
-  local cflags cppflags ldflags
-  cflags=$(hardening CFLAGS); cppflags=$(hardening CPPFLAGS); ldflags=$(hardening LDFLAGS)
-  (cd "$src" &&
-    ./configure -q "${CRUN_CONFIGURE[@]}" CFLAGS="$cflags" CPPFLAGS="$cppflags" \
-      LDFLAGS="$ldflags" >"$DIR/crun-build.log" 2>&1 &&
-    make -s -j"$(nproc)" LDFLAGS="-all-static $ldflags" >>"$DIR/crun-build.log" 2>&1 ||
-      { cat "$DIR/crun-build.log" >&2; exit 1; })
-  mkdir -p "$BIN"
-  strip -o "$BIN/crun.new" "$src/crun"
-  mv "$BIN/crun.new" "$BIN/crun"
+  local version src stamp todo
+  prepare crun crun crun "static: ${CRUN_CONFIGURE[*]}" crun
+  [ -n "$todo" ] || return 0
+  logged crun <<EOF
+./configure -q ${CRUN_CONFIGURE[*]} CFLAGS="$(hardening CFLAGS)" \
+  CPPFLAGS="$(hardening CPPFLAGS)" LDFLAGS="$(hardening LDFLAGS)"
+make -s -j$(nproc) LDFLAGS="-all-static $(hardening LDFLAGS)"
+EOF
+  install_stripped crun crun
   echo "$stamp" > "$BIN/.stamp-crun"
 }
 
 build_chrony() {
-  local version src stamp
-  version=$(version chrony)
-  src=$DIR/chrony-$version
-  stamp="$version ${CHRONY_CONFIGURE[*]} $(sha256sum "$0" | cut -c1-16)"
-  fresh "$stamp" chrony chronyd && return
-  fetch chrony "$version"
-  log "building chronyd $version (static: ${CHRONY_CONFIGURE[*]})"
+  local version src stamp todo
+  prepare chrony chrony chrony "static: ${CHRONY_CONFIGURE[*]}" chronyd
+  [ -n "$todo" ] || return 0
   # glibc's static getpwnam and getaddrinfo read /etc/passwd, /etc/hosts and DNS without
   # loading NSS modules when there is no /etc/nsswitch.conf (the ntp image has none).
-  (cd "$src" &&
-    CFLAGS="$(hardening CFLAGS) $(hardening CPPFLAGS)" LDFLAGS="-static $(hardening LDFLAGS)" \
-      ./configure "${CHRONY_CONFIGURE[@]}" >"$DIR/chrony-build.log" 2>&1 &&
-    make -j"$(nproc)" chronyd >>"$DIR/chrony-build.log" 2>&1 ||
-      { cat "$DIR/chrony-build.log" >&2; exit 1; })
-  mkdir -p "$BIN"
-  strip -o "$BIN/chronyd.new" "$src/chronyd"
-  mv "$BIN/chronyd.new" "$BIN/chronyd"
+  logged chrony <<EOF
+CFLAGS="$(hardening CFLAGS) $(hardening CPPFLAGS)" LDFLAGS="-static $(hardening LDFLAGS)" \
+  ./configure ${CHRONY_CONFIGURE[*]}
+make -j$(nproc) chronyd
+EOF
+  install_stripped chronyd chronyd
   echo "$stamp" > "$BIN/.stamp-chrony"
 }
 
 build_kmod() {
-  local version src stamp
-  version=$(version libkmod2)
-  src=$DIR/kmod-$version
-  stamp="$version ${KMOD_CONFIGURE[*]} $(sha256sum "$0" | cut -c1-16)"
-  fresh "$stamp" kmod libkmod.so.2 && return
-  fetch kmod "$version"
-  log "building libkmod $version (${KMOD_CONFIGURE[*]})"
+  local version src stamp todo
+  prepare kmod kmod libkmod2 "${KMOD_CONFIGURE[*]}" libkmod.so.2
+  [ -n "$todo" ] || return 0
   # As kmod's autogen.sh does without gtk-doc: an empty gtk-doc.make.
-  (cd "$src" && mkdir -p libkmod/docs && touch libkmod/docs/gtk-doc.make &&
-    autoreconf -fi >"$DIR/kmod-build.log" 2>&1 &&
-    CFLAGS="$(hardening CFLAGS)" CPPFLAGS="$(hardening CPPFLAGS)" LDFLAGS="$(hardening LDFLAGS)" \
-      ./configure -q --prefix=/usr "${KMOD_CONFIGURE[@]}" >>"$DIR/kmod-build.log" 2>&1 &&
-    make -j"$(nproc)" libkmod/libkmod.la >>"$DIR/kmod-build.log" 2>&1 ||
-      { cat "$DIR/kmod-build.log" >&2; exit 1; })
-  mkdir -p "$BIN"
-  strip --strip-unneeded -o "$BIN/libkmod.so.2.new" "$src/libkmod/.libs/libkmod.so.2"
-  chmod 0755 "$BIN/libkmod.so.2.new"
-  mv "$BIN/libkmod.so.2.new" "$BIN/libkmod.so.2"
+  logged kmod <<EOF
+mkdir -p libkmod/docs && touch libkmod/docs/gtk-doc.make
+autoreconf -fi
+CFLAGS="$(hardening CFLAGS)" CPPFLAGS="$(hardening CPPFLAGS)" LDFLAGS="$(hardening LDFLAGS)" \
+  ./configure -q --prefix=/usr ${KMOD_CONFIGURE[*]}
+make -j$(nproc) libkmod/libkmod.la
+EOF
+  install_stripped libkmod/.libs/libkmod.so.2 libkmod.so.2 --strip-unneeded
   echo "$stamp" > "$BIN/.stamp-kmod"
 }
 
