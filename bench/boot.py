@@ -28,7 +28,9 @@ def qemu_cmd(out, initrd, mem, root_disk, append, state=None):
     cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
            "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
            "-kernel", os.path.join(out, "vmlinuz"), "-initrd", initrd,
-           "-append", "console=ttyS0 quiet panic=-1 " + append]
+           "-append", "console=ttyS0 quiet panic=-1 " + append,
+           # The same virtual hardware for the floor as for rOS (see vm.py).
+           "-device", "virtio-rng-pci"]
     if root_disk:
         cmd += ["-drive", f"file={root_disk},if=virtio,format=raw,readonly=on",
                 "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]

@@ -148,6 +148,35 @@ fn warm_page_cache(files: &'static [&'static str]) {
     }
 }
 
+/// Whether the kernel's random number generator is initialised: `random` (/dev/random)
+/// polls readable once it is. Polling, unlike reading, makes the kernel generate nothing.
+fn random_ready(random: &Path) -> std::io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let file = fs::File::open(random)?;
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLIN)))
+}
+
+/// Say on the console when the services are up and the kernel's random number generator
+/// still is not: nothing feeds it (no hardware RNG), and every reader of /dev/urandom or
+/// getrandom (ntp, ssh host keys) spins the CPU in the kernel until timer jitter has
+/// initialised it, seconds under emulation.
+fn warn_if_random_unready(random: &Path) {
+    match random_ready(random) {
+        Ok(true) => {}
+        Ok(false) => log::warn!(
+            "random: the kernel's random number generator is still not initialised: no \
+             hardware RNG feeds it, and ntp and ssh host keys spin the CPU until it is; \
+             give the machine one (QEMU: -device virtio-rng-pci)"
+        ),
+        Err(e) => log::debug!("random: polling {}: {e}", random.display()),
+    }
+}
+
 /// Mount the state disk over /var, /home and /opt, formatting a blank one if asked.
 /// Only the built-in config and the kernel command line can say where it is (the
 /// user's config lives on it). Without one: RAM, said on the console.
@@ -483,6 +512,7 @@ async fn serve(
         let all: Vec<String> = plan.services.keys().cloned().collect();
         booting.converge(plan.services, plan.order, &all).await;
         console::marker(BootPhase::BootComplete, "");
+        warn_if_random_unready(Path::new("/dev/random"));
         // After the services (and so the network): user scripts, then runcmd.
         let _ = tokio::task::spawn_blocking(move || {
             let runner = crate::cloudinit::ReaperRunner { reaper };
@@ -542,6 +572,7 @@ async fn import_images(runtime: &Containerd, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -562,5 +593,15 @@ mod tests {
             names(&["crc32c_generic", "overlay", "squashfs", "virtio_blk"])
         );
         assert_eq!(initrd_modules(top.clone(), true), top);
+    }
+
+    #[test]
+    fn random_readiness_is_what_polling_the_device_says() {
+        // This machine's pool was initialised long ago; an empty pipe has nothing to read.
+        assert!(random_ready(Path::new("/dev/random")).unwrap());
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let path = PathBuf::from(format!("/proc/self/fd/{}", read.as_raw_fd()));
+        assert!(!random_ready(&path).unwrap());
+        assert!(random_ready(Path::new("/nonexistent/random")).is_err());
     }
 }

@@ -44,6 +44,8 @@ pub struct BootOptions {
     /// Boot from this disk (qcow2) alone, through its bootloader: no `-kernel`, no
     /// `-initrd`, no root image drive; `append` and `root_arg` are not used.
     pub boot_disk: Option<PathBuf>,
+    /// Give the guest a hardware RNG (`-device virtio-rng-pci`, as `make run` does).
+    pub rng: bool,
 }
 
 impl Default for BootOptions {
@@ -54,6 +56,7 @@ impl Default for BootOptions {
             root_arg: "root=/dev/vda".into(),
             qemu_args: Vec::new(),
             boot_disk: None,
+            rng: true,
         }
     }
 }
@@ -111,6 +114,9 @@ impl Vm {
                 "-device",
                 "virtio-net-pci,netdev=n0",
             ]);
+        if opts.rng {
+            qemu.args(["-device", "virtio-rng-pci"]);
+        }
         match &opts.boot_disk {
             Some(disk) => {
                 qemu.arg("-drive")

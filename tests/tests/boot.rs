@@ -40,6 +40,12 @@ fn boots_to_a_console_container_and_powers_off() {
     );
     // Let the shell start reading: the first command is echoed once it does.
     vm.sh("true");
+    // The hardware RNG initialised the kernel's random pool during boot.
+    assert!(
+        !vm.output()
+            .contains("random number generator is still not initialised"),
+        "the kernel's random pool was not initialised by boot-complete"
+    );
 
     // PID 1 is our init, running from the initramfs it switched out of.
     assert_eq!(vm.sh("cat /proc/1/comm"), "init");

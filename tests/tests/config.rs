@@ -74,9 +74,18 @@ fn a_config_drive_is_applied_at_boot() {
 fn kernel_command_line_keys_are_applied() {
     let mut vm = Vm::boot(&BootOptions {
         append: "rancher.modules=[dummy] rancher.environment.GREETING=from-cmdline".into(),
+        // This boot also checks the warning for a machine without a hardware RNG.
+        rng: false,
         ..Default::default()
     });
+    let start = vm.cursor();
     vm.console_up(BOOT);
+    // Said once the services are up (it may come before or after the console's banner).
+    vm.rewind(start);
+    vm.wait_for(
+        "random number generator is still not initialised",
+        Duration::from_secs(30),
+    );
     vm.sh("grep -q '^dummy ' /proc/modules");
     assert_eq!(
         vm.sh("ros config get rancher.environment.GREETING"),
