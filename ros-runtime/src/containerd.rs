@@ -1087,13 +1087,14 @@ impl Containerd {
         }
     }
 
-    async fn container_exists(&self, service: &str) -> Result<bool> {
+    /// `service`'s container record, if there is one.
+    async fn container(&self, service: &str) -> Result<Option<api::Container>> {
         let request = self.request(api::GetContainerRequest {
             id: service.to_string(),
         });
         match self.containers().get(request).await {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::NotFound => Ok(false),
+            Ok(answer) => Ok(answer.into_inner().container),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(RuntimeError::CreateContainer {
                 service: service.to_string(),
                 message: status_text(&s),
@@ -1161,12 +1162,22 @@ impl Containerd {
         Ok(())
     }
 
-    /// Clear whatever an earlier run of `service` left (its task is not running).
-    async fn remove_stale(&self, service: &str) -> Result<()> {
-        if self.container_exists(service).await? {
-            log::info!("service {service}: removing stale container");
+    /// Clear what an earlier run of `service` may have left besides a container (there is
+    /// none, so there is no task either): a root snapshot whose removal did not finish, if
+    /// this run needs one under the same key, and the unpacked store's overlay directories.
+    async fn remove_leftovers(&self, service: &str, root: &RootSource) -> Result<()> {
+        if let RootSource::Snapshot { .. } = root {
+            self.remove_snapshot(service)
+                .await
+                .map_err(|s| RuntimeError::RemoveSnapshot {
+                    service: service.to_string(),
+                    message: status_text(&s),
+                })?;
         }
-        self.delete_service(service).await
+        match &self.local {
+            Some(local) => local.remove(service),
+            None => Ok(()),
+        }
     }
 
     /// Restart `service` keeping its container and root snapshot, as Docker's restart
@@ -1175,28 +1186,17 @@ impl Containerd {
     /// labels (a changed service is recreated). `Ok(None)`: not applicable, create anew.
     async fn restart_in_place(
         &self,
-        service: &str,
+        existing: &api::Container,
         image: &str,
         labels: &HashMap<String, String>,
         oci: &oci_spec::runtime::Spec,
         root: &RootSource,
         output: &str,
     ) -> Result<Option<u32>> {
+        let service = existing.id.as_str();
         if !labels.contains_key(LABEL_BOOT) {
             return Ok(None);
         }
-        let request = self.request(api::GetContainerRequest {
-            id: service.to_string(),
-        });
-        let Some(existing) = self
-            .containers()
-            .get(request)
-            .await
-            .ok()
-            .and_then(|a| a.into_inner().container)
-        else {
-            return Ok(None);
-        };
         // Compared as specs: capability sets and maps are serialised in any order.
         let same_spec = existing
             .spec
@@ -1264,7 +1264,12 @@ impl Containerd {
                 })
             }
         };
-        self.refuse_running(service).await?;
+        // One lookup decides the path: without a container there is no task to refuse or
+        // delete, and nothing to restart in place (a fresh start makes no other calls).
+        let existing = self.container(service).await?;
+        if existing.is_some() {
+            self.refuse_running(service).await?;
+        }
         let local = match &self.local {
             Some(store) => store.find(&spec.image)?,
             None => None,
@@ -1316,18 +1321,25 @@ impl Containerd {
         if let Some(boot) = boot_id() {
             labels.insert(LABEL_BOOT.into(), boot.to_string());
         }
-        match self
-            .restart_in_place(service, &image_name, &labels, &oci, &root, &output)
-            .await
-        {
-            Ok(Some(pid)) => {
-                log::info!("service {service}: restarted pid {pid} in its container");
-                return Ok(pid);
+        match &existing {
+            Some(existing) => {
+                match self
+                    .restart_in_place(existing, &image_name, &labels, &oci, &root, &output)
+                    .await
+                {
+                    Ok(Some(pid)) => {
+                        log::info!("service {service}: restarted pid {pid} in its container");
+                        return Ok(pid);
+                    }
+                    Ok(None) => log::info!("service {service}: removing stale container"),
+                    Err(e) => {
+                        log::warn!("service {service}: restart in place failed ({e}); recreating")
+                    }
+                }
+                self.delete_service(service).await?;
             }
-            Ok(None) => {}
-            Err(e) => log::warn!("service {service}: restart in place failed ({e}); recreating"),
+            None => self.remove_leftovers(service, &root).await?,
         }
-        self.remove_stale(service).await?;
         // The container record references the snapshot key, which keeps the root snapshot
         // from being collected between Prepare and the task's creation. An overlay root
         // of the unpacked store is ours: no snapshotter, no key.
