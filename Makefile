@@ -33,7 +33,7 @@ run: image
 	qemu-system-x86_64 -accel tcg -m $(MEM) -smp 2 -nographic -no-reboot \
 		-kernel $(OUT)/vmlinuz -initrd $(OUT)/initrd \
 		-drive file=$(OUT)/root.img,if=virtio,format=raw,readonly=on \
-		-netdev user,id=n0 -device virtio-net-pci,netdev=n0 -device virtio-rng-pci \
+		-netdev user,id=n0 -device virtio-net-pci,netdev=n0 -cpu qemu64,+rdrand \
 		-append "$(KERNEL_ARGS)" $(QEMU_EXTRA)
 
 lint: deps

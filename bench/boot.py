@@ -30,7 +30,7 @@ def qemu_cmd(out, initrd, mem, root_disk, append, state=None):
            "-kernel", os.path.join(out, "vmlinuz"), "-initrd", initrd,
            "-append", "console=ttyS0 quiet panic=-1 " + append,
            # The same virtual hardware for the floor as for rOS (see vm.py).
-           "-device", "virtio-rng-pci"]
+           "-cpu", "qemu64,+rdrand"]
     if root_disk:
         cmd += ["-drive", f"file={root_disk},if=virtio,format=raw,readonly=on",
                 "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]

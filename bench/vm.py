@@ -15,10 +15,10 @@ class Vm:
                "-kernel", os.path.join(out, "vmlinuz"), "-initrd", os.path.join(out, "initrd"),
                "-drive", f"file={os.path.join(out, 'root.img')},if=virtio,format=raw,readonly=on",
                "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
-               # A hardware RNG, as `make run` gives: without one, the kernel's random
-               # pool is not initialised during boot, and chronyd and dropbearkey spin
-               # the CPU in the kernel until it is.
-               "-device", "virtio-rng-pci",
+               # A hardware RNG (the CPU's RDRAND), as `make run` gives: without one, the
+               # kernel's random pool is not initialised during boot, and chronyd and
+               # dropbearkey spin the CPU in the kernel until it is.
+               "-cpu", "qemu64,+rdrand",
                "-append", f"console=ttyS0 quiet panic=-1 root=/dev/vda {append}", *extra]
         self.start = time.monotonic()
         self.deadline = self.start + timeout

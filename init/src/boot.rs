@@ -171,7 +171,7 @@ fn warn_if_random_unready(random: &Path) {
         Ok(false) => log::warn!(
             "random: the kernel's random number generator is still not initialised: no \
              hardware RNG feeds it, and ntp and ssh host keys spin the CPU until it is; \
-             give the machine one (QEMU: -device virtio-rng-pci)"
+             give the machine one (QEMU: -cpu qemu64,+rdrand or -device virtio-rng-pci)"
         ),
         Err(e) => log::debug!("random: polling {}: {e}", random.display()),
     }

@@ -44,7 +44,7 @@ pub struct BootOptions {
     /// Boot from this disk (qcow2) alone, through its bootloader: no `-kernel`, no
     /// `-initrd`, no root image drive; `append` and `root_arg` are not used.
     pub boot_disk: Option<PathBuf>,
-    /// Give the guest a hardware RNG (`-device virtio-rng-pci`, as `make run` does).
+    /// Give the guest a hardware RNG (the CPU's RDRAND, as `make run` does).
     pub rng: bool,
 }
 
@@ -115,7 +115,7 @@ impl Vm {
                 "virtio-net-pci,netdev=n0",
             ]);
         if opts.rng {
-            qemu.args(["-device", "virtio-rng-pci"]);
+            qemu.args(["-cpu", "qemu64,+rdrand"]);
         }
         match &opts.boot_disk {
             Some(disk) => {
