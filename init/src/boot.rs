@@ -261,6 +261,11 @@ fn check_state_space(dev: &Path) {
     }
 }
 
+/// Whether the directory exists and has an entry (a class in /sys with a device).
+fn has_entries(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 /// Fetch user-data from the datasources, load the config, apply it to the host and run
 /// `bootcmd`. Every step is best-effort: problems are printed and the boot goes on.
 fn cloud_init(
@@ -268,18 +273,23 @@ fn cloud_init(
     modules: &crate::cloudinit::InitModules,
     reaper: &Reaper,
 ) -> CloudConfig {
-    let names: Vec<String> = ros_cloudinit::CONFIG_DRIVE_MODULES
-        .iter()
-        .chain(ros_cloudinit::CONFIG_DRIVE_DEVICE_MODULES)
-        .map(|s| s.to_string())
-        .collect();
-    // Quietly: the drivers for config drives, a missing one only hides that drive.
-    for name in &names {
-        if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, name, "") {
-            log::debug!("{e}");
+    // Quietly: the drivers for config drives, a missing one only hides that drive. They load
+    // while containerd starts, on the CPUs it needs: only what can find or mount a drive.
+    let load_quietly = |names: &[&str]| {
+        for name in names {
+            if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, name, "") {
+                log::debug!("{e}");
+            }
         }
+    };
+    load_quietly(ros_cloudinit::CONFIG_DRIVE_HOST_MODULES);
+    if has_entries(Path::new("/sys/class/scsi_host")) {
+        load_quietly(&[ros_cloudinit::CDROM_MODULE]);
     }
     let root = Path::new("/");
+    if ros_cloudinit::find_config_drive(root).is_some() {
+        load_quietly(ros_cloudinit::CONFIG_DRIVE_MODULES);
+    }
     // The datasources to read come from the config itself (defaults + cmdline).
     let first = ros_config::load(root, Some(cmdline), Mode::Boot);
     let host = ros_cloudinit::SystemHost;
@@ -593,6 +603,15 @@ mod tests {
             names(&["crc32c_generic", "overlay", "squashfs", "virtio_blk"])
         );
         assert_eq!(initrd_modules(top.clone(), true), top);
+    }
+
+    #[test]
+    fn a_class_directory_counts_once_it_has_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!has_entries(&dir.path().join("missing")));
+        assert!(!has_entries(dir.path()));
+        fs::write(dir.path().join("host0"), "").unwrap();
+        assert!(has_entries(dir.path()));
     }
 
     #[test]

@@ -35,12 +35,16 @@ use crate::paths::{self, under};
 use crate::report::{Report, Step};
 
 /// Kernel modules that mounting a config drive needs (filesystems and the code pages vfat
-/// loads by name). init loads them before [`fetch_user_data`]; one that is missing only
-/// matters if a drive of that kind is present.
+/// loads by name). init loads them before [`fetch_user_data`], once [`find_config_drive`]
+/// has found a drive (they cost a tenth of a second of the boot under emulation); one that
+/// is missing only matters if a drive of that kind is present.
 pub const CONFIG_DRIVE_MODULES: &[&str] = &["isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"];
-/// Drivers for the devices a config drive usually sits on besides virtio-blk: an emulated
-/// CD-ROM (QEMU `-cdrom`: ATA or AHCI plus the SCSI CD-ROM driver).
-pub const CONFIG_DRIVE_DEVICE_MODULES: &[&str] = &["sr_mod", "ata_piix", "ahci"];
+/// Host adapters an emulated CD-ROM sits on (QEMU `-cdrom`: ATA or AHCI). The image does not
+/// ship them yet, so a config drive on a CD-ROM is not found; one on a virtio disk is.
+pub const CONFIG_DRIVE_HOST_MODULES: &[&str] = &["ata_piix", "ahci"];
+/// The SCSI CD-ROM driver: init loads it only when a host adapter (a `scsi_host`) is there
+/// for it to use, since with the SCSI core it costs 0.16 s of the boot under emulation.
+pub const CDROM_MODULE: &str = "sr_mod";
 
 /// Prefix of datasource drop-in names: sorts after other drop-ins.
 const DROP_IN_PREFIX: &str = "zz-";
