@@ -1133,16 +1133,7 @@ impl Containerd {
                 })
             }
         }
-        self.remove_snapshot(service)
-            .await
-            .map_err(|s| RuntimeError::RemoveSnapshot {
-                service: service.to_string(),
-                message: status_text(&s),
-            })?;
-        match &self.local {
-            Some(local) => local.remove(service),
-            None => Ok(()),
-        }
+        self.remove_root(service, true).await
     }
 
     /// Refuse if `service`'s task is running.
@@ -1162,11 +1153,11 @@ impl Containerd {
         Ok(())
     }
 
-    /// Clear what an earlier run of `service` may have left besides a container (there is
-    /// none, so there is no task either): a root snapshot whose removal did not finish, if
-    /// this run needs one under the same key, and the unpacked store's overlay directories.
-    async fn remove_leftovers(&self, service: &str, root: &RootSource) -> Result<()> {
-        if let RootSource::Snapshot { .. } = root {
+    /// Remove `service`'s root: its snapshot if `snapshot` (with no container left, only
+    /// when this run needs one under the same key: a removal that did not finish), and the
+    /// unpacked store's overlay directories.
+    async fn remove_root(&self, service: &str, snapshot: bool) -> Result<()> {
+        if snapshot {
             self.remove_snapshot(service)
                 .await
                 .map_err(|s| RuntimeError::RemoveSnapshot {
@@ -1338,7 +1329,11 @@ impl Containerd {
                 }
                 self.delete_service(service).await?;
             }
-            None => self.remove_leftovers(service, &root).await?,
+            // No container, so no task either: only a root may be left.
+            None => {
+                let snapshot = matches!(root, RootSource::Snapshot { .. });
+                self.remove_root(service, snapshot).await?
+            }
         }
         // The container record references the snapshot key, which keeps the root snapshot
         // from being collected between Prepare and the task's creation. An overlay root
