@@ -274,7 +274,8 @@ fn cloud_init(
     reaper: &Reaper,
 ) -> CloudConfig {
     // Quietly: the drivers for config drives, a missing one only hides that drive. They load
-    // while containerd starts, on the CPUs it needs: only what can find or mount a drive.
+    // while containerd starts, on the CPUs it needs: only what can find a drive (its
+    // filesystem is loaded once one is found).
     let load_quietly = |names: &[&str]| {
         for name in names {
             if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, name, "") {
@@ -287,9 +288,6 @@ fn cloud_init(
         load_quietly(&[ros_cloudinit::CDROM_MODULE]);
     }
     let root = Path::new("/");
-    if ros_cloudinit::find_config_drive(root).is_some() {
-        load_quietly(ros_cloudinit::CONFIG_DRIVE_MODULES);
-    }
     // The datasources to read come from the config itself (defaults + cmdline).
     let first = ros_config::load(root, Some(cmdline), Mode::Boot);
     let host = ros_cloudinit::SystemHost;
@@ -298,6 +296,7 @@ fn cloud_init(
         &first.config,
         first.cmdline.cloud_config_url(),
         &host,
+        modules,
         &ros_cloudinit::FetchOptions::default(),
     );
     crate::cloudinit::print(&fetched);

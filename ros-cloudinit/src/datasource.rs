@@ -28,17 +28,12 @@ use std::time::Instant;
 use ros_config::schema::CloudConfig;
 use ros_config::{parse_user_data, UserData, UserDataError, MAX_FILE_BYTES};
 
-use crate::host::{Host, MsFlags, Owner};
+use crate::host::{Host, ModuleLoader, MsFlags, Owner};
 use crate::http::{self, HttpError, RetryPolicy};
 use crate::label::{detect_label, is_config_drive_label, FsKind, PROBE_BYTES};
 use crate::paths::{self, under};
 use crate::report::{Report, Step};
 
-/// Kernel modules that mounting a config drive needs (filesystems and the code pages vfat
-/// loads by name). init loads them before [`fetch_user_data`], once [`find_config_drive`]
-/// has found a drive (they cost a tenth of a second of the boot under emulation); one that
-/// is missing only matters if a drive of that kind is present.
-pub const CONFIG_DRIVE_MODULES: &[&str] = &["isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"];
 /// Host adapters an emulated CD-ROM sits on (QEMU `-cdrom`: ATA or AHCI). The image does not
 /// ship them yet, so a config drive on a CD-ROM is not found; one on a virtio disk is.
 pub const CONFIG_DRIVE_HOST_MODULES: &[&str] = &["ata_piix", "ahci"];
@@ -269,11 +264,14 @@ pub fn plan(config: &CloudConfig, report: &mut Report) -> Vec<(Datasource, bool)
 /// `root` (see the module docs). `cloud_config_url` is the kernel's `cloud-config-url=`
 /// (`Loaded::cmdline.cloud_config_url()`). Reload the config afterwards to see the new
 /// drop-ins. Each datasource's failure is a problem in the report; none stops the others.
+/// A config drive's filesystem modules are loaded through `modules` only when one is
+/// mounted (they cost a tenth of a second of the boot under emulation).
 pub fn fetch_user_data(
     root: &Path,
     config: &CloudConfig,
     cloud_config_url: Option<&str>,
     host: &dyn Host,
+    modules: &dyn ModuleLoader,
     options: &FetchOptions,
 ) -> Report {
     let mut report = Report::default();
@@ -297,7 +295,7 @@ pub fn fetch_user_data(
             source,
             *listed,
             cloud_config_url,
-            host,
+            &Mounter { host, modules },
             &http,
             &mut report,
         )
@@ -428,12 +426,18 @@ fn remove_stale(
     }
 }
 
+/// What mounting a config drive goes through: the host, and the loader of its modules.
+struct Mounter<'a> {
+    host: &'a dyn Host,
+    modules: &'a dyn ModuleLoader,
+}
+
 fn fetch_one(
     root: &Path,
     source: &Datasource,
     listed: bool,
     cloud_config_url: Option<&str>,
-    host: &dyn Host,
+    mounter: &Mounter,
     http: &RetryPolicy,
     report: &mut Report,
 ) -> Result<Option<Vec<u8>>, DatasourceError> {
@@ -453,7 +457,7 @@ fn fetch_one(
                 // RancherOS mounted the drive at that path itself (`/media/config-2` in
                 // its examples); here nothing does, so look for the drive instead.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return detect_and_read(root, host, &subject, report)
+                    return detect_and_read(root, mounter, &subject, report)
                 }
                 Err(source) => return Err(DatasourceError::Read { path, source }),
             };
@@ -467,16 +471,16 @@ fn fetch_one(
             else {
                 return Err(DatasourceError::UnknownFilesystem { path });
             };
-            mount_and_read(root, host, &path, kind, &subject, report)
+            mount_and_read(root, mounter, &path, kind, &subject, report)
         }
-        Datasource::ConfigDrive(None) => detect_and_read(root, host, &subject, report),
+        Datasource::ConfigDrive(None) => detect_and_read(root, mounter, &subject, report),
     }
 }
 
 /// Find a config drive among the block devices and read its user-data.
 fn detect_and_read(
     root: &Path,
-    host: &dyn Host,
+    mounter: &Mounter,
     subject: &str,
     report: &mut Report,
 ) -> Result<Option<Vec<u8>>, DatasourceError> {
@@ -492,7 +496,7 @@ fn detect_and_read(
                     drive.label
                 ),
             );
-            mount_and_read(root, host, &drive.device, drive.kind, subject, report)
+            mount_and_read(root, mounter, &drive.device, drive.kind, subject, report)
         }
         None => {
             report.done(Step::Datasource, subject, "no config drive found");
@@ -553,12 +557,19 @@ fn read_config_drive_dir(
 /// Mount `device` read-only on a directory under /run, read its user-data, unmount.
 fn mount_and_read(
     root: &Path,
-    host: &dyn Host,
+    mounter: &Mounter,
     device: &Path,
     kind: FsKind,
     subject: &str,
     report: &mut Report,
 ) -> Result<Option<Vec<u8>>, DatasourceError> {
+    // Quietly: one that is missing shows up as the mount's error.
+    for module in kind.modules() {
+        if let Err(e) = mounter.modules.load_module(module, "") {
+            log::debug!("{e}");
+        }
+    }
+    let host = mounter.host;
     let name = device
         .file_name()
         .map_or_else(|| "device".into(), |n| n.to_string_lossy().into_owned());

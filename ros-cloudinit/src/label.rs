@@ -27,6 +27,16 @@ impl FsKind {
             FsKind::Ext4 => "ext4",
         }
     }
+
+    /// The kernel modules mounting it needs: the filesystem, and for FAT the code pages it
+    /// loads by name (crc32c, which ext4 also asks for, is in the initrd).
+    pub fn modules(self) -> &'static [&'static str] {
+        match self {
+            FsKind::Iso9660 => &["isofs"],
+            FsKind::Fat | FsKind::Fat32 => &["vfat", "nls_cp437", "nls_ascii", "nls_utf8"],
+            FsKind::Ext4 => &["ext4"],
+        }
+    }
 }
 
 const ISO_SECTOR: usize = 2048;

@@ -10,9 +10,9 @@
 //! (its reaper owns child exits).
 //!
 //! Boot order as init uses it:
-//! 1. load [`CONFIG_DRIVE_HOST_MODULES`], [`CDROM_MODULE`] if a SCSI host is there, and
-//!    [`CONFIG_DRIVE_MODULES`] if [`find_config_drive`] finds one; [`fetch_user_data`];
-//!    reload the config (`ros_config::load`) so the new drop-ins count;
+//! 1. load [`CONFIG_DRIVE_HOST_MODULES`], and [`CDROM_MODULE`] if a SCSI host is there;
+//!    [`fetch_user_data`] (it loads a found drive's filesystem); reload the config
+//!    (`ros_config::load`) so the new drop-ins count;
 //! 2. [`apply`] (modules, sysctl, hostname, write_files, mounts, ssh keys);
 //!    [`run_bootcmd`]; start containerd and the services;
 //! 3. [`run_runcmd`], then [`run_user_scripts`]; hand [`Applied::container_files`] to the
@@ -41,7 +41,7 @@ pub use apply::{
 pub use commands::{command_env, run_bootcmd, run_runcmd, run_user_scripts, DEFAULT_PATH};
 pub use datasource::{
     fetch_user_data, find_config_drive, plan, ConfigDrive, Datasource, DatasourceError,
-    FetchOptions, CDROM_MODULE, CONFIG_DRIVE_HOST_MODULES, CONFIG_DRIVE_MODULES,
+    FetchOptions, CDROM_MODULE, CONFIG_DRIVE_HOST_MODULES,
 };
 pub use host::{
     write_file_atomic, CommandRunner, Exit, Host, Invocation, ModuleLoader, MsFlags, Owner,

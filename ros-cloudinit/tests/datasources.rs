@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{config, gunzip, gzip, mode_of, put, serve, Answer};
-use ros_cloudinit::fake::{Call, RecordingHost, RecordingRunner};
+use ros_cloudinit::fake::{Call, RecordingHost, RecordingModules, RecordingRunner};
 use ros_cloudinit::{
     detect_label, fetch_user_data, find_config_drive, http_get, run_user_scripts, FetchOptions,
     FsKind, HttpError, MsFlags, Owner, RetryPolicy, StdRunner, Step,
@@ -93,14 +93,18 @@ fn config_drive_is_detected_mounted_read_and_unmounted() {
         )],
     );
     // The default list is empty: detection plus the kernel's cloud-config-url (none here).
+    let modules = RecordingModules::default();
     let report = fetch_user_data(
         root,
         &config(""),
         None,
         &host,
+        &modules,
         &fast(Duration::from_secs(5)),
     );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
+    // The drive's filesystem is loaded for the mount, and only it.
+    assert_eq!(modules.loaded(), [("isofs".to_string(), String::new())]);
 
     let mount_point = root.join("run/ros/cloud-init/vdb");
     let mounting: Vec<Call> = host
@@ -143,14 +147,18 @@ fn config_drive_is_detected_mounted_read_and_unmounted() {
 fn fat_config_drive_mounts_as_vfat_and_no_drive_is_not_a_problem() {
     let dir = root_with_devices(&testdata("cidata.fat16.head.gz"));
     let host = RecordingHost::new();
+    let modules = RecordingModules::default();
     let report = fetch_user_data(
         dir.path(),
         // RancherOS's usual entry: nothing mounts /media/config-2 here, so it is detected.
         &config("rancher: {cloud_init: {datasources: ['configdrive:/media/config-2']}}"),
         None,
         &host,
+        &modules,
         &fast(Duration::from_secs(5)),
     );
+    let loaded: Vec<String> = modules.loaded().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(loaded, ["vfat", "nls_cp437", "nls_ascii", "nls_utf8"]);
     // Mounted (as vfat) but the fake device shows no files: nothing to save, no problem.
     assert!(report.is_ok(), "{:?}", report.problem_lines());
     assert!(host
@@ -166,6 +174,7 @@ fn fat_config_drive_mounts_as_vfat_and_no_drive_is_not_a_problem() {
         &config(""),
         None,
         &host,
+        &RecordingModules::default(),
         &fast(Duration::from_secs(5)),
     );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
@@ -200,6 +209,7 @@ fn config_drive_directory_prefers_openstack_user_data() {
         &cfg,
         None,
         &RecordingHost::new(),
+        &RecordingModules::default(),
         &fast(Duration::from_secs(5)),
     );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
@@ -232,6 +242,7 @@ fn file_datasource_with_gzip_and_script() {
         &cfg,
         None,
         &RecordingHost::new(),
+        &RecordingModules::default(),
         &fast(Duration::from_secs(5)),
     );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
@@ -288,6 +299,7 @@ fn bad_entries_and_failures_are_reported_and_the_rest_still_fetched() {
         &cfg,
         None,
         &RecordingHost::new(),
+        &RecordingModules::default(),
         &fast(Duration::from_secs(5)),
     );
     let lines = report.problem_lines();
@@ -360,6 +372,7 @@ fn datasource_user_data_layers_above_drop_ins_and_below_the_kernel_command_line(
         &cfg,
         None,
         &RecordingHost::new(),
+        &RecordingModules::default(),
         &fast(Duration::from_secs(5)),
     );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
@@ -393,6 +406,7 @@ fn url_ok_is_saved() {
         &cfg,
         None,
         &RecordingHost::new(),
+        &RecordingModules::default(),
         &fast(Duration::from_secs(10)),
     );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
@@ -412,6 +426,7 @@ fn cmdline_url_is_used_when_no_datasource_is_listed() {
         &config(""),
         Some(&server.url),
         &RecordingHost::new(),
+        &RecordingModules::default(),
         &fast(Duration::from_secs(10)),
     );
     assert!(report.is_ok(), "{:?}", report.problem_lines());
@@ -434,6 +449,7 @@ fn url_404_is_reported_at_once() {
         &cfg,
         None,
         &RecordingHost::new(),
+        &RecordingModules::default(),
         &fast(Duration::from_secs(30)),
     );
     assert!(
@@ -482,6 +498,7 @@ fn url_that_never_answers_is_bounded_by_the_timeout() {
         &cfg,
         None,
         &RecordingHost::new(),
+        &RecordingModules::default(),
         &fast(timeout),
     );
     let elapsed = start.elapsed();
