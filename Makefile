@@ -8,7 +8,7 @@ TARGET := x86_64-unknown-linux-gnu
 MEM ?= 512
 QEMU_APPEND ?=
 QEMU_EXTRA ?=
-KERNEL_ARGS := console=ttyS0 quiet panic=-1 root=/dev/vda $(QEMU_APPEND)
+KERNEL_ARGS := console=ttyS0 quiet panic=-1 root=/dev/vda2 $(QEMU_APPEND)
 CARGO ?= cargo
 
 .PHONY: all deps image run test unit-test boot-test lint bench clean
@@ -32,7 +32,7 @@ image: rust
 run: image
 	qemu-system-x86_64 -accel tcg -m $(MEM) -smp 2 -nographic -no-reboot \
 		-kernel $(OUT)/vmlinuz -initrd $(OUT)/initrd \
-		-drive file=$(OUT)/root.img,if=virtio,format=raw,readonly=on \
+		-drive file=$(OUT)/ros.img,if=virtio,format=raw,readonly=on \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0 -cpu qemu64,+rdrand \
 		-append "$(KERNEL_ARGS)" $(QEMU_EXTRA)
 

@@ -127,13 +127,13 @@ def main():
         bare = bare_initrd(out, work)
         state = None
         # The target is for the system services without the user engine.
-        append = "root=/dev/vda rancher.services_include.docker=false"
+        append = "root=/dev/vda2 rancher.services_include.docker=false"
         if args.state:
             state = os.path.join(work, "state.qcow2")
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", state, "1G"], check=True)
             append += " rancher.state.autoformat=[/dev/vdb]"
             first = boot(qemu_cmd(out, os.path.join(out, "initrd"), args.mem,
-                                  os.path.join(out, "root.img"), append, state),
+                                  os.path.join(out, "ros.img"), append, state),
                          "console-up", after=poweroff)
             if "console-up" not in first:
                 raise SystemExit("the first boot (formatting the state disk) failed")
@@ -142,7 +142,7 @@ def main():
             rows["bare"].append(boot(qemu_cmd(out, bare, args.mem, None, ""), "init"))
             rows["ros"].append(boot(
                 qemu_cmd(out, os.path.join(out, "initrd"), args.mem,
-                         os.path.join(out, "root.img"), append, state),
+                         os.path.join(out, "ros.img"), append, state),
                 "console-up", after=poweroff))
             print(f"round {r + 1}/{args.rounds} done", flush=True)
 

@@ -7,19 +7,19 @@ import time
 
 
 class Vm:
-    """One QEMU boot of OUT_DIR's kernel, initrd and root image."""
+    """One QEMU boot of OUT_DIR's kernel and initrd, with the image (ros.img) as its disk."""
 
     def __init__(self, out, mem=512, append="", extra=(), timeout=300):
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
                "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
                "-kernel", os.path.join(out, "vmlinuz"), "-initrd", os.path.join(out, "initrd"),
-               "-drive", f"file={os.path.join(out, 'root.img')},if=virtio,format=raw,readonly=on",
+               "-drive", f"file={os.path.join(out, 'ros.img')},if=virtio,format=raw,readonly=on",
                "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
                # A hardware RNG (the CPU's RDRAND), as `make run` gives: without one, the
                # kernel's random pool is not initialised during boot, and chronyd and
                # dropbearkey spin the CPU in the kernel until it is.
                "-cpu", "qemu64,+rdrand",
-               "-append", f"console=ttyS0 quiet panic=-1 root=/dev/vda {append}", *extra]
+               "-append", f"console=ttyS0 quiet panic=-1 root=/dev/vda2 {append}", *extra]
         self.start = time.monotonic()
         self.deadline = self.start + timeout
         self.buf = b""

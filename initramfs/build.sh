@@ -1,11 +1,14 @@
 #!/bin/bash
 # Builds the boot image from Debian bookworm packages and our own binaries:
-#   $OUT/vmlinuz   the Debian kernel
-#   $OUT/initrd    our init + busybox (recovery shell) + the modules needed to reach the root
-#   $OUT/root.img  squashfs: containerd, its shim and crun (static, built from Debian's
-#                  sources by initramfs/from-source.sh), ros, modules,
-#                  configs, services, preloaded images, the user Docker engine's binaries,
-#                  and kernel + initrd for `ros install`
+#   $OUT/ros.img   the image: a disk that boots by itself (MBR, syslinux)
+#                  partition 1: FAT, label ROS_BOOT: /boot/{vmlinuz,initrd,syslinux/}
+#                  partition 2: the root, squashfs: containerd, its shim and crun (static,
+#                  built from Debian's sources by initramfs/from-source.sh), ros, modules,
+#                  configs, services, preloaded images, the user Docker engine's binaries
+#   $OUT/vmlinuz   the Debian kernel, and
+#   $OUT/initrd    our init + busybox (recovery shell) + the modules needed to reach the
+#                  root: the boot partition's two files, also beside the image for QEMU's
+#                  -kernel/-initrd (quicker than through the BIOS)
 # Usage: initramfs/build.sh BUILD_DIR   (run from the repo root, as root)
 set -euo pipefail
 
@@ -299,12 +302,11 @@ rootfs() {
   for p in e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1; do unpack "$p"; done
   install -m 0755 "$X/e2fsprogs/sbin/mke2fs" "$r/sbin/mke2fs"
   lib_closure "$r" "$X/libc6 $X/libext2fs2 $X/libcom-err2 $X/libblkid1 $X/libuuid1" "$r/sbin/mke2fs"
-  # `ros install`: extlinux and its MBR code, and the kernel and initrd to copy.
+  # `ros install`: extlinux and its MBR code. The kernel and initrd it copies are read from
+  # the image's boot partition, not kept here a second time.
   unpack extlinux
   install -m 0755 "$X/extlinux/usr/bin/extlinux" "$r/usr/bin/extlinux"
   install -D -m 0644 "$X/extlinux/usr/lib/EXTLINUX/mbr.bin" "$r/usr/lib/EXTLINUX/mbr.bin"
-  install -D -m 0644 "$OUT/vmlinuz" "$r/usr/share/ros/boot/vmlinuz"
-  install -D -m 0644 "$OUT/initrd" "$r/usr/share/ros/boot/initrd"
   cp "$X/busybox-static/bin/busybox" "$r/bin/busybox"
   ln -s busybox "$r/bin/sh"
   install_modules "$REPO/initramfs/modules.root" "$r"
@@ -315,8 +317,8 @@ rootfs() {
   # The user engine runs the same containerd and shim (squashfs stores them once).
   install -m 0755 "$SOURCE_BIN/containerd" "$SOURCE_BIN/containerd-shim-runc-v2" \
     "$r/usr/lib/ros/engine/"
-  rm -f "$OUT/root.img"
-  mksquashfs "$r" "$OUT/root.img" -comp zstd -Xcompression-level 19 -all-root \
+  rm -f "$STAGE/root.img"
+  mksquashfs "$r" "$STAGE/root.img" -comp zstd -Xcompression-level 19 -all-root \
     -reproducible -noappend -quiet >/dev/null
 }
 
@@ -335,6 +337,41 @@ initrd() {
     zstd -q -19 -T0 > "$OUT/initrd"
 }
 
+# The image's MBR disk signature: its root partition is root=PARTUUID=$DISK_ID-02, whatever
+# the disk is called (vda, sda, nvme0n1).
+DISK_ID=524f5330
+BOOT_LABEL=ROS_BOOT
+
+# disk_image: $OUT/ros.img from the kernel, the initrd and the root squashfs. Each partition
+# is sized to fit and starts on a MiB; nothing is mounted (mtools and syslinux write the FAT).
+disk_image() {
+  local fat=$STAGE/boot.fat sq=$STAGE/root.img img=$OUT/ros.img mib=$((1 << 20))
+  local kib=$(( ($(stat -c %s "$OUT/vmlinuz") + $(stat -c %s "$OUT/initrd")) / 1024 ))
+  # FAT16, with room for its tables, syslinux (~150 KiB) and a little growth.
+  local boot_mib=$(( kib / 1024 + 3 ))
+  local root_mib=$(( ($(stat -c %s "$sq") + mib - 1) / mib ))
+  # (An image of an earlier layout: the root alone.)
+  rm -f "$fat" "$img" "$OUT/root.img"
+  mkfs.vfat -C -F 16 -n "$BOOT_LABEL" -i "$DISK_ID" "$fat" $(( boot_mib * 1024 )) >/dev/null
+  mmd -i "$fat" ::/boot ::/boot/syslinux
+  mcopy -i "$fat" "$OUT/vmlinuz" "$OUT/initrd" ::/boot/
+  printf '%s\n' "# The rOS image's boot entry (initramfs/build.sh)." "SERIAL 0 115200" \
+    "DEFAULT ros" "PROMPT 0" "TIMEOUT 10" "" "LABEL ros" "  KERNEL /boot/vmlinuz" \
+    "  INITRD /boot/initrd" \
+    "  APPEND console=tty0 console=ttyS0 quiet root=PARTUUID=$DISK_ID-02" |
+    mcopy -i "$fat" - ::/boot/syslinux/syslinux.cfg
+  syslinux --install --directory /boot/syslinux "$fat"
+  truncate -s $(( (1 + boot_mib + root_mib) * mib )) "$img"
+  printf '%s\n' "label: dos" "label-id: 0x$DISK_ID" \
+    "start=2048, size=$(( boot_mib * 2048 )), type=e, bootable" \
+    "start=$(( (1 + boot_mib) * 2048 )), size=$(( root_mib * 2048 )), type=83" |
+    sfdisk --quiet --no-reread --no-tell-kernel "$img"
+  dd if="$X/extlinux/usr/lib/EXTLINUX/mbr.bin" of="$img" bs=440 count=1 conv=notrunc status=none
+  dd if="$fat" of="$img" bs=1M seek=1 conv=notrunc status=none
+  dd if="$sq" of="$img" bs=1M seek=$(( 1 + boot_mib )) conv=notrunc status=none
+  rm -f "$fat"
+}
+
 main() {
   mkdir -p "$OUT" "$STAGE"
   fetch_debs
@@ -345,11 +382,14 @@ main() {
   log "kernel $KVER"
   initrd
   rootfs
+  disk_image
   log "artifacts:"
-  for f in vmlinuz initrd root.img; do
+  for f in ros.img vmlinuz initrd; do
     printf '    %-9s %6d KiB\n' "$f" $(( $(stat -c %s "$OUT/$f") / 1024 ))
   done
-  log "service images (in root.img, /usr/share/ros/image-store):"
+  printf '    %-9s %6d KiB (squashfs, partition 2 of ros.img)\n' root \
+    $(( $(stat -c %s "$STAGE/root.img") / 1024 ))
+  log "service images (in the root, /usr/share/ros/image-store):"
   printf '    %s\n' "${IMAGE_SIZES[@]}"
   printf '    %-8s %6d KiB uncompressed (busybox, shared by every image)\n' base \
     "$(du -sk --apparent-size "$STAGE/layers/base" | cut -f1)"

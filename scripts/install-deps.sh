@@ -5,7 +5,8 @@ set -euo pipefail
 BUILD=${1:-build}
 PKGS=(qemu-system-x86 qemu-utils protobuf-compiler squashfs-tools cpio zstd kmod
       binutils busybox-static containerd runc e2fsprogs genisoimage
-      openssh-client dpkg-dev)
+      openssh-client dpkg-dev
+      fdisk dosfstools mtools syslinux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -369,10 +369,13 @@ pub fn run() -> ! {
 
         // Fatal: there is nothing to boot without the root.
         let spec = cmdline.root_device();
-        let found = match spec.strip_prefix("LABEL=") {
-            Some(label) => root::wait_for_label(label, cmdline.root_wait()),
-            None => root::wait_for_device(Path::new(&spec), cmdline.root_wait())
-                .map(|()| PathBuf::from(&spec)),
+        let found = if let Some(label) = spec.strip_prefix("LABEL=") {
+            root::wait_for_label(label, cmdline.root_wait())
+        } else if let Some(id) = spec.strip_prefix("PARTUUID=") {
+            root::wait_for_partuuid(id, cmdline.root_wait())
+        } else {
+            root::wait_for_device(Path::new(&spec), cmdline.root_wait())
+                .map(|()| PathBuf::from(&spec))
         };
         let disk = found.unwrap_or_else(|e| fatal(&e.to_string()));
         // An installed disk: the root image is a file on it.

@@ -56,9 +56,10 @@ impl KernelCmdline {
         }
     }
 
-    /// The root device (`root=`), `/dev/vda` by default.
+    /// The root device (`root=`: a path, `LABEL=NAME` or `PARTUUID=SSSSSSSS-PP`);
+    /// `/dev/vda2` by default, the root partition of the image on the first virtio disk.
     pub fn root_device(&self) -> String {
-        self.get("root").unwrap_or("/dev/vda").to_string()
+        self.get("root").unwrap_or("/dev/vda2").to_string()
     }
 
     /// The root image file on the root device (`rootimg=`, e.g. `/boot/root.img` on an
@@ -116,7 +117,7 @@ mod tests {
     #[test]
     fn defaults_and_flags() {
         let c = KernelCmdline::parse("rancher.debug rancher.recovery=false rootdelay=2");
-        assert_eq!(c.root_device(), "/dev/vda");
+        assert_eq!(c.root_device(), "/dev/vda2");
         assert_eq!(c.root_fstype(), "squashfs");
         assert!(c.debug());
         assert!(!c.recovery_shell());

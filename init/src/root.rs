@@ -28,6 +28,9 @@ pub enum RootError {
         /// How long we waited.
         waited: Duration,
     },
+    /// `root=PARTUUID=` names no MBR partition.
+    #[error("root=PARTUUID={0}: not an MBR partition id (SSSSSSSS-PP: the disk signature and the partition number, in hex)")]
+    BadPartUuid(String),
     /// Mounting the root failed.
     #[error("mounting root {device} ({fstype}) on {target}: {source}")]
     Mount {
@@ -69,6 +72,69 @@ pub fn wait_for_label(label: &str, timeout: Duration) -> Result<PathBuf, RootErr
         || crate::state::find_by_label(Path::new("/sys/class/block"), Path::new("/dev"), label);
     wait_on_dir(Path::new("/dev"), timeout, find).ok_or_else(|| RootError::DeviceMissing {
         device: format!("LABEL={label}"),
+        waited: timeout,
+    })
+}
+
+/// An MBR partition id, `SSSSSSSS-PP` as the kernel writes it: the disk signature and
+/// the partition number, both in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartUuid {
+    /// The disk signature (MBR bytes 440..444, little-endian).
+    pub signature: u32,
+    /// The partition number (1-based).
+    pub partition: u32,
+}
+
+impl PartUuid {
+    /// Parse `SSSSSSSS-PP`.
+    pub fn parse(id: &str) -> Result<PartUuid, RootError> {
+        let bad = || RootError::BadPartUuid(id.to_string());
+        let (sig, part) = id.split_once('-').ok_or_else(bad)?;
+        if sig.len() != 8 || part.is_empty() || part.len() > 2 {
+            return Err(bad());
+        }
+        Ok(PartUuid {
+            signature: u32::from_str_radix(sig, 16).map_err(|_| bad())?,
+            partition: u32::from_str_radix(part, 16).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The partition `id` among the block devices of `sys_block` (`/sys/class/block`), as its
+/// node in `dev_dir`: a partition with that number on a disk whose MBR has that signature.
+pub fn find_by_partuuid(sys_block: &Path, dev_dir: &Path, id: PartUuid) -> Option<PathBuf> {
+    let mut names: Vec<String> = fs::read_dir(sys_block)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|name| {
+        let part = sys_block.join(&name);
+        let number: u32 = fs::read_to_string(part.join("partition"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if number != id.partition {
+            return None;
+        }
+        // A partition's sysfs directory is inside its disk's.
+        let disk = fs::canonicalize(&part).ok()?;
+        let disk = disk.parent()?.file_name()?;
+        let mut f = fs::File::open(dev_dir.join(disk)).ok()?;
+        let header = mbrman::MBRHeader::read_from(&mut f).ok()?;
+        (header.disk_signature == id.signature.to_le_bytes()).then(|| dev_dir.join(&name))
+    })
+}
+
+/// Wait until the MBR partition `id` exists (`root=PARTUUID=`).
+pub fn wait_for_partuuid(id: &str, timeout: Duration) -> Result<PathBuf, RootError> {
+    let parsed = PartUuid::parse(id)?;
+    let find = || find_by_partuuid(Path::new("/sys/class/block"), Path::new("/dev"), parsed);
+    wait_on_dir(Path::new("/dev"), timeout, find).ok_or_else(|| RootError::DeviceMissing {
+        device: format!("PARTUUID={id}"),
         waited: timeout,
     })
 }
@@ -342,6 +408,71 @@ mod tests {
         });
         wait_for_device(&dev, Duration::from_secs(10)).unwrap();
         t.join().unwrap();
+    }
+
+    #[test]
+    fn partuuids_parse_as_the_kernel_writes_them() {
+        assert_eq!(
+            PartUuid::parse("524f5330-02").unwrap(),
+            PartUuid {
+                signature: 0x524f_5330,
+                partition: 2
+            }
+        );
+        assert_eq!(PartUuid::parse("DEADBEEF-0a").unwrap().partition, 10);
+        for bad in [
+            "524f5330",
+            "524f533-02",
+            "524f5330-",
+            "524f5330-002",
+            "xyzf5330-02",
+            "6fa1e1c2-57d4-4b4e-a3b9-6d8a1c1f2e3d",
+        ] {
+            let e = PartUuid::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("SSSSSSSS-PP"), "{e}");
+        }
+    }
+
+    /// A fake /sys/class/block and /dev: disks with MBRs of the given signatures, each
+    /// with partitions 1 and 2.
+    fn fake_disks(dir: &Path, disks: &[(&str, u32)]) -> (PathBuf, PathBuf) {
+        let (sys, dev) = (dir.join("sys/class/block"), dir.join("dev"));
+        fs::create_dir_all(&sys).unwrap();
+        fs::create_dir_all(&dev).unwrap();
+        for (disk, signature) in disks {
+            let devices = dir.join("sys/devices/virtio").join(disk);
+            std::os::unix::fs::symlink(&devices, sys.join(disk)).unwrap();
+            for n in 1..=2 {
+                let part = devices.join(format!("{disk}{n}"));
+                fs::create_dir_all(&part).unwrap();
+                fs::write(part.join("partition"), format!("{n}\n")).unwrap();
+                std::os::unix::fs::symlink(&part, sys.join(format!("{disk}{n}"))).unwrap();
+            }
+            let mut image = io::Cursor::new(vec![0u8; 4096]);
+            mbrman::MBR::new_from(&mut image, 512, signature.to_le_bytes())
+                .unwrap()
+                .write_into(&mut image)
+                .unwrap();
+            fs::write(dev.join(disk), image.into_inner()).unwrap();
+        }
+        (sys, dev)
+    }
+
+    #[test]
+    fn partuuid_finds_the_partition_on_the_disk_with_that_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sys, dev) = fake_disks(dir.path(), &[("vda", 0x1111_1111), ("vdb", 0x524f_5330)]);
+        let id = |s| PartUuid::parse(s).unwrap();
+        assert_eq!(
+            find_by_partuuid(&sys, &dev, id("524f5330-02")),
+            Some(dev.join("vdb2"))
+        );
+        assert_eq!(
+            find_by_partuuid(&sys, &dev, id("11111111-01")),
+            Some(dev.join("vda1"))
+        );
+        assert_eq!(find_by_partuuid(&sys, &dev, id("524f5330-03")), None);
+        assert_eq!(find_by_partuuid(&sys, &dev, id("524f5331-02")), None);
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! syslinux, and the given cloud-config as the user config. The kernel finds its root as
 //! `root=LABEL=RANCHER_STATE rootimg=/boot/root.img`.
 //!
+//! What is copied is what runs: the root image from the root's device, the kernel and
+//! initrd from beside it (the image's FAT boot partition, or the installed disk's `/boot`).
+//!
 //! Nothing is written before the cloud-config validates, the device checks pass and the
 //! user confirms. Runs in PID 1's mount namespace (the host's tools and mounts), which the
 //! privileged console can enter.
@@ -19,8 +22,8 @@ use ros_config::{paths, Mode};
 
 use crate::{CliError, ExitStatus};
 
-/// The install payload in the root image: kernel and initrd.
-pub const BOOT_FILES: &str = "/usr/share/ros/boot";
+/// The boot files copied, in the boot directory they are read from.
+pub const BOOT_FILES: [&str; 2] = ["vmlinuz", "initrd"];
 /// extlinux's MBR boot code (Debian's extlinux package).
 pub const MBR_CODE: &str = "/usr/lib/EXTLINUX/mbr.bin";
 /// The label of the installed partition (root image and state).
@@ -81,12 +84,14 @@ pub fn run(args: InstallArgs) -> Result<(), CliError> {
     )
     .map_err(fail)?;
     let root_image = running_root_image().map_err(fail)?;
+    let boot = BootSource::find(&root_image).map_err(fail)?;
     if !args.force && !confirm(&disk)? {
         return Err(CliError::failure(
             "ros install: not confirmed; nothing was written",
         ));
     }
-    install(&disk, &root_image, &text, &args.append).map_err(fail)?;
+    install(&disk, &root_image, &boot.dir, &text, &args.append).map_err(fail)?;
+    drop(boot);
     println!("ros install: installed to {}", disk.display());
     if args.no_reboot {
         return Ok(());
@@ -196,6 +201,95 @@ fn running_root_image() -> Result<PathBuf, String> {
         .ok_or_else(|| "the running root is not a squashfs image; nothing to install from".into())
 }
 
+/// Where the running system's kernel and initrd are read from; a boot partition mounted
+/// for that is unmounted on drop.
+struct BootSource {
+    /// The directory holding [`BOOT_FILES`].
+    dir: PathBuf,
+    /// The mount made to reach it.
+    mounted: Option<PathBuf>,
+}
+
+impl BootSource {
+    /// Beside the running root image `root` (a block device): on an installed disk, the
+    /// directory of the loop device's backing file; on the image, the `/boot` of the first
+    /// partition of the root partition's disk (FAT, mounted read-only here).
+    fn find(root: &Path) -> Result<BootSource, String> {
+        let name = root.file_name().unwrap_or_default();
+        let sys = Path::new("/sys/class/block").join(name);
+        let source = if let Ok(backing) = fs::read_to_string(sys.join("loop/backing_file")) {
+            let dir = Path::new(backing.trim())
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .to_path_buf();
+            BootSource { dir, mounted: None }
+        } else {
+            let boot = boot_partition(&sys).ok_or_else(|| {
+                format!(
+                    "the root {} is not a partition of a disk with a boot partition;                      nothing to copy the kernel and initrd from (boot the rOS image, ros.img)",
+                    root.display()
+                )
+            })?;
+            // The boot partition's filesystem, if nothing has loaded it yet.
+            let _ = Command::new("/bin/busybox")
+                .args(["modprobe", "-a", "vfat", "nls_cp437", "nls_ascii"])
+                .status();
+            let target = PathBuf::from(format!("/run/ros/install-boot-{}", std::process::id()));
+            fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            if let Err(e) = nix::mount::mount(
+                Some(&boot),
+                &target,
+                Some("vfat"),
+                nix::mount::MsFlags::MS_RDONLY,
+                None::<&str>,
+            ) {
+                let _ = fs::remove_dir(&target);
+                return Err(format!(
+                    "mounting the boot partition {} on {}: {e}",
+                    boot.display(),
+                    target.display()
+                ));
+            }
+            BootSource {
+                dir: target.join("boot"),
+                mounted: Some(target),
+            }
+        };
+        for f in BOOT_FILES {
+            let path = source.dir.join(f);
+            if !path.is_file() {
+                return Err(format!(
+                    "{} is missing; nothing to install from",
+                    path.display()
+                ));
+            }
+        }
+        Ok(source)
+    }
+}
+
+impl Drop for BootSource {
+    fn drop(&mut self) {
+        if let Some(target) = &self.mounted {
+            let _ = nix::mount::umount(target);
+            let _ = fs::remove_dir(target);
+        }
+    }
+}
+
+/// The first partition of the disk that partition `sys` (its `/sys/class/block` entry) is
+/// on, as a `/dev` path, if `sys` is another partition.
+pub fn boot_partition(sys: &Path) -> Option<PathBuf> {
+    let number = fs::read_to_string(sys.join("partition")).ok()?;
+    if number.trim() == "1" {
+        return None;
+    }
+    // A partition's sysfs directory is inside its disk's.
+    let real = fs::canonicalize(sys).ok()?;
+    let disk = real.parent()?.file_name()?;
+    Some(first_partition(&Path::new("/dev").join(disk)))
+}
+
 /// The size of the squashfs image at the start of `r` (its superblock's `bytes_used`,
 /// rounded up to 4 KiB as mksquashfs pads it).
 pub fn squashfs_size(r: &mut impl Read) -> Result<u64, String> {
@@ -264,7 +358,13 @@ pub fn syslinux_cfg(append: &str) -> String {
     )
 }
 
-fn install(disk: &Path, root_image: &Path, cloud_config: &str, append: &str) -> Result<(), String> {
+fn install(
+    disk: &Path,
+    root_image: &Path,
+    boot_dir: &Path,
+    cloud_config: &str,
+    append: &str,
+) -> Result<(), String> {
     let io_err = |what: String| move |e: io::Error| format!("{what}: {e}");
     let boot_code = fs::read(MBR_CODE).map_err(io_err(MBR_CODE.into()))?;
     let mut image = File::open(root_image).map_err(io_err(root_image.display().to_string()))?;
@@ -336,7 +436,14 @@ fn install(disk: &Path, root_image: &Path, cloud_config: &str, append: &str) -> 
         None::<&str>,
     )
     .map_err(|e| format!("mounting {} on {}: {e}", part.display(), target.display()))?;
-    let result = populate(&target, &mut image, image_size, cloud_config, append);
+    let result = populate(
+        &target,
+        boot_dir,
+        &mut image,
+        image_size,
+        cloud_config,
+        append,
+    );
     let unmounted =
         nix::mount::umount(&target).map_err(|e| format!("unmounting {}: {e}", target.display()));
     let _ = fs::remove_dir(&target);
@@ -348,6 +455,7 @@ fn install(disk: &Path, root_image: &Path, cloud_config: &str, append: &str) -> 
 
 fn populate(
     target: &Path,
+    boot_dir: &Path,
     image: &mut File,
     image_size: u64,
     cloud_config: &str,
@@ -360,8 +468,8 @@ fn populate(
     let boot = target.join("boot");
     let syslinux = boot.join("syslinux");
     fs::create_dir_all(&syslinux).map_err(io_err(&syslinux))?;
-    for name in ["vmlinuz", "initrd"] {
-        let from = Path::new(BOOT_FILES).join(name);
+    for name in BOOT_FILES {
+        let from = boot_dir.join(name);
         println!("ros install: copying {}", from.display());
         fs::copy(&from, boot.join(name)).map_err(io_err(&from))?;
     }
@@ -494,6 +602,28 @@ mod tests {
             Some("/mnt/state".into())
         );
         assert_eq!(mounted_from(info, &["254:32".into()]), None);
+    }
+
+    #[test]
+    fn the_boot_partition_is_the_first_on_the_root_partitions_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = dir.path().join("devices/pci0/virtio1/block/vda");
+        let sys = dir.path().join("class/block");
+        fs::create_dir_all(&sys).unwrap();
+        for n in 1..=2 {
+            let part = devices.join(format!("vda{n}"));
+            fs::create_dir_all(&part).unwrap();
+            fs::write(part.join("partition"), format!("{n}\n")).unwrap();
+            std::os::unix::fs::symlink(&part, sys.join(format!("vda{n}"))).unwrap();
+        }
+        std::os::unix::fs::symlink(&devices, sys.join("vda")).unwrap();
+        assert_eq!(
+            boot_partition(&sys.join("vda2")),
+            Some(PathBuf::from("/dev/vda1"))
+        );
+        // The first partition itself, or a whole disk: none.
+        assert_eq!(boot_partition(&sys.join("vda1")), None);
+        assert_eq!(boot_partition(&sys.join("vda")), None);
     }
 
     #[test]

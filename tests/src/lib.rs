@@ -37,13 +37,18 @@ pub struct BootOptions {
     pub append: String,
     /// Guest memory in MiB.
     pub mem_mb: u32,
-    /// Replace the root device argument (default `root=/dev/vda`).
+    /// Replace the root device argument (default `root=/dev/vda2`, the image's root
+    /// partition).
     pub root_arg: String,
     /// Extra QEMU arguments (disks, NICs).
     pub qemu_args: Vec<String>,
     /// Boot from this disk (qcow2) alone, through its bootloader: no `-kernel`, no
-    /// `-initrd`, no root image drive; `append` and `root_arg` are not used.
+    /// `-initrd`, no image drive; `append` and `root_arg` are not used.
     pub boot_disk: Option<PathBuf>,
+    /// Boot the image (`ros.img`, read-only) through its own bootloader, as a machine
+    /// would: SeaBIOS, syslinux, the kernel line it holds; `append` and `root_arg` are
+    /// not used.
+    pub bios: bool,
     /// Give the guest a hardware RNG (the CPU's RDRAND, as `make run` does).
     pub rng: bool,
 }
@@ -53,9 +58,10 @@ impl Default for BootOptions {
         BootOptions {
             append: String::new(),
             mem_mb: 512,
-            root_arg: "root=/dev/vda".into(),
+            root_arg: "root=/dev/vda2".into(),
             qemu_args: Vec::new(),
             boot_disk: None,
+            bios: false,
             rng: true,
         }
     }
@@ -66,7 +72,7 @@ pub fn image_dir() -> PathBuf {
     let dir = std::env::var_os("ROS_IMAGE_DIR")
         .map(PathBuf::from)
         .expect("ROS_IMAGE_DIR is not set: run the boot tests with `make boot-test`");
-    for f in ["vmlinuz", "initrd", "root.img"] {
+    for f in ["ros.img", "vmlinuz", "initrd"] {
         assert!(
             dir.join(f).exists(),
             "{} is missing: run `make image`",
@@ -122,6 +128,12 @@ impl Vm {
                 qemu.arg("-drive")
                     .arg(format!("file={},if=virtio,format=qcow2", disk.display()));
             }
+            None if opts.bios => {
+                qemu.arg("-drive").arg(format!(
+                    "file={},if=virtio,format=raw,readonly=on",
+                    image_dir().join("ros.img").display()
+                ));
+            }
             None => {
                 let dir = image_dir();
                 // loglevel=5 rather than quiet: warnings (and the call traces of a
@@ -138,7 +150,7 @@ impl Vm {
                     .arg("-drive")
                     .arg(format!(
                         "file={},if=virtio,format=raw,readonly=on",
-                        dir.join("root.img").display()
+                        dir.join("ros.img").display()
                     ))
                     .args(["-append", &append]);
             }
@@ -405,6 +417,39 @@ pub fn config_drive(dir: &std::path::Path, label: &str, user_data: &str) -> Vec<
     vec![
         "-drive".into(),
         format!("file={},if=virtio,format=raw,readonly=on", iso.display()),
+    ]
+}
+
+/// Like [`config_drive`], but FAT (`mkfs.vfat -n LABEL`, as `cloud-localds -f vfat`
+/// makes a NoCloud drive), written with mtools: no mount needed.
+pub fn config_drive_fat(dir: &std::path::Path, label: &str, user_data: &str) -> Vec<String> {
+    let data = dir.join("user_data");
+    std::fs::write(&data, user_data).expect("writing user_data");
+    let img = dir.join("config.fat");
+    let _ = std::fs::remove_file(&img);
+    let run = |cmd: &mut Command| {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running {cmd:?} (make deps installs it): {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("mkfs.vfat")
+        .args(["-C", "-n", label])
+        .arg(&img)
+        .arg("2048"));
+    let image = img.display().to_string();
+    run(Command::new("mmd").args(["-i", &image, "::/openstack", "::/openstack/latest"]));
+    run(Command::new("mcopy")
+        .args(["-i", &image])
+        .arg(&data)
+        .arg("::/openstack/latest/user_data"));
+    vec![
+        "-drive".into(),
+        format!("file={image},if=virtio,format=raw,readonly=on"),
     ]
 }
 

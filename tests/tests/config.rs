@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use boot_tests::{config_drive, BootOptions, TempDir, Vm};
+use boot_tests::{config_drive, config_drive_fat, BootOptions, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(240);
 
@@ -118,7 +118,8 @@ fn a_broken_config_still_boots_and_says_where() {
                      \x20 netwrok: {}\n\
                      hostname: still-applied\n";
     let mut vm = Vm::boot(&BootOptions {
-        qemu_args: config_drive(tmp.path(), "cidata", user_data),
+        // FAT, as NoCloud drives often are (the ISO case is the test above).
+        qemu_args: config_drive_fat(tmp.path(), "cidata", user_data),
         ..Default::default()
     });
     let start = vm.cursor();

@@ -1,6 +1,7 @@
-//! Boot test for `ros install` (issue 6): install from a running system onto a blank
-//! disk, then boot QEMU from that disk alone (its own bootloader, kernel, initrd and root
-//! image) and reach the console with the installed cloud-config applied.
+//! Boot test for the image and `ros install` (issue 6): boot the image (`ros.img`)
+//! through its own bootloader, install from it onto a blank disk, then boot QEMU from
+//! that disk alone (its own bootloader, kernel, initrd and root image), reach the console
+//! with the installed cloud-config applied, and install again from the installed system.
 
 use std::time::Duration;
 
@@ -18,9 +19,10 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
     let target = tmp.path().join("target.qcow2");
     blank_qcow2(&target, "1G");
 
+    // The image as a machine boots it: SeaBIOS, the MBR, syslinux on the FAT boot
+    // partition, the kernel line it holds (so the user engine runs too).
     let mut vm = Vm::boot(&BootOptions {
-        // The user engine is not needed here.
-        append: "rancher.services_include.docker=false".into(),
+        bios: true,
         qemu_args: vec![
             "-drive".into(),
             format!("file={},if=virtio,format=qcow2", target.display()),
@@ -28,6 +30,10 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
         ..Default::default()
     });
     vm.console_up(BOOT);
+    let cmdline = vm.sh("cat /proc/cmdline");
+    assert!(cmdline.contains("root=PARTUUID=524f5330-02"), "{cmdline}");
+    let root = vm.sh("awk '$2==\"/\" {print $1, $3}' /proc/1/mounts");
+    assert_eq!(root, "/dev/vda2 squashfs");
     vm.sh(
         "printf 'hostname: installed\\nrancher:\\n  environment:\\n    FROM_INSTALL: \"yes\"\\n' \
          > /tmp/cc.yml",
@@ -68,13 +74,25 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
     );
     assert_eq!(status, 0, "{out}\n{}", vm.tail(30));
     assert!(out.contains("installed to /dev/vdb"), "{out}");
+    // The kernel and initrd come from the image's boot partition, mounted for the copy.
+    assert!(
+        out.contains("copying /run/ros/install-boot-") && out.contains("/boot/initrd"),
+        "{out}"
+    );
+    assert_eq!(vm.sh("grep -c install-boot /proc/1/mounts || true"), "0");
     vm.send("poweroff");
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 
     // The installed disk alone: SeaBIOS -> extlinux -> our kernel and initrd -> the root
     // image on the RANCHER_STATE partition, which is also the state disk.
+    let again = tmp.path().join("again.qcow2");
+    blank_qcow2(&again, "1G");
     let mut vm = Vm::boot(&BootOptions {
         boot_disk: Some(target.clone()),
+        qemu_args: vec![
+            "-drive".into(),
+            format!("file={},if=virtio,format=qcow2", again.display()),
+        ],
         ..Default::default()
     });
     vm.console_up(BOOT);
@@ -100,6 +118,20 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
         "600"
     );
     vm.until("ros service ps | grep -q '^console .*Up '");
+
+    // An installed system installs itself: the kernel and initrd from its /boot, beside
+    // the root image its loop device reads.
+    vm.sh("printf 'hostname: again\\n' > /tmp/again.yml");
+    let (out, status) = vm.run(
+        "ros install -d /dev/vdb -c /tmp/again.yml -f --no-reboot 2>&1",
+        Duration::from_secs(600),
+    );
+    assert_eq!(status, 0, "{out}\n{}", vm.tail(30));
+    assert!(
+        out.contains("copying /run/ros/boot-disk/boot/vmlinuz")
+            && out.contains("installed to /dev/vdb"),
+        "{out}"
+    );
     vm.send("poweroff");
     assert!(vm.wait_exit(Duration::from_secs(180)).success());
 }
