@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Size: each boot artifact, and what the root image is made of, compressed.
+"""Size: the image, what it is made of, and what the root is made of, compressed.
 
-The boot artifacts are measured as built. root.img's parts are estimated by compressing
-each staged file with zstd -19 (as mksquashfs does, per 128 KiB block, so the parts add up
-to about the image), each distinct file content once (squashfs stores duplicates once).
-The "without the Docker engine" figure leaves out the engine's binaries and image; the
-"distinct" figures leave out the copy of vmlinuz and initrd that `ros install` reads.
+The image is one file, ros.img: a disk holding the boot partition (kernel, initrd,
+syslinux) and the root (squashfs). It is measured as built and compressed (zstd -19: its
+free space is zeros). The root's parts are estimated by compressing each staged file with
+zstd -19 (as mksquashfs does, per 128 KiB block, so the parts add up to about the root),
+each distinct file content once (squashfs stores duplicates once). The "without the
+Docker engine" figure leaves out the engine's binaries and image.
 
 Usage: bench/size.py BUILD_DIR   (after `make image`)
 """
@@ -25,7 +26,13 @@ def zstd_size(path):
 def main():
     build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
     out, root = os.path.join(build, "out"), os.path.join(build, "stage", "root")
-    art = {f: os.path.getsize(os.path.join(out, f)) for f in ("vmlinuz", "initrd", "root.img")}
+    disk = os.path.join(out, "ros.img")
+    art = {
+        "ros.img (the image, as built)": os.path.getsize(disk),
+        "  boot partition: vmlinuz": os.path.getsize(os.path.join(out, "vmlinuz")),
+        "  boot partition: initrd": os.path.getsize(os.path.join(out, "initrd")),
+        "  root partition: squashfs": os.path.getsize(os.path.join(build, "stage", "root.img")),
+    }
     parts = {}
     seen = set()
 
@@ -50,8 +57,6 @@ def main():
     def part_of(rel):
         if is_engine(rel):
             return "user Docker engine (binaries + image)"
-        if rel.startswith("usr/share/ros/boot/"):
-            return "install payload (copy of vmlinuz + initrd)"
         if rel.startswith("usr/share/ros/image-store/"):
             return "system service images"
         if rel.startswith("lib/modules/"):
@@ -77,21 +82,20 @@ def main():
         key = part_of(rel)
         parts[key] = parts.get(key, 0) + zstd_size(path)
     mib = lambda b: b / 1e6
+    total = zstd_size(disk)
     print("| artifact | MB |\n|---|---:|")
     for f, b in art.items():
         print(f"| {f} | {mib(b):.1f} |")
-    total = sum(art.values())
-    print(f"| **total** | **{mib(total):.1f}** |\n")
-    print("| root.img part (zstd -19 per file, estimate) | MB |\n|---|---:|")
+    print(f"| **ros.img compressed** | **{mib(total):.1f}** |\n")
+    print("| root part (zstd -19 per file, estimate) | MB |\n|---|---:|")
     for k, b in sorted(parts.items(), key=lambda x: -x[1]):
         print(f"| {k} | {mib(b):.1f} |")
     est = sum(parts.values())
-    print(f"| (sum of parts; root.img is {mib(art['root.img']):.1f}) | {mib(est):.1f} |\n")
-    scale = art["root.img"] / est
-    docker = parts.get("user Docker engine (binaries + image)", 0) * scale
-    payload = parts.get("install payload (copy of vmlinuz + initrd)", 0) * scale
-    print(f"with the Docker engine: {mib(total):.1f} MB ({mib(total - payload):.1f} MB distinct)")
-    print(f"without it: {mib(total - docker):.1f} MB ({mib(total - docker - payload):.1f} MB distinct)")
+    root_size = art["  root partition: squashfs"]
+    print(f"| (sum of parts; the squashfs is {mib(root_size):.1f}) | {mib(est):.1f} |\n")
+    docker = parts.get("user Docker engine (binaries + image)", 0) * root_size / est
+    print(f"with the Docker engine: {mib(total):.1f} MB")
+    print(f"without it: {mib(total - docker):.1f} MB")
 
 
 if __name__ == "__main__":
