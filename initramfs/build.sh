@@ -314,9 +314,11 @@ rootfs() {
   cp "$REPO/services/"*.yml "$r/usr/share/ros/services/"
   [ -f "$REPO/configs/os-config.yml" ] && cp "$REPO/configs/os-config.yml" "$r/usr/share/ros/os-config.yml"
   service_images
-  # The user engine runs the same containerd and shim (squashfs stores them once).
+  # The user engine runs the same containerd, shim and crun (squashfs stores them once);
+  # crun is its runc too (a runc-compatible command line; dockerd and the shim run `runc`).
   install -m 0755 "$SOURCE_BIN/containerd" "$SOURCE_BIN/containerd-shim-runc-v2" \
-    "$r/usr/lib/ros/engine/"
+    "$SOURCE_BIN/crun" "$r/usr/lib/ros/engine/"
+  ln -s crun "$r/usr/lib/ros/engine/runc"
   rm -f "$STAGE/root.img"
   mksquashfs "$r" "$STAGE/root.img" -comp zstd -Xcompression-level 19 -all-root \
     -reproducible -noappend -quiet >/dev/null

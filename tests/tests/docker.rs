@@ -122,6 +122,16 @@ fn user_docker_runs_publishes_persists_preloads_and_cannot_touch_the_system() {
     vm.until(&format!(
         "{get} 2>/dev/null | grep -q 'hello from rOS docker'"
     ));
+    // The engine's runc is crun: exec into a running container, pause and unpause it.
+    assert_eq!(
+        vm.sh("docker exec web /bin/busybox echo exec-works"),
+        "exec-works"
+    );
+    vm.sh("docker pause web && docker unpause web");
+    assert_eq!(
+        vm.sh("docker inspect -f '{{.State.Status}}' web"),
+        "running"
+    );
 
     // Isolation: a privileged container with the docker socket and --pid=host sees the
     // docker service's processes (tini is its PID 1), and no socket anywhere in its view
