@@ -226,7 +226,8 @@ impl BootSource {
         } else {
             let boot = boot_partition(&sys).ok_or_else(|| {
                 format!(
-                    "the root {} is not a partition of a disk with a boot partition;                      nothing to copy the kernel and initrd from (boot the rOS image, ros.img)",
+                    "the root {} is not a partition of a disk with a boot partition; \
+                     nothing to copy the kernel and initrd from (boot the rOS image, ros.img)",
                     root.display()
                 )
             })?;
