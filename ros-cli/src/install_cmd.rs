@@ -241,7 +241,10 @@ impl BootSource {
                 Some(&boot),
                 &target,
                 Some("vfat"),
-                nix::mount::MsFlags::MS_RDONLY,
+                nix::mount::MsFlags::MS_RDONLY
+                    | nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC,
                 None::<&str>,
             ) {
                 let _ = fs::remove_dir(&target);
