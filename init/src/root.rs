@@ -104,29 +104,25 @@ impl PartUuid {
 /// The partition `id` among the block devices of `sys_block` (`/sys/class/block`), as its
 /// node in `dev_dir`: a partition with that number on a disk whose MBR has that signature.
 pub fn find_by_partuuid(sys_block: &Path, dev_dir: &Path, id: PartUuid) -> Option<PathBuf> {
-    let mut names: Vec<String> = fs::read_dir(sys_block)
-        .ok()?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names.into_iter().find_map(|name| {
-        let part = sys_block.join(&name);
-        let number: u32 = fs::read_to_string(part.join("partition"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        if number != id.partition {
-            return None;
-        }
-        // A partition's sysfs directory is inside its disk's.
-        let disk = fs::canonicalize(&part).ok()?;
-        let disk = disk.parent()?.file_name()?;
-        let mut f = fs::File::open(dev_dir.join(disk)).ok()?;
-        let header = mbrman::MBRHeader::read_from(&mut f).ok()?;
-        (header.disk_signature == id.signature.to_le_bytes()).then(|| dev_dir.join(&name))
-    })
+    crate::state::block_devices(sys_block)
+        .into_iter()
+        .find_map(|name| {
+            let part = sys_block.join(&name);
+            let number: u32 = fs::read_to_string(part.join("partition"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            if number != id.partition {
+                return None;
+            }
+            // A partition's sysfs directory is inside its disk's.
+            let disk = fs::canonicalize(&part).ok()?;
+            let disk = disk.parent()?.file_name()?;
+            let mut f = fs::File::open(dev_dir.join(disk)).ok()?;
+            let header = mbrman::MBRHeader::read_from(&mut f).ok()?;
+            (header.disk_signature == id.signature.to_le_bytes()).then(|| dev_dir.join(&name))
+        })
 }
 
 /// Wait until the MBR partition `id` exists (`root=PARTUUID=`).

@@ -107,21 +107,31 @@ fn first_bytes(dev: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The device under `dev_dir` whose filesystem label is `label`, scanning the block
-/// devices listed in `sys_block`.
-pub fn find_by_label(sys_block: &Path, dev_dir: &Path, label: &str) -> Option<PathBuf> {
+/// The names of the block devices listed in `sys_block` (`/sys/class/block`), sorted:
+/// disks and partitions, the order every scan of them goes in.
+pub fn block_devices(sys_block: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(sys_block)
-        .ok()?
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    names.into_iter().map(|n| dev_dir.join(n)).find(|dev| {
-        first_bytes(dev)
-            .ok()
-            .and_then(|b| ros_cloudinit::detect_label(&b))
-            .is_some_and(|(_, l)| l == label)
-    })
+    names
+}
+
+/// The device under `dev_dir` whose filesystem label is `label`, scanning the block
+/// devices listed in `sys_block`.
+pub fn find_by_label(sys_block: &Path, dev_dir: &Path, label: &str) -> Option<PathBuf> {
+    block_devices(sys_block)
+        .into_iter()
+        .map(|n| dev_dir.join(n))
+        .find(|dev| {
+            first_bytes(dev)
+                .ok()
+                .and_then(|b| ros_cloudinit::detect_label(&b))
+                .is_some_and(|(_, l)| l == label)
+        })
 }
 
 /// Whether a disk is blank: its first 64 KiB are all zero (no partition table, no
