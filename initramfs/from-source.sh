@@ -163,6 +163,17 @@ install_stripped() {
   mv "$BIN/$2.new" "$BIN/$2"
 }
 
+# go_static GOPATH PKG CMD OUTPUT TAGS LDFLAGS: Go package PKG's ./cmd/CMD, built in GOPATH
+# mode (Debian's Go libraries in /usr/share/gocode after GOPATH) without cgo, stripped, as
+# $BIN/OUTPUT.
+go_static() {
+  (cd "$1/src/$2" &&
+    CGO_ENABLED=0 GOPATH="$1:/usr/share/gocode" GO111MODULE=off GOFLAGS=-buildvcs=false \
+      GOCACHE="$DIR/go-cache" go build -trimpath -tags "$5" -ldflags "-s -w -buildid= $6" \
+      -o "$BIN/$4.new" "./cmd/$3")
+  mv "$BIN/$4.new" "$BIN/$4"
+}
+
 build_containerd() {
   local version src stamp todo
   prepare containerd containerd containerd "tags: $TAGS" containerd containerd-shim-runc-v2
@@ -171,14 +182,10 @@ build_containerd() {
   local gopath=$DIR/gopath
   mkdir -p "$gopath/src/${GOPKG%/*}"
   ln -sfn "$src" "$gopath/src/$GOPKG"
-  local ldflags="-s -w -buildid= -X $GOPKG/version.Version=${version%%-*} -X $GOPKG/version.Revision=$version+ros"
-  (cd "$gopath/src/$GOPKG" &&
-    for cmd in containerd containerd-shim-runc-v2; do
-      CGO_ENABLED=0 GOPATH="$gopath:/usr/share/gocode" GO111MODULE=off GOFLAGS=-buildvcs=false \
-        GOCACHE="$DIR/go-cache" go build -trimpath -tags "$TAGS" -ldflags "$ldflags" \
-        -o "$BIN/$cmd.new" "./cmd/$cmd"
-      mv "$BIN/$cmd.new" "$BIN/$cmd"
-    done)
+  local ldflags="-X $GOPKG/version.Version=${version%%-*} -X $GOPKG/version.Revision=$version+ros" cmd
+  for cmd in containerd containerd-shim-runc-v2; do
+    go_static "$gopath" "$GOPKG" "$cmd" "$cmd" "$TAGS" "$ldflags"
+  done
   echo "$stamp" > "$BIN/.stamp-containerd"
 }
 
@@ -200,19 +207,12 @@ build_docker() {
   cli_commit=$(cd "$src" && bash debian/helpers/gitcommit.sh cli "$upstream")
   built=$(date -u -d "@$(dpkg-parsechangelog -l "$src/debian/changelog" -STimestamp)" +%Y-%m-%dT%H:%M:%SZ)
   local v=github.com/docker/docker/dockerversion c=github.com/docker/cli/cli/version
-  # REPO CMD OUTPUT TAGS LDFLAGS
-  go_static() {
-    (cd "$gopath/src/github.com/docker/$1" &&
-      CGO_ENABLED=0 GOPATH="$gopath:/usr/share/gocode" GO111MODULE=off GOFLAGS=-buildvcs=false \
-        GOCACHE="$DIR/go-cache" go build -trimpath -tags "$4" -ldflags "-s -w -buildid= $5" \
-        -o "$BIN/$3.new" "./cmd/$2")
-    mv "$BIN/$3.new" "$BIN/$3"
-  }
-  go_static docker dockerd dockerd "$DOCKER_TAGS" \
+  local d=github.com/docker
+  go_static "$gopath" $d/docker dockerd dockerd "$DOCKER_TAGS" \
     "-X $v.Version=$upstream -X $v.GitCommit=$engine_commit -X $v.BuildTime=$built -X $v.IAmStatic=true"
-  go_static cli docker docker "" \
+  go_static "$gopath" $d/cli docker docker "" \
     "-X $c.Version=$upstream -X $c.GitCommit=$cli_commit -X $c.BuildTime=$built"
-  go_static libnetwork proxy docker-proxy "" ""
+  go_static "$gopath" $d/libnetwork proxy docker-proxy "" ""
   echo "$stamp" > "$BIN/.stamp-docker"
 }
 
