@@ -21,12 +21,14 @@ use crate::sys::Mounter;
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
     /// The root device never showed up.
-    #[error("root device {device} did not appear within {waited:?}")]
+    #[error("root device {device} did not appear within {waited:?}; {seen}")]
     DeviceMissing {
         /// The device path.
         device: String,
         /// How long we waited.
         waited: Duration,
+        /// What the kernel has instead ([`seen_disks`]).
+        seen: String,
     },
     /// `root=PARTUUID=` names no MBR partition.
     #[error("root=PARTUUID={0}: not an MBR partition id (SSSSSSSS-PP: the disk signature and the partition number, in hex)")]
@@ -58,22 +60,41 @@ pub enum RootError {
 /// Wait until `device` exists, woken by inotify on its directory, up to `timeout`.
 pub fn wait_for_device(device: &Path, timeout: Duration) -> Result<(), RootError> {
     let dir = device.parent().unwrap_or(Path::new("/dev"));
-    wait_on_dir(dir, timeout, || device.exists().then_some(())).ok_or_else(|| {
-        RootError::DeviceMissing {
-            device: device.display().to_string(),
-            waited: timeout,
-        }
-    })
+    wait_on_dir(dir, timeout, || device.exists().then_some(()))
+        .ok_or_else(|| missing(device.display().to_string(), timeout))
+}
+
+fn missing(device: String, waited: Duration) -> RootError {
+    RootError::DeviceMissing {
+        device,
+        waited,
+        seen: seen_disks(Path::new("/sys/class/block")),
+    }
+}
+
+/// The block devices the kernel has, for the error when the root is not among them. The
+/// initrd drives virtio disks only, so a root on an IDE, SATA, SCSI or NVMe disk is never
+/// seen: with no disk at all, say that.
+pub fn seen_disks(sys_block: &Path) -> String {
+    let disks: Vec<String> = crate::state::block_devices(sys_block)
+        .into_iter()
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+        .collect();
+    if disks.is_empty() {
+        "the kernel found no disk: this initrd drives virtio disks only \
+         (QEMU: -drive ...,if=virtio)"
+            .to_string()
+    } else {
+        format!("block devices: {}", disks.join(" "))
+    }
 }
 
 /// Wait until a block device whose filesystem is labelled `label` exists (`root=LABEL=`).
 pub fn wait_for_label(label: &str, timeout: Duration) -> Result<PathBuf, RootError> {
     let find =
         || crate::state::find_by_label(Path::new("/sys/class/block"), Path::new("/dev"), label);
-    wait_on_dir(Path::new("/dev"), timeout, find).ok_or_else(|| RootError::DeviceMissing {
-        device: format!("LABEL={label}"),
-        waited: timeout,
-    })
+    wait_on_dir(Path::new("/dev"), timeout, find)
+        .ok_or_else(|| missing(format!("LABEL={label}"), timeout))
 }
 
 /// An MBR partition id, `SSSSSSSS-PP` as the kernel writes it: the disk signature and
@@ -129,10 +150,8 @@ pub fn find_by_partuuid(sys_block: &Path, dev_dir: &Path, id: PartUuid) -> Optio
 pub fn wait_for_partuuid(id: &str, timeout: Duration) -> Result<PathBuf, RootError> {
     let parsed = PartUuid::parse(id)?;
     let find = || find_by_partuuid(Path::new("/sys/class/block"), Path::new("/dev"), parsed);
-    wait_on_dir(Path::new("/dev"), timeout, find).ok_or_else(|| RootError::DeviceMissing {
-        device: format!("PARTUUID={id}"),
-        waited: timeout,
-    })
+    wait_on_dir(Path::new("/dev"), timeout, find)
+        .ok_or_else(|| missing(format!("PARTUUID={id}"), timeout))
 }
 
 /// Check `found` each time something is created in `dir` (inotify), up to `timeout`.
@@ -391,6 +410,28 @@ mod tests {
         let dev = dir.path().join("vdz");
         let err = wait_for_device(&dev, Duration::from_millis(50)).unwrap_err();
         assert!(err.to_string().contains("vdz"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_root_names_the_disks_there_are_or_says_there_are_none() {
+        let sys = tempfile::tempdir().unwrap();
+        let none = seen_disks(sys.path());
+        assert!(
+            none.contains("no disk") && none.contains("virtio"),
+            "{none}"
+        );
+        for name in ["loop0", "ram0"] {
+            fs::create_dir(sys.path().join(name)).unwrap();
+        }
+        assert_eq!(
+            seen_disks(sys.path()),
+            none,
+            "loop and ram devices are not disks"
+        );
+        for name in ["vda", "vda1", "sda"] {
+            fs::create_dir(sys.path().join(name)).unwrap();
+        }
+        assert_eq!(seen_disks(sys.path()), "block devices: sda vda vda1");
     }
 
     #[test]

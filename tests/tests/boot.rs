@@ -136,6 +136,8 @@ fn a_fatal_boot_error_offers_a_recovery_shell() {
     let fatal = marker(&mut vm, "fatal");
     assert!(fatal.contains("ROS BOOT fatal"), "{fatal}");
     vm.wait_for("root device /dev/vdz did not appear", STEP);
+    // The error says what the kernel has instead: the image's disk and its partitions.
+    vm.wait_for("block devices: vda vda1 vda2", STEP);
     vm.wait_for("recovery shell", STEP);
     vm.sh("true");
     assert_eq!(vm.sh("echo RECOVERY-$((40+2))"), "RECOVERY-42");
