@@ -226,9 +226,13 @@ build_crun() {
   local version src stamp todo
   prepare crun crun crun "static: ${CRUN_CONFIGURE[*]}" crun
   [ -n "$todo" ] || return 0
+  # crun's own sources include <yajl/yajl_tree.h>, but its Makefile puts the embedded
+  # yajl's headers on the include path of libocispec only (upstream crun fixed it later):
+  # without this, the build finds them only where a libyajl-dev happens to be installed.
   logged crun <<EOF
 ./configure -q ${CRUN_CONFIGURE[*]} CFLAGS="$(hardening CFLAGS)" \
-  CPPFLAGS="$(hardening CPPFLAGS)" LDFLAGS="$(hardening LDFLAGS)"
+  CPPFLAGS="$(hardening CPPFLAGS) -I$src/libocispec/yajl/src/headers" \
+  LDFLAGS="$(hardening LDFLAGS)"
 make -s -j$(nproc) LDFLAGS="-all-static $(hardening LDFLAGS)"
 EOF
   install_stripped crun crun
