@@ -17,7 +17,7 @@ all: image
 
 # Host packages the build and the tests need (apt-get on a fresh Debian 12).
 deps: $(BUILD)/.deps
-$(BUILD)/.deps: scripts/install-deps.sh initramfs/from-source.sh
+$(BUILD)/.deps: scripts/install-deps.sh initramfs/from-source.sh initramfs/lib.sh
 	scripts/install-deps.sh $(BUILD)
 	@mkdir -p $(BUILD) && touch $@
 

@@ -9,7 +9,11 @@
 #   $OUT/initrd    our init + busybox (recovery shell) + the modules needed to reach the
 #                  root: the boot partition's two files, also beside the image for QEMU's
 #                  -kernel/-initrd (quicker than through the BIOS)
-# Usage: initramfs/build.sh BUILD_DIR   (run from the repo root, as root)
+#   $OUT/manifest  every build input (also in the root as /usr/share/ros/manifest, which
+#                  `ros os version --manifest` prints)
+# Each expensive output (a service image, the initrd, the root squashfs, the disk image) is
+# remade only when a hash of its inputs changed: with nothing changed this takes seconds.
+# Usage: [ROS_VERSION=V] initramfs/build.sh BUILD_DIR   (run from the repo root, as root)
 set -euo pipefail
 
 BUILD=$(realpath -m "${1:-build}")
@@ -23,55 +27,101 @@ RELEASE=$REPO/target/$TARGET/release
 HOSTBIN=$REPO/target/release
 # Everything we ship gets this mtime, so builds are reproducible.
 export SOURCE_DATE_EPOCH=0
+# The release: the workspace's version plus the commit (and .dirty for uncommitted changes).
+if [ -z "${ROS_VERSION:-}" ]; then
+  ROS_VERSION=$(awk -F'"' '/^\[workspace.package\]/{p=1} p && /^version *=/{print $2; exit}' "$REPO/Cargo.toml")
+  if commit=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null); then
+    git -C "$REPO" diff --quiet HEAD -- 2>/dev/null || commit=$commit.dirty
+    ROS_VERSION=$ROS_VERSION+$commit
+  fi
+fi
+[[ "$ROS_VERSION" =~ ^[A-Za-z0-9][A-Za-z0-9.+~_-]*$ ]] ||
+  { echo "build.sh: ROS_VERSION '$ROS_VERSION': letters, digits and . + ~ _ - only" >&2; exit 2; }
+# This script's own hash is part of every cache key: a change to how things are built
+# rebuilds them.
+SELF=$(cat "${BASH_SOURCE[0]}" "$REPO/initramfs/lib.sh" | sha256sum | cut -c1-16)
 
 PACKAGES=(linux-image-amd64 busybox-static libc6
           e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux)
 
-log() { echo "==> $*"; }
+. "$REPO/initramfs/lib.sh"
+
+# DEB[package]: its .deb in $DEBS, at apt's candidate version (the one `apt-get install`
+# would take), named as apt-get download names it; KPKG: the kernel's package.
+declare -A DEB=()
+KPKG=
 
 fetch_debs() {
   mkdir -p "$DEBS"
   local want=("${PACKAGES[@]}")
   mapfile -t -O ${#want[@]} want < <(image_packages)
-  # linux-image-amd64 is a metapackage: fetch the kernel it depends on too.
-  local kpkg
-  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-  [ -n "$kpkg" ] && want+=("$kpkg")
-  local missing=()
+  # linux-image-amd64 is a metapackage: the kernel is the package its candidate depends on.
+  KPKG=$(apt_cached "$DEBS/.kernel" apt-cache depends linux-image-amd64 |
+    awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  [ -n "$KPKG" ] || { echo "build.sh: apt knows no linux-image-amd64 (apt-get update?)" >&2; exit 1; }
+  want+=("$KPKG")
+  mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
+  local p v a f old missing=()
+  while read -r p v a; do
+    f=$DEBS/${p}_${v//:/%3a}_$a.deb
+    DEB[$p]=$f
+    [ -f "$f" ] || missing+=("$p=$v")
+    # A .deb of another version is stale: apt's candidate moved on.
+    for old in "$DEBS/${p}_"*.deb; do
+      [ -e "$old" ] && [ "$old" != "$f" ] && rm -f "$old"
+    done
+  done < <(apt_cached "$DEBS/.candidates" apt-cache show --no-all-versions "${want[@]}" |
+             awk '/^Package:/{p=$2} /^Version:/{v=$2} /^Architecture:/{a=$2}
+                  /^$/ && p {print p, v, a; p=""} END {if (p) print p, v, a}')
   for p in "${want[@]}"; do
-    ls "$DEBS/${p}_"*.deb >/dev/null 2>&1 || missing+=("$p")
+    [ -n "${DEB[$p]:-}" ] || { echo "build.sh: apt has no candidate for package $p" >&2; exit 1; }
   done
   if [ ${#missing[@]} -gt 0 ]; then
     log "apt-get download ${missing[*]}"
     (cd "$DEBS" && apt-get download "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
   fi
+  for p in "${want[@]}"; do
+    f=${DEB[$p]}
+    [ -f "$f" ] || { echo "build.sh: apt-get download left no $f" >&2; exit 1; }
+  done
 }
 
 unpack() {
-  local pkg=$1 dir=$X/$1
-  local deb
-  deb=$(ls "$DEBS/${pkg}_"*.deb | sort | tail -1)
-  if [ ! -e "$dir/.unpacked" ] || [ "$deb" -nt "$dir/.unpacked" ]; then
+  local pkg=$1 dir=$X/$1 deb=${DEB[$1]:?build.sh: package $1 was not fetched}
+  if [ "$(cat "$dir/.unpacked" 2>/dev/null)" != "$(basename "$deb")" ]; then
     rm -rf "$dir"; mkdir -p "$dir"
     dpkg-deb -x "$deb" "$dir"
-    touch "$dir/.unpacked"
+    basename "$deb" > "$dir/.unpacked"
   fi
 }
 
 kernel() {
-  local kdeb
-  kdeb=$(ls "$DEBS"/linux-image-[0-9]*.deb | sort | tail -1)
-  local kpkg
-  kpkg=$(basename "$kdeb" | cut -d_ -f1)
-  unpack "$kpkg"
-  KDIR=$X/$kpkg
-  KVER=$(ls "$KDIR/lib/modules" | head -1)
+  unpack "$KPKG"
+  KDIR=$X/$KPKG
+  local versions=("$KDIR"/lib/modules/*)
+  [ ${#versions[@]} = 1 ] || { echo "build.sh: $KPKG holds ${#versions[@]} module trees" >&2; exit 1; }
+  KVER=$(basename "${versions[0]}")
   if [ ! -e "$KDIR/lib/modules/$KVER/modules.dep" ]; then
     depmod -b "$KDIR" "$KVER"
   fi
   MODDIR=$KDIR/lib/modules/$KVER
   cp "$KDIR/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 }
+
+# tree_hash DIR...: a hash of the trees' names, types, modes, link targets and contents
+# (owners and mtimes are not kept: the images are made with fixed ones).
+tree_hash() {
+  local d
+  for d in "$@"; do
+    (cd "$d" && find . -printf '%P\t%y\t%m\t%l\n' | LC_ALL=C sort &&
+      find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
+  done | sha256sum | cut -c1-64
+}
+
+# fresh OUTPUT KEY: whether OUTPUT exists and was made from inputs with hash KEY
+# (OUTPUT.key, written by made once OUTPUT is complete).
+fresh() { [ -e "$1" ] && [ "$(cat "$1.key" 2>/dev/null)" = "$2" ]; }
+made() { echo "$2" > "$1.key.new" && mv "$1.key.new" "$1.key"; }
 
 # module_closure LISTFILE -> relative .ko paths (module and dependencies)
 module_closure() {
@@ -203,11 +253,58 @@ base_layers() {
   ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$l/lib64/ld-linux-x86-64.so.2"
 }
 
-# service_image NAME: images/NAME -> the image ros/NAME:$IMAGE_TAG in $STAGE/root/usr/share/ros/image-store
+# image_key NAME: the hash of everything images/NAME's image is made from: its directory
+# and images/base, the .debs it and the base layers take files from, the from-source
+# binaries it names, ros-image, and this script.
+image_key() {
+  local src=$IMAGES_DIR/$1 pkg rest p
+  {
+    echo "$SELF $IMAGE_TAG"
+    tree_hash "$src" "$IMAGES_DIR/base"
+    echo "${DEB[libc6]##*/} ${DEB[busybox-static]##*/}"
+    if [ -f "$src/packages" ]; then
+      while read -r pkg rest; do
+        [[ -z "$pkg" || "$pkg" == \#* ]] || echo "${DEB[$pkg]##*/}"
+      done < "$src/packages"
+    fi
+    if [ -f "$src/from-source" ]; then
+      while read -r p rest; do
+        [[ -z "$p" || "$p" == \#* ]] || sha256sum < "$SOURCE_BIN/$p"
+      done < "$src/from-source"
+    fi
+    sha256sum < "$HOSTBIN/ros-image"
+  } | sha256sum | cut -c1-64
+}
+
+# service_image NAME: images/NAME -> the image ros/NAME:$IMAGE_TAG in
+# $STAGE/root/usr/share/ros/image-store, built into $STAGE/cache/NAME unless the one there
+# was built from the same inputs.
 service_image() {
-  local name=$1 src=$IMAGES_DIR/$1
+  local name=$1 cache=$STAGE/cache/$1 key
+  key=$(image_key "$name")
+  if ! fresh "$cache/image.tar" "$key"; then
+    build_service_image "$name" "$cache"
+    made "$cache/image.tar" "$key"
+  fi
+  # Large binaries (images/NAME/engine) live in the root image's /usr/lib/ros/engine.
+  if [ -d "$cache/engine" ]; then
+    mkdir -p "$STAGE/root/usr/lib/ros/engine"
+    cp -a "$cache/engine/." "$STAGE/root/usr/lib/ros/engine/"
+  fi
+  # Shipped as an unpacked store: layer directories the system runtime stacks as overlay
+  # roots (no import at boot, page cache instead of a RAM copy); a layer shared by several
+  # images (base, libc) is one directory.
+  "$HOSTBIN/ros-image" store --dir "$STAGE/root/usr/share/ros/image-store" "$cache/image.tar" >/dev/null
+  IMAGE_SIZES+=("$(cat "$cache/sizes")")
+}
+
+# build_service_image NAME CACHE: the OCI archive CACHE/image.tar, CACHE/engine/ (its
+# large binaries) and CACHE/sizes (a line for the build's summary).
+build_service_image() {
+  local name=$1 src=$IMAGES_DIR/$1 cache=$2
+  log "image ros/$name:$IMAGE_TAG"
   local s=$STAGE/layers/$name
-  rm -rf "$s"; mkdir -p "$s"
+  rm -rf "$s" "$cache"; mkdir -p "$s" "$cache"
   local sysroots=("$X/libc6") pkg paths p m matched
   if [ -f "$src/packages" ]; then
     while read -r pkg paths; do
@@ -251,27 +348,21 @@ service_image() {
   # /usr/lib/ros/engine (the service binds it): no import, and page cache instead of a
   # tmpfs copy at run time. Their libraries stay in the image.
   if [ -f "$src/engine" ]; then
-    mkdir -p "$STAGE/root/usr/lib/ros/engine"
+    mkdir -p "$cache/engine"
     grep -v '^\s*#' "$src/engine" | while read -r p; do
       [ -n "$p" ] || continue
       [ -f "$s/$p" ] || { echo "error: image $name: engine path $p is not in the image" >&2; exit 1; }
-      mv "$s/$p" "$STAGE/root/usr/lib/ros/engine/"
+      mv "$s/$p" "$cache/engine/"
     done
   fi
   layers+=(--layer "$s")
   local cmd=()
   [ -x "$s/usr/libexec/ros/$name-entry" ] && cmd=(--cmd "/usr/libexec/ros/$name-entry")
-  local out=$STAGE/archives/$name.tar
-  mkdir -p "$STAGE/archives"
   "$HOSTBIN/ros-image" build --name "ros/$name:$IMAGE_TAG" "${layers[@]}" "${cmd[@]}" \
-    --env PATH=/usr/sbin:/usr/bin:/sbin:/bin --out "$out" >/dev/null
-  # Shipped as an unpacked store: layer directories the system runtime stacks as overlay
-  # roots (no import at boot, page cache instead of a RAM copy); a layer shared by several
-  # images (base, libc) is one directory.
-  "$HOSTBIN/ros-image" store --dir "$STAGE/root/usr/share/ros/image-store" "$out" >/dev/null
-  IMAGE_SIZES+=("$(printf '%-8s %6d KiB archive; own layer %6d KiB uncompressed; layers %s' \
-    "$name" $(( $(stat -c %s "$out") / 1024 )) "$(du -sk --apparent-size "$s" | cut -f1)" \
-    "$([ ${#elves[@]} -gt 0 ] && echo base+libc+own || echo base+own)")")
+    --env PATH=/usr/sbin:/usr/bin:/sbin:/bin --out "$cache/image.tar" >/dev/null
+  printf '%-8s %6d KiB archive; own layer %6d KiB uncompressed; layers %s\n' \
+    "$name" $(( $(stat -c %s "$cache/image.tar") / 1024 )) "$(du -sk --apparent-size "$s" | cut -f1)" \
+    "$([ ${#elves[@]} -gt 0 ] && echo base+libc+own || echo base+own)" > "$cache/sizes"
 }
 
 service_images() {
@@ -319,9 +410,48 @@ rootfs() {
   install -m 0755 "$SOURCE_BIN/containerd" "$SOURCE_BIN/containerd-shim-runc-v2" \
     "$SOURCE_BIN/crun" "$r/usr/lib/ros/engine/"
   ln -s crun "$r/usr/lib/ros/engine/runc"
+  # What this build is made of, and its version (`ros os version` reads both).
+  manifest "$r/usr/share/ros/manifest"
+  sed -i "s/^VERSION_ID=.*/VERSION_ID=${ROS_VERSION%%[+~]*}\nVERSION=$ROS_VERSION/" "$r/etc/os-release"
+  local key
+  key=$(echo "$SELF $(mksquashfs -version | head -1) $(tree_hash "$r")" | sha256sum | cut -c1-64)
+  if fresh "$STAGE/root.img" "$key"; then
+    log "root unchanged"
+    return
+  fi
+  log "mksquashfs (zstd -19)"
   rm -f "$STAGE/root.img"
   mksquashfs "$r" "$STAGE/root.img" -comp zstd -Xcompression-level 19 -all-root \
     -reproducible -noappend -quiet >/dev/null
+  made "$STAGE/root.img" "$key"
+}
+
+# manifest FILE: every input of this build, one per line, tab-separated: kind, name,
+# version, sha256, detail. Debian's binary packages with the hash of the .deb used (what
+# apt verified, and what `sha256sum build/debs/X.deb` says); the source packages built
+# here with their toolchains and the static libraries linked in (initramfs/from-source.sh);
+# the Rust toolchain and Cargo.lock.
+manifest() {
+  local file=$1 p deb f
+  {
+    printf '# rOS build manifest (initramfs/build.sh): kind, name, version, sha256, detail\n'
+    printf 'release\tros\t%s\t-\tcommit %s\n' "$ROS_VERSION" \
+      "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
+    printf 'toolchain\trustc\t%s\t-\t%s\n' "$(rustc -V | awk '{print $2}')" "$(rustc -vV | tr '\n' ';' | sed 's/;$//')"
+    printf 'lockfile\tCargo.lock\t-\t%s\t-\n' "$(sha256sum < "$REPO/Cargo.lock" | cut -c1-64)"
+    for p in $(printf '%s\n' "${!DEB[@]}" | LC_ALL=C sort); do
+      deb=${DEB[$p]}
+      # Version and Architecture as the .deb itself says (dpkg-deb -f), Source when it
+      # differs from the package's name.
+      read -r -a f < <(dpkg-deb -f "$deb" | awk -v p="$p" '/^Version:/{v=$2} /^Architecture:/{a=$2}
+        /^Source:/{s=$2} END {print v, a, (s ? s : p)}')
+      printf 'deb\t%s\t%s\t%s\tarch=%s source=%s file=%s\n' "$p" "${f[0]}" \
+        "$(sha256sum < "$deb" | cut -c1-64)" "${f[1]}" "${f[2]}" "${deb##*/}"
+    done
+    cat "$SOURCE_BIN"/manifest-*
+  } > "$file"
+  chmod 0644 "$file"
+  cp "$file" "$OUT/manifest"
 }
 
 initrd() {
@@ -334,9 +464,14 @@ initrd() {
   install_modules "$REPO/initramfs/modules.boot" "$s"
   # The kernel opens /dev/console for init before devtmpfs is mounted.
   mknod -m 600 "$s/dev/console" c 5 1
+  local key
+  key=$(echo "$SELF $(tree_hash "$s")" | sha256sum | cut -c1-64)
+  fresh "$OUT/initrd" "$key" && return
   (cd "$s" && find . -mindepth 1 -print0 | LC_ALL=C sort -z | xargs -0 touch -h -d @0 &&
    find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible -R 0:0) |
-    zstd -q -19 -T0 > "$OUT/initrd"
+    zstd -q -19 -T0 > "$OUT/initrd.new"
+  mv "$OUT/initrd.new" "$OUT/initrd"
+  made "$OUT/initrd" "$key"
 }
 
 # The image's MBR disk signature: its root partition is root=PARTUUID=$DISK_ID-02, whatever
@@ -352,8 +487,12 @@ disk_image() {
   # FAT16, with room for its tables, syslinux (~150 KiB) and a little growth.
   local boot_mib=$(( kib / 1024 + 3 ))
   local root_mib=$(( ($(stat -c %s "$sq") + mib - 1) / mib ))
+  local key
+  key=$(cat "$OUT/vmlinuz" "$OUT/initrd" "$sq" | sha256sum | cut -c1-64)
+  key=$(echo "$SELF $key" | sha256sum | cut -c1-64)
+  fresh "$img" "$key" && return
   # (An image of an earlier layout: the root alone.)
-  rm -f "$fat" "$img" "$OUT/root.img"
+  rm -f "$fat" "$img" "$img.key" "$OUT/root.img"
   mkfs.vfat -C -F 16 -n "$BOOT_LABEL" -i "$DISK_ID" "$fat" $(( boot_mib * 1024 )) >/dev/null
   mmd -i "$fat" ::/boot ::/boot/syslinux
   mcopy -i "$fat" "$OUT/vmlinuz" "$OUT/initrd" ::/boot/
@@ -372,6 +511,7 @@ disk_image() {
   dd if="$fat" of="$img" bs=1M seek=1 conv=notrunc status=none
   dd if="$sq" of="$img" bs=1M seek=$(( 1 + boot_mib )) conv=notrunc status=none
   rm -f "$fat"
+  made "$img" "$key"
 }
 
 main() {

@@ -62,17 +62,26 @@ CHRONY_CONFIGURE=(--disable-nts --without-gnutls --disable-sechash --without-net
                   --disable-readline --without-editline --disable-refclock --disable-phc
                   --disable-pps)
 
-log() { echo "==> $*"; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # version PKG: the version of the source package that the candidate version of the binary
-# package, which build.sh would download, was built from (not a binNMU's +bN).
+# package, which build.sh would download, was built from (not a binNMU's +bN). One
+# apt-cache call answers for every package this script builds (apt-cache takes most of a
+# second to start).
+declare -A SOURCE_VERSION=()
+load_versions() {
+  local p v
+  while read -r p v; do SOURCE_VERSION[$p]=$v; done < <(
+    apt_cached "$DIR/.versions" apt-cache show --no-all-versions containerd crun chrony libkmod2 docker.io |
+    awk '/^Package:/{p=$2; s=""} /^Source:/ && $3 ~ /^\(/ {gsub(/[()]/, "", $3); s=$3}
+         /^Version:/{v=$2} /^$/ && p {print p, (s != "" ? s : v); p=""}
+         END {if (p) print p, (s != "" ? s : v)}')
+}
+
 version() {
-  local v
-  v=$(apt-cache show --no-all-versions "$1" 2>/dev/null |
-    awk '/^Source:/ && $3 ~ /^\(/ {gsub(/[()]/, "", $3); s=$3} /^Version:/{v=$2}
-         END {if (v != "") print (s != "" ? s : v)}')
-  [ -n "$v" ] || { echo "from-source.sh: apt-cache knows no $1 package (apt-get update?)" >&2; exit 1; }
-  echo "$v"
+  [ -n "${SOURCE_VERSION[$1]:-}" ] ||
+    { echo "from-source.sh: apt-cache knows no $1 package (apt-get update?)" >&2; exit 1; }
+  echo "${SOURCE_VERSION[$1]}"
 }
 
 # fetch PKG VERSION: the source package unpacked in $DIR/PKG-VERSION, with apt checking the
@@ -131,23 +140,72 @@ deps() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 }
 
-# prepare NAME SRCPKG BINPKG OPTIONS OUTPUT...: set version, src, stamp and todo (the
-# caller's locals) for source package SRCPKG at binary package BINPKG's version. todo is
-# empty when every OUTPUT in $BIN exists and $BIN/.stamp-NAME says it was built from this
-# version with these OPTIONS by this script; else the source is fetched and todo is 1.
+# pkg_versions PKG...: PKG=VERSION for each installed package (space-separated).
+pkg_versions() {
+  dpkg-query -W -f='${db:Status-Abbrev}${Package}=${Version}\n' "$@" 2>/dev/null |
+    awk '/^ii/{print $2}' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//'
+}
+
+# toolchain_c DEVPKG...: the C compiler and the -dev packages whose static libraries (or,
+# for a shared library, whose crt files) the build links in.
+toolchain_c() {
+  echo "$(pkg_versions "gcc-$(gcc -dumpversion)" binutils); static: $(pkg_versions "$@")"
+}
+
+# toolchain_go [FILTER]: Go, and Debian's Go libraries the source in $src builds against
+# (its Build-Depends matching FILTER): compiled into the binary.
+toolchain_go() {
+  local libs
+  mapfile -t libs < <(go_build_depends "$src" | grep -e "${1:-.}" | grep -v -x golang-go)
+  echo "$(go version | awk '{print $3}') ($(pkg_versions golang-go "golang-$(go env GOVERSION | sed 's/^go\([0-9]*\.[0-9]*\).*/\1/')-go")); static: $(pkg_versions "${libs[@]}")"
+}
+
+# prepare NAME SRCPKG BINPKG OPTIONS TOOLCHAIN OUTPUT...: set version, src, stamp and todo
+# (the caller's locals) for source package SRCPKG at binary package BINPKG's version.
+# TOOLCHAIN is a command printing the compilers and static libraries the build uses. todo
+# is empty when every OUTPUT in $BIN exists and $BIN/.stamp-NAME says it was built from
+# this version with these options and this toolchain by this script: a new compiler or a
+# new version of a library it links in rebuilds it. Else todo is 1.
 # (Called as a plain command, so that `set -e` stops the script on any failure in it.)
 prepare() {
-  local name=$1 srcpkg=$2 binpkg=$3 options=$4 f; shift 4
+  local name=$1 srcpkg=$2 binpkg=$3 options=$4 toolchain=$5 f; shift 5
   version=$(version "$binpkg")
   src=$DIR/$srcpkg-$version
-  stamp="$version $options $(sha256sum "$0" | cut -c1-16)"
+  fetch "$srcpkg" "$version"
+  local tc
+  # The toolchain's versions change only with what is installed.
+  tc=$(apt_cached "$DIR/.toolchain-$name-$version" $toolchain)
+  stamp="$version $options $(cat "${BASH_SOURCE[0]}" "$(dirname "${BASH_SOURCE[0]}")/lib.sh" | sha256sum | cut -c1-16) $(echo "$tc" | sha256sum | cut -c1-16)"
   todo=
   for f in "$@"; do [ -x "$BIN/$f" ] || todo=1; done
   [ "$(cat "$BIN/.stamp-$name" 2>/dev/null)" = "$stamp" ] || todo=1
-  [ -n "$todo" ] || return 0
-  fetch "$srcpkg" "$version"
   mkdir -p "$BIN"
+  # What build.sh puts in the image's manifest: the source, and for each output its hash,
+  # toolchain and static libraries (rewritten once the outputs are built).
+  MANIFEST_TOOLCHAIN=$tc MANIFEST_OUTPUTS="$*"
+  MANIFEST_SOURCE=$(printf 'source\t%s\t%s\t%s\tbuilt: %s' "$srcpkg" "$version" \
+    "$(sha256sum < "$DIR/dl/${srcpkg}_${version#*:}.dsc" | cut -c1-64)" "$*")
+  [ -n "$todo" ] || { write_manifest "$name"; return 0; }
   log "building $name $version ($options)"
+}
+
+# write_manifest NAME: $BIN/manifest-NAME, from what prepare recorded.
+write_manifest() {
+  local out
+  {
+    echo "$MANIFEST_SOURCE"
+    for out in $MANIFEST_OUTPUTS; do
+      printf 'build\t%s\t-\t%s\t%s\n' "$out" "$(sha256sum < "$BIN/$out" | cut -c1-64)" \
+        "$MANIFEST_TOOLCHAIN"
+    done
+  } > "$BIN/manifest-$1.new"
+  mv "$BIN/manifest-$1.new" "$BIN/manifest-$1"
+}
+
+# done_building NAME: the stamp and manifest of a build that just finished.
+done_building() {
+  echo "$stamp" > "$BIN/.stamp-$1"
+  write_manifest "$1"
 }
 
 # logged NAME: run the shell commands on stdin in $src, their output to $DIR/NAME-build.log,
@@ -176,7 +234,7 @@ go_static() {
 
 build_containerd() {
   local version src stamp todo
-  prepare containerd containerd containerd "tags: $TAGS" containerd containerd-shim-runc-v2
+  prepare containerd containerd containerd "tags: $TAGS" toolchain_go containerd containerd-shim-runc-v2
   [ -n "$todo" ] || return 0
   # Debian builds it in GOPATH mode against /usr/share/gocode; so does this.
   local gopath=$DIR/gopath
@@ -186,7 +244,7 @@ build_containerd() {
   for cmd in containerd containerd-shim-runc-v2; do
     go_static "$gopath" "$GOPKG" "$cmd" "$cmd" "$TAGS" "$ldflags"
   done
-  echo "$stamp" > "$BIN/.stamp-containerd"
+  done_building containerd
 }
 
 # build_docker: dockerd, the docker CLI and docker-proxy. Debian's source package holds the
@@ -195,7 +253,7 @@ build_containerd() {
 # containerd source above, which would shadow Debian's packaged containerd library).
 build_docker() {
   local version src stamp todo
-  prepare docker docker.io docker.io "tags: $DOCKER_TAGS" dockerd docker docker-proxy
+  prepare docker docker.io docker.io "tags: $DOCKER_TAGS" "toolchain_go ^golang-" dockerd docker docker-proxy
   [ -n "$todo" ] || return 0
   local gopath=$DIR/gopath-docker upstream=${version%%+*} part
   mkdir -p "$gopath/src/github.com/docker"
@@ -213,7 +271,7 @@ build_docker() {
   go_static "$gopath" $d/cli docker docker "" \
     "-X $c.Version=$upstream -X $c.GitCommit=$cli_commit -X $c.BuildTime=$built"
   go_static "$gopath" $d/libnetwork proxy docker-proxy "" ""
-  echo "$stamp" > "$BIN/.stamp-docker"
+  done_building docker
 }
 
 # hardening FLAG: Debian's hardening flags (dpkg-buildflags), but not PIE, which a static
@@ -224,7 +282,8 @@ hardening() {
 
 build_crun() {
   local version src stamp todo
-  prepare crun crun crun "static: ${CRUN_CONFIGURE[*]}" crun
+  prepare crun crun crun "static: ${CRUN_CONFIGURE[*]}" \
+    "toolchain_c libc6-dev libgcc-$(gcc -dumpversion)-dev libcap-dev libseccomp-dev" crun
   [ -n "$todo" ] || return 0
   # crun's own sources include <yajl/yajl_tree.h>, but its Makefile puts the embedded
   # yajl's headers on the include path of libocispec only (upstream crun fixed it later):
@@ -236,12 +295,13 @@ build_crun() {
 make -s -j$(nproc) LDFLAGS="-all-static $(hardening LDFLAGS)"
 EOF
   install_stripped crun crun
-  echo "$stamp" > "$BIN/.stamp-crun"
+  done_building crun
 }
 
 build_chrony() {
   local version src stamp todo
-  prepare chrony chrony chrony "static: ${CHRONY_CONFIGURE[*]}" chronyd
+  prepare chrony chrony chrony "static: ${CHRONY_CONFIGURE[*]}" \
+    "toolchain_c libc6-dev libgcc-$(gcc -dumpversion)-dev" chronyd
   [ -n "$todo" ] || return 0
   # glibc's static getpwnam and getaddrinfo read /etc/passwd, /etc/hosts and DNS without
   # loading NSS modules when there is no /etc/nsswitch.conf (the ntp image has none).
@@ -251,12 +311,13 @@ CFLAGS="$(hardening CFLAGS) $(hardening CPPFLAGS)" LDFLAGS="-static $(hardening 
 make -j$(nproc) chronyd
 EOF
   install_stripped chronyd chronyd
-  echo "$stamp" > "$BIN/.stamp-chrony"
+  done_building chrony
 }
 
 build_kmod() {
   local version src stamp todo
-  prepare kmod kmod libkmod2 "${KMOD_CONFIGURE[*]}" libkmod.so.2
+  # A shared library: it links libc dynamically (the static part is libc6-dev's crt files).
+  prepare kmod kmod libkmod2 "${KMOD_CONFIGURE[*]}" "toolchain_c libc6-dev" libkmod.so.2
   [ -n "$todo" ] || return 0
   # As kmod's autogen.sh does without gtk-doc: an empty gtk-doc.make.
   logged kmod <<EOF
@@ -267,9 +328,10 @@ CFLAGS="$(hardening CFLAGS)" CPPFLAGS="$(hardening CPPFLAGS)" LDFLAGS="$(hardeni
 make -j$(nproc) libkmod/libkmod.la
 EOF
   install_stripped libkmod/.libs/libkmod.so.2 libkmod.so.2 --strip-unneeded
-  echo "$stamp" > "$BIN/.stamp-kmod"
+  done_building kmod
 }
 
+load_versions
 case $MODE in
   deps) deps ;;
   build) build_containerd; build_crun; build_chrony; build_kmod; build_docker ;;
