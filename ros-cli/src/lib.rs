@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod config_cmd;
 pub mod exit;
 pub mod install_cmd;
+pub mod os_cmd;
 pub mod power;
 pub mod service_cmd;
 pub mod sysconf_cmd;
@@ -39,20 +40,8 @@ enum Command {
     /// Operating system: version, power.
     Os {
         #[command(subcommand)]
-        command: OsCommand,
+        command: os_cmd::OsCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum OsCommand {
-    /// Print the rOS version.
-    Version,
-    /// Shut down cleanly and power off (same as `poweroff`).
-    Poweroff,
-    /// Shut down cleanly and reboot (same as `reboot`).
-    Reboot,
-    /// Shut down cleanly and halt (same as `halt`).
-    Halt,
 }
 
 /// Run `ros` with the process arguments.
@@ -80,14 +69,6 @@ pub fn run() -> Result<(), CliError> {
             service_cmd::completions(shell, &mut Cli::command(), &mut std::io::stdout());
             Ok(())
         }
-        Command::Os { command } => match command {
-            OsCommand::Version => {
-                println!("v{}", env!("CARGO_PKG_VERSION"));
-                Ok(())
-            }
-            OsCommand::Poweroff => power::request(ros_control::PowerAction::PowerOff),
-            OsCommand::Reboot => power::request(ros_control::PowerAction::Reboot),
-            OsCommand::Halt => power::request(ros_control::PowerAction::Halt),
-        },
+        Command::Os { command } => os_cmd::run(command),
     }
 }

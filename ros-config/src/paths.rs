@@ -17,6 +17,8 @@ pub const SERVICES_DIR: &str = "/usr/share/ros/services";
 pub const SERVICE_INDEX_DIR: &str = "/usr/share/ros/service-index";
 /// Service logs, `<name>.log` (and `<name>.log.1` after rotation).
 pub const LOG_DIR: &str = "/var/log/ros";
+/// The image's build manifest (initramfs/build.sh): its release and every build input.
+pub const MANIFEST: &str = "/usr/share/ros/manifest";
 /// The kernel command line, the top layer.
 pub const KERNEL_CMDLINE: &str = "/proc/cmdline";
 

@@ -3,10 +3,22 @@
 
 use std::time::Duration;
 
-use boot_tests::{BootOptions, Vm, SYSTEM_CONTAINERD_PID};
+use std::process::Command;
+
+use boot_tests::{image_dir, BootOptions, Vm, SYSTEM_CONTAINERD_PID};
 
 const BOOT: Duration = Duration::from_secs(240);
 const STEP: Duration = Duration::from_secs(60);
+
+/// Field `n` (0-based) of the manifest's line of `kind` and `name`.
+fn field_of(manifest: &str, kind: &str, name: &str, n: usize) -> String {
+    manifest
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f.len() > n && f[0] == kind && f[1] == name)
+        .unwrap_or_else(|| panic!("no `{kind} {name}` line in the manifest"))[n]
+        .to_string()
+}
 
 fn marker(vm: &mut Vm, phase: &str) -> String {
     vm.wait_for(&format!("ROS BOOT {phase} "), BOOT)
@@ -84,8 +96,49 @@ fn boots_to_a_console_container_and_powers_off() {
     assert_ne!(status, 0);
     assert!(out.contains("Read-only file system"), "{out}");
 
-    // `ros` is there and talks.
-    assert_eq!(vm.sh("ros os version"), "v0.1.0");
+    // `ros os version` is the release the image was built as, and `--manifest` prints
+    // the build's manifest: the kernel's line names the .deb that was used, and says what
+    // `dpkg-deb -f` and sha256sum say of that file.
+    let manifest =
+        std::fs::read_to_string(image_dir().join("manifest")).expect("build/out/manifest");
+    let release = field_of(&manifest, "release", "ros", 2);
+    assert_eq!(vm.sh("ros os version"), format!("v{release}"));
+    let kernel_line = manifest
+        .lines()
+        .find(|l| l.starts_with("deb\tlinux-image-") && !l.starts_with("deb\tlinux-image-amd64\t"))
+        .expect("the manifest names the kernel's package");
+    let fields: Vec<&str> = kernel_line.split('\t').collect();
+    let deb = image_dir()
+        .join("../debs")
+        .join(fields[4].rsplit("file=").next().unwrap());
+    let said = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(&deb)
+        .args(["Package", "Version"])
+        .output()
+        .expect("dpkg-deb");
+    assert_eq!(
+        String::from_utf8_lossy(&said.stdout),
+        format!("Package: {}\nVersion: {}\n", fields[1], fields[2]),
+        "{}",
+        deb.display()
+    );
+    let sum = Command::new("sha256sum")
+        .arg(&deb)
+        .output()
+        .expect("sha256sum");
+    assert!(
+        String::from_utf8_lossy(&sum.stdout).starts_with(fields[3]),
+        "sha256 of {}",
+        deb.display()
+    );
+    assert_eq!(
+        vm.sh(&format!(
+            "ros os version --manifest | grep '^deb.{}.'",
+            fields[1]
+        )),
+        kernel_line
+    );
 
     // Orphans are reaped by PID 1. Processes started by a kernel usermode helper (a
     // core-dump pipe) are orphaned to PID 1 directly (no shim subreaper above them).

@@ -1,0 +1,136 @@
+//! `ros os`: the running release (`version`, `version --manifest`) and power.
+//!
+//! The release and the build's inputs come from the image's manifest, written by
+//! `initramfs/build.sh` (one tab-separated line per input: kind, name, version, sha256,
+//! detail); nothing here is compiled in, so a rebuilt image never shows a stale version.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use ros_config::paths;
+
+use crate::config_cmd::ROOT_ENV;
+use crate::exit::{CliError, ExitStatus};
+use crate::power;
+
+/// `ros os ...`.
+#[derive(Debug, Subcommand)]
+pub enum OsCommand {
+    /// Print the running rOS release (from the image's build manifest).
+    Version {
+        /// Print the whole build manifest instead: every Debian package (name, version,
+        /// sha256 of the .deb), every source package built from source with its toolchain
+        /// and the static libraries linked in, the Rust toolchain and Cargo.lock's hash.
+        #[arg(long)]
+        manifest: bool,
+    },
+    /// Shut down cleanly and power off (same as `poweroff`).
+    Poweroff,
+    /// Shut down cleanly and reboot (same as `reboot`).
+    Reboot,
+    /// Shut down cleanly and halt (same as `halt`).
+    Halt,
+}
+
+/// Run `ros os` against `/` (or `$ROS_ROOT`).
+pub fn run(command: OsCommand) -> Result<(), CliError> {
+    match command {
+        OsCommand::Version { manifest } => {
+            let root = match std::env::var_os(ROOT_ENV) {
+                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+                _ => PathBuf::from("/"),
+            };
+            version(&root, manifest, &mut io::stdout().lock())
+        }
+        OsCommand::Poweroff => power::request(ros_control::PowerAction::PowerOff),
+        OsCommand::Reboot => power::request(ros_control::PowerAction::Reboot),
+        OsCommand::Halt => power::request(ros_control::PowerAction::Halt),
+    }
+}
+
+/// The release line of a manifest: `release<TAB>ros<TAB>VERSION...`.
+fn release(manifest: &str) -> Option<&str> {
+    manifest.lines().find_map(|line| {
+        let mut fields = line.split('\t');
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some("release"), Some("ros"), Some(v)) if !v.is_empty() => Some(v),
+            _ => None,
+        }
+    })
+}
+
+fn version(root: &Path, whole: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let path = paths::under(root, paths::MANIFEST);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        let status = if e.kind() == io::ErrorKind::NotFound {
+            ExitStatus::NotFound
+        } else {
+            ExitStatus::Failure
+        };
+        CliError::new(status, format!("reading {}: {e}", path.display()))
+    })?;
+    let written = if whole {
+        out.write_all(text.as_bytes())
+    } else {
+        let v = release(&text)
+            .ok_or_else(|| CliError::failure(format!("{}: no `release` line", path.display())))?;
+        writeln!(out, "v{v}")
+    };
+    written.map_err(|e| CliError::failure(format!("writing to standard output: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = "# rOS build manifest\n\
+        release\tros\t0.2.0+abc\t-\tcommit abc\n\
+        deb\tlinux-image-6.1.0-57-amd64\t6.1.192-3\t14d2\tarch=amd64\n";
+
+    fn root_with(manifest: Option<&str>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(m) = manifest {
+            let path = paths::under(dir.path(), paths::MANIFEST);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, m).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn version_is_the_manifests_release() {
+        let root = root_with(Some(MANIFEST));
+        let mut out = Vec::new();
+        version(root.path(), false, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "v0.2.0+abc\n");
+    }
+
+    #[test]
+    fn manifest_flag_prints_the_whole_manifest() {
+        let root = root_with(Some(MANIFEST));
+        let mut out = Vec::new();
+        version(root.path(), true, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), MANIFEST);
+    }
+
+    #[test]
+    fn missing_manifest_is_not_found_and_names_the_file() {
+        let root = root_with(None);
+        let err = version(root.path(), false, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.status, ExitStatus::NotFound);
+        assert!(
+            err.message.contains("usr/share/ros/manifest"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn manifest_without_release_is_an_error() {
+        let root = root_with(Some("deb\tx\t1\t-\t-\n"));
+        let err = version(root.path(), false, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.status, ExitStatus::Failure);
+        assert!(err.message.contains("no `release` line"), "{}", err.message);
+    }
+}
