@@ -8,8 +8,14 @@ TARGET := x86_64-unknown-linux-gnu
 MEM ?= 512
 QEMU_APPEND ?=
 QEMU_EXTRA ?=
-KERNEL_ARGS := console=ttyS0 quiet panic=-1 root=/dev/vda2 $(QEMU_APPEND)
+# rancher.autologin=ttyS0: a root shell on the serial console without a password, for
+# trying the image (installed disks ask for a login).
+KERNEL_ARGS := console=ttyS0 quiet panic=-1 root=/dev/vda2 rancher.autologin=ttyS0 $(QEMU_APPEND)
 CARGO ?= cargo
+# make image ROS_VERSION=V (the release, default the workspace version plus the commit),
+# ROS_SIGNING_KEY=FILE (the bundle's signing key, default the build tree's own, made once
+# in build/keys), ROS_TRUSTED_KEYS=DIR (more *.pub keys the image trusts for upgrades).
+export ROS_VERSION ROS_SIGNING_KEY ROS_TRUSTED_KEYS
 
 .PHONY: all deps image run test unit-test boot-test lint bench clean
 
@@ -24,7 +30,7 @@ $(BUILD)/.deps: scripts/install-deps.sh initramfs/from-source.sh initramfs/lib.s
 rust: deps
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked \
 		--target $(TARGET) -p ros-init -p ros-cli
-	$(CARGO) build --release --locked -p ros-image
+	$(CARGO) build --release --locked -p ros-image -p ros-os
 
 image: rust
 	initramfs/build.sh $(BUILD)

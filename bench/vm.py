@@ -19,7 +19,7 @@ class Vm:
                # kernel's random pool is not initialised during boot, and chronyd and
                # dropbearkey spin the CPU in the kernel until it is.
                "-cpu", "qemu64,+rdrand",
-               "-append", f"console=ttyS0 quiet panic=-1 root=/dev/vda2 {append}", *extra]
+               "-append", f"console=ttyS0 quiet panic=-1 root=/dev/vda2 rancher.autologin=ttyS0 {append}", *extra]
         self.start = time.monotonic()
         self.deadline = self.start + timeout
         self.buf = b""

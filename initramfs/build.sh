@@ -398,8 +398,10 @@ rootfs() {
   unpack extlinux
   install -m 0755 "$X/extlinux/usr/bin/extlinux" "$r/usr/bin/extlinux"
   install -D -m 0644 "$X/extlinux/usr/lib/EXTLINUX/mbr.bin" "$r/usr/lib/EXTLINUX/mbr.bin"
-  cp "$X/busybox-static/bin/busybox" "$r/bin/busybox"
-  ln -s busybox "$r/bin/sh"
+  # busybox with its applets, for bootcmd (run before any container) and a runcmd that
+  # runs without the console; poweroff, reboot and halt are `ros`, as in the images.
+  busybox_tree "$r" poweroff reboot halt
+  for cmd in poweroff reboot halt; do ln -s /usr/bin/ros "$r/sbin/$cmd"; done
   install_modules "$REPO/initramfs/modules.root" "$r"
   cp -r "$REPO/initramfs/etc/." "$r/etc/"
   cp "$REPO/services/"*.yml "$r/usr/share/ros/services/"
@@ -410,6 +412,13 @@ rootfs() {
   install -m 0755 "$SOURCE_BIN/containerd" "$SOURCE_BIN/containerd-shim-runc-v2" \
     "$SOURCE_BIN/crun" "$r/usr/lib/ros/engine/"
   ln -s crun "$r/usr/lib/ros/engine/runc"
+  # The keys `ros os upgrade` trusts: the build's own (see signing_key), and any the
+  # user adds in ROS_TRUSTED_KEYS (a directory of *.pub).
+  mkdir -p "$r/usr/share/ros/trusted-keys"
+  cp "$SIGNING_PUB" "$r/usr/share/ros/trusted-keys/build.pub"
+  if [ -n "${ROS_TRUSTED_KEYS:-}" ]; then
+    cp "$ROS_TRUSTED_KEYS"/*.pub "$r/usr/share/ros/trusted-keys/"
+  fi
   # What this build is made of, and its version (`ros os version` reads both).
   manifest "$r/usr/share/ros/manifest"
   sed -i "s/^VERSION_ID=.*/VERSION_ID=${ROS_VERSION%%[+~]*}\nVERSION=$ROS_VERSION/" "$r/etc/os-release"
@@ -496,10 +505,12 @@ disk_image() {
   mkfs.vfat -C -F 16 -n "$BOOT_LABEL" -i "$DISK_ID" "$fat" $(( boot_mib * 1024 )) >/dev/null
   mmd -i "$fat" ::/boot ::/boot/syslinux
   mcopy -i "$fat" "$OUT/vmlinuz" "$OUT/initrd" ::/boot/
+  # A live medium, like RancherOS's ISO: it logs in on the serial console by itself
+  # (`ros install` writes an entry that does not).
   printf '%s\n' "# The rOS image's boot entry (initramfs/build.sh)." "SERIAL 0 115200" \
     "DEFAULT ros" "PROMPT 0" "TIMEOUT 10" "" "LABEL ros" "  KERNEL /boot/vmlinuz" \
     "  INITRD /boot/initrd" \
-    "  APPEND console=tty0 console=ttyS0 quiet root=PARTUUID=$DISK_ID-02" |
+    "  APPEND console=tty0 console=ttyS0 quiet root=PARTUUID=$DISK_ID-02 rancher.autologin=ttyS0" |
     mcopy -i "$fat" - ::/boot/syslinux/syslinux.cfg
   syslinux --install --directory /boot/syslinux "$fat"
   truncate -s $(( (1 + boot_mib + root_mib) * mib )) "$img"
@@ -514,8 +525,35 @@ disk_image() {
   made "$img" "$key"
 }
 
+# signing_key: SIGNING_KEY (PKCS#8) and SIGNING_PUB: ROS_SIGNING_KEY if given, else the
+# build tree's own key, made once ($BUILD/keys, out of git).
+signing_key() {
+  SIGNING_KEY=${ROS_SIGNING_KEY:-$BUILD/keys/ros-signing.key}
+  if [ -z "${ROS_SIGNING_KEY:-}" ]; then
+    "$HOSTBIN/ros-bundle" keygen --key "$SIGNING_KEY"
+  fi
+  [ -f "$SIGNING_KEY" ] || { echo "build.sh: no signing key $SIGNING_KEY" >&2; exit 1; }
+  SIGNING_PUB=$STAGE/signing.pub
+  "$HOSTBIN/ros-bundle" public --key "$SIGNING_KEY" --out "$SIGNING_PUB"
+}
+
+# bundle: $OUT/ros-$ROS_VERSION.upgrade, what `ros os upgrade` takes: this build's kernel,
+# initrd, root image and manifest, signed.
+bundle() {
+  local out=$OUT/ros-$ROS_VERSION.upgrade key
+  key=$(cat "$OUT/vmlinuz" "$OUT/initrd" "$STAGE/root.img" "$OUT/manifest" "$SIGNING_PUB" |
+    sha256sum | cut -c1-64)
+  fresh "$out" "$key" && return
+  rm -f "$OUT"/ros-*.upgrade "$OUT"/ros-*.upgrade.key
+  "$HOSTBIN/ros-bundle" pack --key "$SIGNING_KEY" --version "$ROS_VERSION" \
+    --kernel "$OUT/vmlinuz" --initrd "$OUT/initrd" --root "$STAGE/root.img" \
+    --manifest "$OUT/manifest" --out "$out" >/dev/null
+  made "$out" "$key"
+}
+
 main() {
   mkdir -p "$OUT" "$STAGE"
+  signing_key
   fetch_debs
   for p in busybox-static libc6; do unpack "$p"; done
   "$REPO/initramfs/from-source.sh" build "$BUILD"
@@ -525,12 +563,15 @@ main() {
   initrd
   rootfs
   disk_image
+  bundle
   log "artifacts:"
   for f in ros.img vmlinuz initrd; do
     printf '    %-9s %6d KiB\n' "$f" $(( $(stat -c %s "$OUT/$f") / 1024 ))
   done
   printf '    %-9s %6d KiB (squashfs, partition 2 of ros.img)\n' root \
     $(( $(stat -c %s "$STAGE/root.img") / 1024 ))
+  printf '    %-9s %6d KiB (ros-%s.upgrade, for ros os upgrade; signed with %s)\n' bundle \
+    $(( $(stat -c %s "$OUT/ros-$ROS_VERSION.upgrade") / 1024 )) "$ROS_VERSION" "$SIGNING_KEY"
   log "service images (in the root, /usr/share/ros/image-store):"
   printf '    %s\n' "${IMAGE_SIZES[@]}"
   printf '    %-8s %6d KiB uncompressed (busybox, shared by every image)\n' base \

@@ -15,6 +15,7 @@ const RAMFS_MAGIC: FsType = FsType(0x858458f6);
 use ros_config::{CloudConfig, Mode, Severity};
 use ros_control::PowerAction;
 use ros_runtime::{Containerd, LocalImages, ServiceRuntime, SYSTEM_NAMESPACE};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -120,13 +121,12 @@ pub fn load_config(cmdline: &str) -> CloudConfig {
         }
         report.push_str(&format!("{d}\n"));
     }
-    let log_dir = Path::new(paths::LOG_DIR);
-    let _ = fs::create_dir_all(log_dir);
-    if let Err(e) = fs::write(log_dir.join("config.log"), report) {
-        log::warn!(
-            "config: writing {}: {e}",
-            log_dir.join("config.log").display()
-        );
+    // Through LogDir, not fs::write: a `config.log` symlink planted in the log directory
+    // must not let the diagnostics overwrite what it points to (the user's config).
+    let written = crate::logfile::LogDir::open(Path::new(paths::LOG_DIR))
+        .and_then(|dir| dir.write_truncated("config.log", report.as_bytes()));
+    if let Err(e) = written {
+        log::warn!("config: {e}");
     }
     loaded.config
 }
@@ -306,10 +306,8 @@ fn cloud_init(
     if config.hostname.is_none() {
         set_hostname(&config);
     }
-    let runner = crate::cloudinit::ReaperRunner {
-        reaper: reaper.clone(),
-    };
-    crate::cloudinit::print(&ros_cloudinit::run_bootcmd(
+    let runner = crate::cloudinit::ReaperRunner::for_bootcmd(reaper.clone());
+    crate::cloudinit::print_commands(&ros_cloudinit::run_bootcmd(
         &config,
         &runner,
         &crate::cloudinit::command_log(),
@@ -344,10 +342,14 @@ pub fn run() -> ! {
     let cmdline_text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let cmdline = KernelCmdline::parse(&cmdline_text);
     console::init_logging(cmdline.debug());
-    recovery::set_offer_shell(cmdline.recovery_shell());
+    // An installed disk: the root image is a file on its ext4 partition.
+    let installed_disk = cmdline.root_image().is_some() || cmdline.root_fstype() == "ext4";
+    recovery::set_offer_shell(recovery::offer_shell(cmdline.recovery(), installed_disk));
 
     let reaper = Reaper::default();
     let (power_tx, power_rx) = mpsc::unbounded_channel();
+    // The upgrade machinery asks for a reboot too (a trial that fails its health gate).
+    let upgrade_power = power_tx.clone();
     let (sig_tx, sig_rx) = std::sync::mpsc::channel::<PowerAction>();
     // Fatal: PID 1 that can't reap or hear signals would fill with zombies.
     if let Err(e) = power::start_signal_thread(reaper.clone(), sig_tx) {
@@ -363,7 +365,6 @@ pub fn run() -> ! {
     let kver = kernel_release();
     if in_initramfs() {
         let moddir = Path::new(paths::MODULES_DIR).join(&kver);
-        let installed_disk = cmdline.root_image().is_some() || cmdline.root_fstype() == "ext4";
         load_initrd_modules(&moddir, installed_disk, &host);
         console::marker(BootPhase::Modules, "");
 
@@ -412,6 +413,9 @@ pub fn run() -> ! {
     let root_modules =
         crate::cloudinit::InitModules::new(&Path::new(paths::MODULES_DIR).join(&kver));
     mount_state(&cmdline_text, &root_modules, &reaper);
+    // An installed disk of two slots: a trial boot, or the good slot after a failed one.
+    let slots = crate::upgrade::at_boot(&cmdline);
+    crate::upgrade::arm_trial_deadline(&slots, upgrade_power.clone());
     let writable = mounts::apply(WRITABLE_MOUNTS, Path::new("/"), &mountinfo(), &host);
     if let Err(e) = writable {
         fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
@@ -451,23 +455,30 @@ pub fn run() -> ! {
     };
     let action = rt.block_on(serve(
         &containerd,
-        power_rx,
+        (power_rx, upgrade_power),
         config,
         cmdline_text,
         reaper.clone(),
+        slots,
     ));
     containerd.stop(Duration::from_secs(10));
-    drop(rt);
+    // Not drop(rt), which waits for every blocking task: a runcmd still waiting for its
+    // command (already killed) must not hold the shutdown.
+    rt.shutdown_timeout(Duration::from_secs(2));
     power::finish(action, &reaper, &host)
 }
 
 /// Bring up containerd's images and services, then supervise until a power action.
 async fn serve(
     containerd: &SystemContainerd,
-    mut power: mpsc::UnboundedReceiver<PowerAction>,
+    (mut power, power_tx): (
+        mpsc::UnboundedReceiver<PowerAction>,
+        mpsc::UnboundedSender<PowerAction>,
+    ),
     config: CloudConfig,
     cmdline: String,
     reaper: Reaper,
+    slots: crate::upgrade::Boot,
 ) -> PowerAction {
     let socket = containerd.socket().to_path_buf();
     // Fatal: without the system runtime there is no console to offer.
@@ -503,7 +514,15 @@ async fn serve(
         }
     }
     let files = crate::cloudinit::ContainerFiles::new(&config);
-    sup.set_start_hook(Arc::new(move |service, pid| files.write_for(service, pid)));
+    // The console's pid: runcmd runs in its filesystem.
+    let console_pid = Arc::new(AtomicU32::new(0));
+    let started = console_pid.clone();
+    sup.set_start_hook(Arc::new(move |service, pid| {
+        if service == crate::cloudinit::CONSOLE_SERVICE {
+            started.store(pid, Ordering::Relaxed);
+        }
+        files.write_for(service, pid)
+    }));
     crate::logrotate::spawn_watcher(PathBuf::from(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);
     let reload_cmdline = cmdline.clone();
     let planner: crate::control::Planner = Arc::new(move || {
@@ -520,22 +539,35 @@ async fn serve(
     let plan = plan_services(&config);
     let booting = sup.clone();
     let late_config = config.clone();
+    let reaper_for_deadline = reaper.clone();
     let boot = tokio::spawn(async move {
         let all: Vec<String> = plan.services.keys().cloned().collect();
         booting.converge(plan.services, plan.order, &all).await;
         console::marker(BootPhase::BootComplete, "");
         warn_if_random_unready(Path::new("/dev/random"));
+        // The upgrade's health gate, beside runcmd (which may run for long).
+        let health_sup = booting.clone();
+        tokio::spawn(async move {
+            crate::upgrade::after_boot_complete(&slots, &health_sup, &power_tx).await;
+        });
         // After the services (and so the network): user scripts, then runcmd.
         let _ = tokio::task::spawn_blocking(move || {
-            let runner = crate::cloudinit::ReaperRunner { reaper };
+            let runner = crate::cloudinit::ReaperRunner::for_runcmd(
+                reaper,
+                console_pid.load(Ordering::Relaxed),
+            );
             let log = crate::cloudinit::command_log();
-            crate::cloudinit::print(&ros_cloudinit::run_user_scripts(
+            crate::cloudinit::print_commands(&ros_cloudinit::run_user_scripts(
                 Path::new("/"),
                 &late_config,
                 &runner,
                 &log,
             ));
-            crate::cloudinit::print(&ros_cloudinit::run_runcmd(&late_config, &runner, &log));
+            crate::cloudinit::print_commands(&ros_cloudinit::run_runcmd(
+                &late_config,
+                &runner,
+                &log,
+            ));
         })
         .await;
     });
@@ -543,6 +575,10 @@ async fn serve(
     let action = power.recv().await.unwrap_or(PowerAction::PowerOff);
     boot.abort();
     console::marker(BootPhase::Shutdown, action.name());
+    // Nothing a runcmd started may hold the shutdown (`sleep infinity`, a foreground
+    // `docker run`): those go first.
+    crate::cloudinit::kill_commands();
+    crate::power::arm_shutdown_deadline(action, shutdown_timeout, reaper_for_deadline);
     sup.stop_all(shutdown_timeout).await;
     action
 }

@@ -1,8 +1,15 @@
 //! PID 1's side of cloud-init: the module loader and command runner that
 //! `ros_cloudinit` needs, implemented with init's module index and its one reaper.
 
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use ros_cloudinit::{CommandRunner, Exit as RunExit, Invocation, ModuleLoader, Report};
 
 use crate::modules::ModuleIndex;
@@ -40,21 +47,173 @@ impl ModuleLoader for InitModules {
     }
 }
 
-/// Runs commands as children of PID 1, waited for through the reaper.
+/// The service whose filesystem `runcmd` and the user scripts run in (its busybox, `ros`,
+/// the docker CLI and the user engine's socket), as RancherOS ran them in its console.
+pub const CONSOLE_SERVICE: &str = "console";
+
+/// How long one `bootcmd` entry may run: the boot waits for it.
+pub const BOOTCMD_DEADLINE: Duration = Duration::from_secs(300);
+/// How long one `runcmd` entry or user script may run (after the services are up).
+pub const RUNCMD_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// The cgroup every command runs in: shutdown kills it first, whatever the commands
+/// started, and whatever they did with their process groups.
+pub const COMMANDS_CGROUP: &str = "/sys/fs/cgroup/cloud-init";
+
+/// Runs commands as children of PID 1, waited for through the reaper: each in a session
+/// (and so a process group) of its own, in [`COMMANDS_CGROUP`], killed with its process
+/// group after `deadline`.
 pub struct ReaperRunner {
     /// The one reaper.
     pub reaper: Reaper,
+    /// How long one command may run.
+    pub deadline: Duration,
+    /// The host pid of a process (the console's) whose mount namespace, and so root
+    /// filesystem, the commands run in; `None`: PID 1's own root.
+    pub inside: Option<u32>,
+}
+
+impl ReaperRunner {
+    /// A runner for `bootcmd`: PID 1's root (nothing else runs yet).
+    pub fn for_bootcmd(reaper: Reaper) -> Self {
+        ReaperRunner {
+            reaper,
+            deadline: BOOTCMD_DEADLINE,
+            inside: None,
+        }
+    }
+
+    /// A runner for `runcmd` and the user scripts: in the console's filesystem when its
+    /// container runs (`console_pid`, from the supervisor's start hook), else PID 1's root
+    /// with a warning.
+    pub fn for_runcmd(reaper: Reaper, console_pid: u32) -> Self {
+        let inside = (console_pid != 0
+            && Path::new(&format!("/proc/{console_pid}/ns/mnt")).exists())
+        .then_some(console_pid);
+        if inside.is_none() {
+            log::warn!(
+                "cloud-init: the {CONSOLE_SERVICE} service is not running: runcmd runs in \
+                 PID 1's root, which has busybox but no docker CLI"
+            );
+        }
+        ReaperRunner {
+            reaper,
+            deadline: RUNCMD_DEADLINE,
+            inside,
+        }
+    }
 }
 
 impl CommandRunner for ReaperRunner {
+    fn problem(&self, line: &str) {
+        log::error!("{line}");
+    }
+
     fn run(&self, inv: &Invocation) -> Result<RunExit, String> {
-        let mut cmd = inv.command().map_err(|e| e.to_string())?;
-        let (_pid, rx) = self.reaper.spawn(&mut cmd).map_err(|e| e.to_string())?;
-        match rx.recv() {
-            Ok(Exit::Code(c)) => Ok(RunExit::Code(c)),
-            Ok(Exit::Signal(s)) => Ok(RunExit::Signal(s)),
-            Err(_) => Err("the reaper went away".into()),
+        if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("not run: the machine is shutting down".into());
         }
+        let root = match self.inside {
+            Some(pid) => PathBuf::from(format!("/proc/{pid}/root")),
+            None => PathBuf::from("/"),
+        };
+        let mut cmd = inv.command_in(&root).map_err(|e| e.to_string())?;
+        // Opened here, used in the child between fork and exec (O_CLOEXEC: the program
+        // does not inherit them).
+        let mnt_ns = match self.inside {
+            Some(pid) => Some(
+                File::open(format!("/proc/{pid}/ns/mnt"))
+                    .map_err(|e| format!("entering the {CONSOLE_SERVICE}'s namespace: {e}"))?,
+            ),
+            None => None,
+        };
+        let procs = commands_cgroup().and_then(|dir| {
+            OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+                .map_err(|e| log::warn!("cloud-init: {}: {e}", dir.display()))
+                .ok()
+        });
+        let ns_fd = mnt_ns.as_ref().map(|f| f.as_raw_fd());
+        let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls on descriptors the parent keeps open until
+        // spawn() returns; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = procs_fd {
+                    // "0": the writing process itself. Best-effort, like the open above.
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                }
+                if let Some(fd) = ns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNS) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::chdir(c"/".as_ptr()) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let (pid, rx) = self.reaper.spawn(&mut cmd).map_err(|e| e.to_string())?;
+        drop((mnt_ns, procs));
+        let exit = match rx.recv_timeout(self.deadline) {
+            Ok(exit) => exit,
+            Err(RecvTimeoutError::Timeout) => {
+                // Its process group is its session (setsid above).
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                let _ = rx.recv_timeout(Duration::from_secs(10));
+                return Err(format!(
+                    "still running after {} s: killed, with its process group",
+                    self.deadline.as_secs()
+                ));
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err("the reaper went away".into()),
+        };
+        Ok(match exit {
+            Exit::Code(c) => RunExit::Code(c),
+            Exit::Signal(s) => RunExit::Signal(s),
+        })
+    }
+}
+
+/// [`COMMANDS_CGROUP`], created if missing; `None` (with a warning) when it cannot be.
+fn commands_cgroup() -> Option<PathBuf> {
+    let dir = PathBuf::from(COMMANDS_CGROUP);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(dir),
+        Err(e) => {
+            log::warn!("cloud-init: creating {}: {e}", dir.display());
+            None
+        }
+    }
+}
+
+/// Set by [`kill_commands`]: no command starts after it.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Kill every command still running (`runcmd`, user scripts, what they started), and
+/// start no more: the first step of a shutdown, so that nothing they do holds it.
+pub fn kill_commands() {
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+    let kill = Path::new(COMMANDS_CGROUP).join("cgroup.kill");
+    if kill.exists() {
+        if let Err(e) = std::fs::write(&kill, "1") {
+            log::warn!("shutdown: {}: {e}", kill.display());
+        }
+    }
+}
+
+/// Log what a command report applied (its problems were printed as they happened, by
+/// [`ReaperRunner`]).
+pub fn print_commands(report: &Report) {
+    for line in report.applied_lines() {
+        log::debug!("{line}");
     }
 }
 
@@ -88,20 +247,29 @@ impl ContainerFiles {
         ContainerFiles { config }
     }
 
-    /// Write the files meant for `service`, whose task has host pid `pid`.
+    /// Write the files meant for `service`, whose task has host pid `pid`, inside its root:
+    /// paths with `..` are refused and the rest resolved as if `/proc/PID/root` were `/`
+    /// (`apply_container_write_files`), so neither the entry nor a symlink in the image
+    /// can put a file on the host.
     pub fn write_for(&self, service: &str, pid: u32) {
-        let mut mine = self.config.clone();
-        mine.write_files
-            .retain(|f| f.container.as_ref().is_some_and(|c| c.0 == service));
-        if mine.write_files.is_empty() {
+        let mine: Vec<_> = self
+            .config
+            .write_files
+            .iter()
+            .filter(|f| f.container.as_ref().is_some_and(|c| c.0 == service))
+            .cloned()
+            .collect();
+        if mine.is_empty() {
             return;
-        }
-        for f in &mut mine.write_files {
-            f.container = None;
         }
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         let mut report = Report::default();
-        ros_cloudinit::apply_write_files(&root, &mine, &ros_cloudinit::SystemHost, &mut report);
+        ros_cloudinit::apply_container_write_files(
+            &root,
+            &mine,
+            &ros_cloudinit::SystemHost,
+            &mut report,
+        );
         print(&report);
     }
 }

@@ -3,7 +3,7 @@
 //! Generates its config, starts it, restarts it with backoff if it dies (its shims,
 //! and so the service containers, survive that), and stops it at shutdown.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::logfile::{LogDir, LogFileError};
 use crate::reaper::{Exit, Reaper};
 
 /// Where the system containerd keeps things.
@@ -107,9 +108,7 @@ pub fn prepare(p: &ContainerdPaths) -> Result<(), ContainerdError> {
         fs::create_dir_all(dir).map_err(err(dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err(dir))?;
     }
-    if let Some(parent) = p.log.parent() {
-        fs::create_dir_all(parent).map_err(err(parent))?;
-    }
+    // The log's directory is made by LogDir when the log is opened (spawn_once).
     fs::write(&p.config, config_toml(p)).map_err(err(&p.config))
 }
 
@@ -154,27 +153,37 @@ impl SystemContainerd {
         Ok(this)
     }
 
+    fn open_log(&self) -> Result<fs::File, LogFileError> {
+        let log = &self.paths.log;
+        let dir = log.parent().unwrap_or(Path::new("."));
+        let name = log.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        LogDir::open(dir).and_then(|d| d.open_append(name))
+    }
+
     fn spawn_once(&self) -> Result<std::sync::mpsc::Receiver<Exit>, ContainerdError> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.paths.log)
-            .map_err(|source| ContainerdError::Prepare {
-                path: self.paths.log.clone(),
-                source,
-            })?;
-        let log2 = log.try_clone().map_err(|source| ContainerdError::Prepare {
-            path: self.paths.log.clone(),
-            source,
-        })?;
+        // Through LogDir, as root: a symlink planted at the log's name must not choose the
+        // file. Best-effort (containerd itself is not): without a log its output is lost.
+        let (out, err) = match self.open_log() {
+            Ok(log) => {
+                let log2 = log.try_clone().map_err(|source| ContainerdError::Prepare {
+                    path: self.paths.log.clone(),
+                    source,
+                })?;
+                (Stdio::from(log), Stdio::from(log2))
+            }
+            Err(e) => {
+                log::warn!("containerd: {e} (its output is discarded)");
+                (Stdio::null(), Stdio::null())
+            }
+        };
         let mut cmd = Command::new(&self.paths.bin);
         cmd.arg("--config")
             .arg(&self.paths.config)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
+            .stdout(out)
+            .stderr(err);
         let (pid, rx) = self
             .reaper
             .spawn(&mut cmd)
@@ -206,13 +215,59 @@ impl SystemContainerd {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            match self.spawn_once() {
-                Ok(new_rx) => rx = new_rx,
-                Err(e) => {
-                    log::error!("{e}");
-                    return;
+            // A failed spawn (EMFILE, EAGAIN, a log that cannot be opened) is retried
+            // with the same backoff, forever: every service depends on containerd.
+            let old_socket = {
+                use std::os::unix::fs::MetadataExt as _;
+                fs::symlink_metadata(&self.paths.socket)
+                    .ok()
+                    .map(|m| m.ino())
+            };
+            rx = loop {
+                match self.spawn_once() {
+                    Ok(new_rx) => {
+                        self.restrict_when_ready(old_socket);
+                        break new_rx;
+                    }
+                    Err(e) => {
+                        let delay = restart_delay(failures);
+                        failures += 1;
+                        log::error!("{e}; trying again in {delay:?}");
+                        thread::sleep(delay); // backoff, not synchronisation
+                        if self.stopping.load(Ordering::SeqCst) {
+                            return;
+                        }
+                    }
                 }
-            }
+            };
+        }
+    }
+
+    /// Once the restarted containerd has made its new socket (0660: another inode than
+    /// `old`, the dead one's), make it root-only, as at boot. Bounded: a containerd that
+    /// never makes one is reported by its clients.
+    fn restrict_when_ready(&self, old: Option<u64>) {
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+        let socket = self.paths.socket.clone();
+        let spawned = thread::Builder::new()
+            .name("containerd-socket".into())
+            .spawn(move || {
+                let deadline = crate::power::deadline_after(Duration::from_secs(120));
+                while Instant::now() < deadline {
+                    match fs::symlink_metadata(&socket) {
+                        Ok(m) if m.file_type().is_socket() && Some(m.ino()) != old => {
+                            if let Err(e) = restrict_socket(&socket) {
+                                log::warn!("containerd: restricting {}: {e}", socket.display());
+                            }
+                            return;
+                        }
+                        // Polling one file for a bounded time: no inotify thread for it.
+                        _ => thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("containerd: {e}");
         }
     }
 

@@ -4,38 +4,31 @@
 //! containerd's shim holds the log open in append mode, so rotation copies the file
 //! and truncates it in place (logrotate's copytruncate); the shim's next write lands
 //! at the new end. A thread woken by inotify (no timer) checks sizes after writes.
+//! Both files are opened through [`LogDir`] (relative to the directory's descriptor, no
+//! symlink followed, regular root-owned files only) and copied and truncated through
+//! those descriptors: a `NAME.log.1 -> /var/lib/rancher/conf/cloud-config.yml` planted in
+//! the directory is moved aside, never written through.
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
+use crate::logfile::LogDir;
+
 /// Default cap per log file: 1 MiB current + 1 MiB in `.1`.
 pub const DEFAULT_CAP: u64 = 1024 * 1024;
 
-/// Rotate `log` if it is larger than `cap`. Returns whether it rotated.
-pub fn rotate_if_needed(log: &Path, cap: u64) -> io::Result<bool> {
-    let len = match fs::metadata(log) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    if len <= cap {
-        return Ok(false);
-    }
-    let mut old = log.as_os_str().to_owned();
-    old.push(".1");
-    let old = PathBuf::from(old);
-    fs::copy(log, &old)?;
-    fs::OpenOptions::new().write(true).open(log)?.set_len(0)?;
-    Ok(true)
-}
-
 /// Watch `dir` and rotate any `*.log` in it that passes `cap`. Runs on its own thread.
 pub fn spawn_watcher(dir: PathBuf, cap: u64) {
-    let _ = fs::create_dir_all(&dir);
+    // Best-effort, like the rest of rotation: without it the logs are only unbounded.
+    let logs = match LogDir::open(&dir) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("logs: {e} (logs won't be rotated)");
+            return;
+        }
+    };
     let inotify = match Inotify::init(InitFlags::IN_CLOEXEC) {
         Ok(i) => i,
         Err(e) => {
@@ -61,14 +54,13 @@ pub fn spawn_watcher(dir: PathBuf, cap: u64) {
             };
             for ev in events {
                 let Some(name) = ev.name else { continue };
-                if !name.to_string_lossy().ends_with(".log") {
+                let Some(name) = name.to_str().filter(|n| n.ends_with(".log")) else {
                     continue;
-                }
-                let path = dir.join(&name);
-                match rotate_if_needed(&path, cap) {
-                    Ok(true) => log::debug!("logs: rotated {}", path.display()),
+                };
+                match logs.rotate_if_needed(name, cap) {
+                    Ok(true) => log::debug!("logs: rotated {}", logs.path().join(name).display()),
                     Ok(false) => {}
-                    Err(e) => log::warn!("logs: rotating {}: {e}", path.display()),
+                    Err(e) => log::warn!("logs: rotating: {e}"),
                 }
             }
         });
@@ -80,11 +72,13 @@ pub fn spawn_watcher(dir: PathBuf, cap: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io::Write;
 
     #[test]
     fn rotates_past_the_cap_and_keeps_appending() {
         let dir = tempfile::tempdir().unwrap();
+        let logs = LogDir::open(dir.path()).unwrap();
         let log = dir.path().join("svc.log");
         let mut w = fs::OpenOptions::new()
             .create(true)
@@ -92,9 +86,9 @@ mod tests {
             .open(&log)
             .unwrap();
         w.write_all(&[b'a'; 100]).unwrap();
-        assert!(!rotate_if_needed(&log, 100).unwrap());
+        assert!(!logs.rotate_if_needed("svc.log", 100).unwrap());
         w.write_all(b"b").unwrap();
-        assert!(rotate_if_needed(&log, 100).unwrap());
+        assert!(logs.rotate_if_needed("svc.log", 100).unwrap());
         assert_eq!(fs::metadata(&log).unwrap().len(), 0);
         assert_eq!(
             fs::metadata(dir.path().join("svc.log.1")).unwrap().len(),
@@ -108,6 +102,37 @@ mod tests {
     #[test]
     fn a_missing_log_is_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!rotate_if_needed(&dir.path().join("none.log"), 1).unwrap());
+        let logs = LogDir::open(dir.path()).unwrap();
+        assert!(!logs.rotate_if_needed("none.log", 1).unwrap());
+    }
+
+    #[test]
+    fn rotation_never_writes_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("cloud-config.yml");
+        fs::write(&config, "hostname: mine\n").unwrap();
+        let logs_path = dir.path().join("ros");
+        let logs = LogDir::open(&logs_path).unwrap();
+        logs.open_append("svc.log")
+            .unwrap()
+            .write_all(&[b'a'; 101])
+            .unwrap();
+        std::os::unix::fs::symlink(&config, logs_path.join("svc.log.1")).unwrap();
+        assert!(logs.rotate_if_needed("svc.log", 100).unwrap());
+        assert_eq!(fs::read_to_string(&config).unwrap(), "hostname: mine\n");
+        assert_eq!(
+            fs::metadata(logs_path.join("svc.log.1")).unwrap().len(),
+            101
+        );
+        assert!(!fs::symlink_metadata(logs_path.join("svc.log.1"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // A log that is itself a symlink is moved aside, not rotated through.
+        fs::remove_file(logs_path.join("svc.log")).unwrap();
+        std::os::unix::fs::symlink(&config, logs_path.join("svc.log")).unwrap();
+        assert!(!logs.rotate_if_needed("svc.log", 1).unwrap());
+        assert_eq!(fs::read_to_string(&config).unwrap(), "hostname: mine\n");
+        assert!(!logs_path.join("svc.log").exists());
     }
 }

@@ -7,6 +7,7 @@ mod cmdline;
 mod console;
 mod containerd;
 mod control;
+mod logfile;
 mod logrotate;
 mod modules;
 mod mounts;
@@ -19,6 +20,7 @@ mod root;
 mod state;
 mod supervisor;
 mod sys;
+mod upgrade;
 
 fn main() {
     if std::process::id() != 1 {

@@ -47,6 +47,10 @@ impl Reaper {
     }
 
     /// Spawn `cmd` and get its pid and a receiver for its exit.
+    ///
+    /// The lock is held across `spawn()`, and [`Reaper::reap_all`] holds it across its
+    /// `waitpid(-1)`: when std forks and the exec then fails, std waits for that child
+    /// itself (and asserts the wait succeeds), so the reaper must not reap it first.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<(u32, Receiver<Exit>)> {
         let mut state = self.lock();
         let child = cmd.spawn()?;
@@ -58,25 +62,21 @@ impl Reaper {
         Ok((pid, rx))
     }
 
-    /// Reap every exited child; called on SIGCHLD.
+    /// Reap every exited child; called on SIGCHLD. Under the lock (see [`Reaper::spawn`]).
     pub fn reap_all(&self) {
+        let mut state = self.lock();
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => self.publish(pid, Exit::Code(code)),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    self.publish(pid, Exit::Signal(sig as i32))
-                }
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
+            };
+            if let Some(tx) = state.watched.remove(&pid.as_raw()) {
+                let _ = tx.send(exit);
             }
         }
-    }
-
-    fn publish(&self, pid: Pid, exit: Exit) {
-        let mut state = self.lock();
-        if let Some(tx) = state.watched.remove(&pid.as_raw()) {
-            let _ = tx.send(exit);
-        }
+        drop(state);
         self.state.1.notify_all();
     }
 
@@ -109,9 +109,31 @@ impl Reaper {
 mod tests {
     use super::*;
 
+    /// The tests that drain `waitpid(-1)`, each run in a process of its own: in the shared
+    /// test process they would reap, and so lose, the children of every other test.
+    #[test]
+    fn reaping_tests_in_processes_of_their_own() {
+        for name in [
+            "reaper::tests::alone_publishes_the_exit_of_a_watched_child",
+            "reaper::tests::alone_a_failed_exec_races_no_reaper",
+        ] {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", name, "--test-threads=1"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+                "{name}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     // These run as a normal process: the test binary reaps its own children.
     #[test]
-    fn publishes_the_exit_of_a_watched_child() {
+    #[ignore = "run by reaping_tests_in_processes_of_their_own"]
+    fn alone_publishes_the_exit_of_a_watched_child() {
         let reaper = Reaper::default();
         let (_pid, rx) = reaper
             .spawn(Command::new("/bin/sh").args(["-c", "exit 7"]))
@@ -123,5 +145,32 @@ mod tests {
             got = rx.recv_timeout(Duration::from_millis(20)).ok();
         }
         assert_eq!(got, Some(Exit::Code(7)));
+    }
+
+    #[test]
+    #[ignore = "run by reaping_tests_in_processes_of_their_own"]
+    fn alone_a_failed_exec_races_no_reaper() {
+        // std forks, the exec fails, and std waits for that child itself: with the reaper
+        // draining waitpid(-1) on another thread at the same time, the spawn must still
+        // return the exec error (not panic in std's wait).
+        let reaper = Reaper::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drain = {
+            let (reaper, stop) = (reaper.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    reaper.reap_all();
+                }
+            })
+        };
+        for _ in 0..200 {
+            // PATH in the environment makes std take its fork+exec path.
+            let err = reaper
+                .spawn(Command::new("ros-no-such-program").env("PATH", "/nonexistent"))
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drain.join().unwrap();
     }
 }

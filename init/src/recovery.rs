@@ -16,9 +16,17 @@ use crate::paths;
 static OFFER_SHELL: AtomicBool = AtomicBool::new(true);
 static IN_RECOVERY: AtomicBool = AtomicBool::new(false);
 
-/// Choose what a fatal error leads to (from `rancher.recovery`).
+/// Choose what a fatal error leads to (see [`offer_shell`]).
 pub fn set_offer_shell(offer: bool) {
     OFFER_SHELL.store(offer, Ordering::Relaxed);
+}
+
+/// Whether a fatal error offers a root shell on the console: as `rancher.recovery` says
+/// when it is on the kernel line; otherwise only on a live medium (the image, as
+/// RancherOS's ISO did). An installed disk reboots instead: its console is whatever a
+/// cloud's serial console or an IPMI SOL reaches, and nobody there has logged in.
+pub fn offer_shell(recovery_flag: Option<bool>, installed_disk: bool) -> bool {
+    recovery_flag.unwrap_or(!installed_disk)
 }
 
 /// Whether the recovery path owns child reaping (the reaper thread stands aside).
@@ -54,7 +62,10 @@ pub fn fatal(reason: &str) -> ! {
         );
         run_shell();
     } else {
-        eprintln!("ros-init: rebooting");
+        eprintln!(
+            "ros-init: rebooting (rancher.recovery=true on the kernel line offers a \
+             recovery shell instead)"
+        );
     }
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(RebootMode::RB_AUTOBOOT);
@@ -113,4 +124,28 @@ pub fn install_panic_hook() {
             fatal(&format!("panic: {msg}"));
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovery_shell_only_on_live_media_unless_asked() {
+        // (rancher.recovery on the kernel line, installed disk) -> shell offered
+        let table = [
+            (None, false, true),
+            (None, true, false),
+            (Some(true), true, true),
+            (Some(false), false, false),
+            (Some(true), false, true),
+        ];
+        for (flag, installed, offered) in table {
+            assert_eq!(
+                offer_shell(flag, installed),
+                offered,
+                "{flag:?} {installed}"
+            );
+        }
+    }
 }

@@ -30,6 +30,19 @@ pub enum RootError {
         /// What the kernel has instead ([`seen_disks`]).
         seen: String,
     },
+    /// `root=LABEL=` matches more than one device.
+    #[error(
+        "root=LABEL={label} is on {} devices ({}); refusing to guess which one to boot: \
+         relabel or detach all but one, or boot with root=PARTUUID=",
+        devices.len(),
+        devices.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    DuplicateLabel {
+        /// The label.
+        label: String,
+        /// Every device carrying it.
+        devices: Vec<PathBuf>,
+    },
     /// `root=PARTUUID=` names no MBR partition.
     #[error("root=PARTUUID={0}: not an MBR partition id (SSSSSSSS-PP: the disk signature and the partition number, in hex)")]
     BadPartUuid(String),
@@ -90,11 +103,29 @@ pub fn seen_disks(sys_block: &Path) -> String {
 }
 
 /// Wait until a block device whose filesystem is labelled `label` exists (`root=LABEL=`).
+/// More than one is an error: the root must not come from whichever volume sorts first.
 pub fn wait_for_label(label: &str, timeout: Duration) -> Result<PathBuf, RootError> {
-    let find =
-        || crate::state::find_by_label(Path::new("/sys/class/block"), Path::new("/dev"), label);
+    let find = || find_unique_by_label(Path::new("/sys/class/block"), Path::new("/dev"), label);
     wait_on_dir(Path::new("/dev"), timeout, find)
-        .ok_or_else(|| missing(format!("LABEL={label}"), timeout))
+        .ok_or_else(|| missing(format!("LABEL={label}"), timeout))?
+}
+
+/// The one device labelled `label` among the block devices of `sys_block`, as its node in
+/// `dev_dir`; `None` while there is none, an error naming them all when there are several.
+pub fn find_unique_by_label(
+    sys_block: &Path,
+    dev_dir: &Path,
+    label: &str,
+) -> Option<Result<PathBuf, RootError>> {
+    let mut found = crate::state::find_all_by_label(sys_block, dev_dir, label);
+    match found.len() {
+        0 => None,
+        1 => found.pop().map(Ok),
+        _ => Some(Err(RootError::DuplicateLabel {
+            label: label.to_string(),
+            devices: found,
+        })),
+    }
 }
 
 /// An MBR partition id, `SSSSSSSS-PP` as the kernel writes it: the disk signature and
@@ -168,7 +199,8 @@ fn wait_on_dir<T>(
     if let Some(i) = &inotify {
         let _ = i.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO);
     }
-    let deadline = Instant::now() + timeout;
+    // `timeout` comes from `rootdelay=`: checked, since an overflow would panic PID 1.
+    let deadline = crate::power::deadline_after(timeout);
     loop {
         if let Some(v) = found() {
             return Some(v);
@@ -510,6 +542,42 @@ mod tests {
         );
         assert_eq!(find_by_partuuid(&sys, &dev, id("524f5330-03")), None);
         assert_eq!(find_by_partuuid(&sys, &dev, id("524f5331-02")), None);
+    }
+
+    #[test]
+    fn a_root_label_on_two_devices_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sys, dev) = (dir.path().join("sys/class/block"), dir.path().join("dev"));
+        fs::create_dir_all(&dev).unwrap();
+        let ext4 = |label: &str| {
+            let mut b = vec![0u8; 65536];
+            b[1080..1082].copy_from_slice(&[0x53, 0xEF]);
+            b[1144..1144 + label.len()].copy_from_slice(label.as_bytes());
+            b
+        };
+        for (name, label) in [("vda1", "OTHER"), ("vdb", "RANCHER_STATE")] {
+            fs::create_dir_all(sys.join(name)).unwrap();
+            fs::write(dev.join(name), ext4(label)).unwrap();
+        }
+        assert!(find_unique_by_label(&sys, &dev, "NOPE").is_none());
+        assert_eq!(
+            find_unique_by_label(&sys, &dev, "RANCHER_STATE")
+                .unwrap()
+                .unwrap(),
+            dev.join("vdb")
+        );
+        fs::create_dir_all(sys.join("vdc")).unwrap();
+        fs::write(dev.join("vdc"), ext4("RANCHER_STATE")).unwrap();
+        let e = find_unique_by_label(&sys, &dev, "RANCHER_STATE")
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("root=LABEL=RANCHER_STATE is on 2 devices")
+                && e.contains("vdb, ")
+                && e.contains("vdc)"),
+            "{e}"
+        );
     }
 
     #[test]

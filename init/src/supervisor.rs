@@ -18,6 +18,7 @@ use ros_runtime::{ExitEvent, ExitEvents, RuntimeError, ServiceRuntime, ServiceSt
 use tokio::sync::{watch, Semaphore};
 
 use crate::console::{self, BootPhase};
+use crate::logfile::LogDir;
 
 /// Restart delays for a crashing service: 1 s doubling to 32 s.
 pub fn restart_delay(restarts_in_a_row: u32) -> Duration {
@@ -28,6 +29,9 @@ pub fn restart_delay(restarts_in_a_row: u32) -> Duration {
 pub fn background_starts() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
+
+/// The exit status a failed start counts as for `restart:` (`on-failure` retries it).
+const START_FAILED_STATUS: u32 = 127;
 
 /// A service that stayed up this long is healthy again: its backoff resets.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
@@ -239,9 +243,18 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
     fn stdio(&self, name: &str, spec: &ServiceSpec) -> Stdio {
         // The console talks to its tty itself; everything else logs to a file.
         if spec.label("io.rancher.os.console").is_some() {
-            Stdio::Null
-        } else {
-            Stdio::File(self.log_dir.join(format!("{name}.log")))
+            return Stdio::Null;
+        }
+        // The shim opens this path as root, following symlinks: hand it on only once it
+        // is a regular root-owned file in a checked directory (a planted
+        // `NAME.log -> /var/lib/rancher/conf/cloud-config.yml` is moved aside first).
+        // Output is better lost than appended to whatever an unsafe entry points to.
+        match LogDir::open(&self.log_dir).and_then(|dir| dir.prepare(&format!("{name}.log"))) {
+            Ok(path) => Stdio::File(path),
+            Err(e) => {
+                log::warn!("service {name}: {e} (its output is discarded)");
+                Stdio::Null
+            }
         }
     }
 
@@ -279,6 +292,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
             Err(e) => Err(e.to_string()),
         };
         let now = SystemTime::now();
+        let mut retry = None;
         {
             let mut recs = self.records();
             // Only if nothing happened meanwhile: a fast exit's event can arrive before
@@ -299,12 +313,27 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
                         rec.state = State::Failed {
                             message: message.clone(),
                             at: now,
+                        };
+                        // A start that failed (EMFILE, EAGAIN, a log that cannot be
+                        // opened) is an exit as far as `restart:` goes: the same backoff,
+                        // forever, not a service left down for good.
+                        if rec.wanted && should_restart(rec.spec.restart, START_FAILED_STATUS) {
+                            let delay = restart_delay(rec.in_a_row);
+                            rec.in_a_row += 1;
+                            retry = Some((delay, rec.generation));
                         }
                     }
                 }
             }
         }
         self.bump();
+        if let Some((delay, generation)) = retry {
+            log::warn!(
+                "service {name}: trying to start it again in {}s",
+                delay.as_secs()
+            );
+            self.restart_later(name, delay, generation);
+        }
         result.map_err(|message| {
             log::error!("service {name}: {message}");
             SupervisorError::Failed {
@@ -388,20 +417,31 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         };
         self.bump();
         if let Some((delay, generation)) = restart {
+            self.restart_later(&ev.service, delay, generation);
+        }
+    }
+
+    /// Start `name` again after `delay`, unless a stop or a start happened meanwhile (its
+    /// record's generation moved on) or it is no longer wanted.
+    fn restart_later(self: &Arc<Self>, name: &str, delay: Duration, generation: u64) {
+        {
             let this = self.clone();
-            let name = ev.service.clone();
+            let name = name.to_string();
             tokio::spawn(async move {
-                tokio::time::sleep(delay).await; // backoff, not synchronisation
-                                                 // No ops lock: a converge may be waiting for this very service to come
-                                                 // back. The generation check (under the records lock) lets a stop or a
-                                                 // start that happened meanwhile win.
+                // Backoff, not synchronisation. No ops lock: a converge may be waiting for
+                // this very service to come back. The generation check (under the records
+                // lock) lets a stop or a start that happened meanwhile win.
+                tokio::time::sleep(delay).await;
                 let still = {
                     let mut recs = this.records();
                     match recs.get_mut(&name) {
                         Some(r)
                             if r.wanted
                                 && r.generation == generation
-                                && matches!(r.state, State::Exited { .. }) =>
+                                && matches!(
+                                    r.state,
+                                    State::Exited { .. } | State::Failed { .. }
+                                ) =>
                         {
                             r.restarts += 1;
                             true
@@ -646,7 +686,9 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
     /// Stop every service, last wave first, each wave in parallel, all within `budget`.
     pub async fn stop_all(self: &Arc<Self>, budget: Duration) {
         let _guard = self.ops.lock().await;
-        let deadline = Instant::now() + budget;
+        // `budget` is `rancher.shutdown_timeout`: checked, since an overflow here would
+        // panic PID 1 at every shutdown.
+        let deadline = crate::power::deadline_after(budget);
         let mut waves = self.waves.lock().unwrap_or_else(|e| e.into_inner()).clone();
         // Services started outside the waves (by request) stop first.
         let in_waves: Vec<String> = waves.iter().flatten().cloned().collect();
@@ -704,9 +746,13 @@ mod tests {
     }
 
     fn sup(rt: Arc<FakeRuntime>) -> Arc<Supervisor<FakeRuntime>> {
+        // Never the machine's /var/log/ros: starting a service pre-creates its log there.
+        // One temp dir for every test (left behind: a static is never dropped).
+        static LOGS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        let logs = LOGS.get_or_init(|| tempfile::tempdir().unwrap());
         Supervisor::new(
             rt,
-            "/var/log/ros".into(),
+            logs.path().to_path_buf(),
             "/nonexistent/route".into(),
             Timeouts {
                 ready: Duration::from_secs(5),
@@ -863,6 +909,39 @@ mod tests {
         // 1 s, then +2 s, +4 s, +8 s.
         assert_eq!(when, vec![1, 3, 7, 15]);
         assert_eq!(s.snapshot()["crash"].restarts, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_that_fails_to_start_is_tried_again_with_the_backoff() {
+        let (rt, s) = supervised().await;
+        rt.fail_next_run("flaky", "creating task: too many open files");
+        let mut desired = BTreeMap::new();
+        desired.insert("flaky".to_string(), spec(&[], RestartPolicy::Always));
+        let t0 = tokio::time::Instant::now();
+        s.converge(
+            desired,
+            StartOrder::from_waves(vec![vec!["flaky".to_string()]]),
+            &[],
+        )
+        .await;
+        // The failed start is not the end: it runs 1 s later, as after an exit.
+        while !matches!(s.snapshot()["flaky"].state, State::Running { .. }) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!((tokio::time::Instant::now() - t0).as_secs(), 1);
+        assert_eq!(runs(&rt).len(), 2, "{:?}", rt.calls());
+        // restart: "no" is not retried.
+        rt.fail_next_run("once", "creating task: boom");
+        let mut desired = BTreeMap::new();
+        desired.insert("once".to_string(), spec(&[], RestartPolicy::No));
+        s.converge(
+            desired,
+            StartOrder::from_waves(vec![vec!["once".to_string()]]),
+            &[],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(matches!(s.snapshot()["once"].state, State::Failed { .. }));
     }
 
     #[tokio::test]

@@ -8,7 +8,9 @@
 //! initrd from beside it (the image's FAT boot partition, or the installed disk's `/boot`).
 //!
 //! Nothing is written before the cloud-config validates, the device checks pass and the
-//! user confirms. Runs in PID 1's mount namespace (the host's tools and mounts), which the
+//! user confirms. The device is resolved to its kernel device (a `/dev/disk/by-id/` link
+//! too) and checked by its major:minor, then held with an exclusive open (`O_EXCL`) whose
+//! descriptor makes every write to the disk. Runs in PID 1's mount namespace (the host's tools and mounts), which the
 //! privileged console can enter.
 
 use std::fs::{self, File, OpenOptions};
@@ -78,21 +80,30 @@ pub fn run(args: InstallArgs) -> Result<(), CliError> {
     }
     // 2. From here on, the host's view: its tools, its mounts, its /dev.
     enter_host_mount_namespace().map_err(fail)?;
-    let disk = check_disk(
-        &args.device,
-        &fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
-    )
-    .map_err(fail)?;
+    let disk = check_disk(&args.device, Path::new("/"), &HostNodes).map_err(fail)?;
+    // Claimed from here on: the kernel refuses a mount, a swapon or a RAID assembly of
+    // the disk while this descriptor is open.
+    let dev = open_exclusive(&disk).map_err(fail)?;
     let root_image = running_root_image().map_err(fail)?;
     let boot = BootSource::find(&root_image).map_err(fail)?;
-    if !args.force && !confirm(&disk)? {
+    if !args.force && !confirm(&disk.path)? {
         return Err(CliError::failure(
             "ros install: not confirmed; nothing was written",
         ));
     }
-    install(&disk, &root_image, &boot.dir, &text, &args.append).map_err(fail)?;
+    let version = crate::os_cmd::running_release(Path::new("/")).map_err(|e| fail(e.message))?;
+    install(
+        &disk,
+        dev,
+        &root_image,
+        &boot.dir,
+        &text,
+        &args.append,
+        &version,
+    )
+    .map_err(fail)?;
     drop(boot);
-    println!("ros install: installed to {}", disk.display());
+    println!("ros install: installed to {}", disk.path.display());
     if args.no_reboot {
         return Ok(());
     }
@@ -115,7 +126,8 @@ fn confirm(disk: &Path) -> Result<bool, CliError> {
 }
 
 /// Join PID 1's mount namespace (no-op when already in it).
-fn enter_host_mount_namespace() -> Result<(), String> {
+/// Enter PID 1's mount namespace (the console's differs), where the disks' mounts are.
+pub fn enter_host_mount_namespace() -> Result<(), String> {
     let ours = fs::metadata("/proc/self/ns/mnt").map_err(|e| format!("/proc/self/ns/mnt: {e}"))?;
     let host = fs::metadata("/proc/1/ns/mnt")
         .map_err(|e| format!("/proc/1/ns/mnt: {e} (run as root in the host pid namespace)"))?;
@@ -128,43 +140,177 @@ fn enter_host_mount_namespace() -> Result<(), String> {
     })
 }
 
-/// The whole disk at `device`, if it is one and nothing on it is mounted.
-pub fn check_disk(device: &Path, mountinfo: &str) -> Result<PathBuf, String> {
-    let meta = fs::metadata(device).map_err(|e| format!("{}: {e}", device.display()))?;
-    if !meta.file_type().is_block_device() {
-        return Err(format!("{} is not a block device", device.display()));
+/// What `ros install` asks of a device node. A seam because a test cannot make a block
+/// device (mknod needs root); everything else the checks read is under a root directory.
+pub trait BlockNodes {
+    /// `major:minor` of the block device at `path`; `None` when it is not a block device.
+    fn block_device(&self, path: &Path) -> io::Result<Option<String>>;
+}
+
+/// The real `stat(2)`.
+#[derive(Debug, Clone, Copy)]
+pub struct HostNodes;
+
+impl BlockNodes for HostNodes {
+    fn block_device(&self, path: &Path) -> io::Result<Option<String>> {
+        let meta = fs::metadata(path)?;
+        Ok(meta
+            .file_type()
+            .is_block_device()
+            .then(|| dev_id(meta.rdev())))
     }
-    let name = device
+}
+
+/// The disk `ros install` writes to, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetDisk {
+    /// What the user gave (`/dev/disk/by-id/...`), for messages.
+    pub given: PathBuf,
+    /// The device node it resolves to (`/dev/vdb`).
+    pub path: PathBuf,
+    /// Its kernel name (`vdb`).
+    pub name: String,
+    /// `major:minor`.
+    pub id: String,
+}
+
+/// `device` as the user gave it, and what it resolves to when that differs.
+fn described(given: &Path, real: &Path) -> String {
+    if given == real {
+        given.display().to_string()
+    } else {
+        format!("{} ({})", given.display(), real.display())
+    }
+}
+
+/// Names of the entries of `dir`, sorted (none if it is missing).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The whole disk `device` names (a link such as `/dev/disk/by-id/...` too), if it is one
+/// and nothing uses it or any of its partitions: not mounted (by `major:minor` in
+/// mountinfo, not by name), nothing built on it (holders), no active swap. The device is
+/// looked up in sysfs by its number, never by the name it was given. Reads `/sys` and
+/// `/proc` under `root`.
+pub fn check_disk(
+    device: &Path,
+    root: &Path,
+    nodes: &dyn BlockNodes,
+) -> Result<TargetDisk, String> {
+    let real = fs::canonicalize(device).map_err(|e| format!("{}: {e}", device.display()))?;
+    let what = described(device, &real);
+    let id = nodes
+        .block_device(&real)
+        .map_err(|e| format!("{what}: {e}"))?
+        .ok_or_else(|| format!("{what} is not a block device"))?;
+    let sys = fs::canonicalize(root.join("sys/dev/block").join(&id))
+        .map_err(|_| format!("{what}: the kernel lists no block device {id}"))?;
+    let name = sys
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let sys = Path::new("/sys/class/block").join(&name);
-    if sys.join("partition").exists() {
+    if let Ok(number) = fs::read_to_string(sys.join("partition")) {
+        let disk = sys
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
         return Err(format!(
-            "{} is a partition; give the whole disk",
-            device.display()
+            "{what} is a partition ({name}, number {} of {disk}); give the whole disk (/dev/{disk})",
+            number.trim()
         ));
     }
-    // The disk and each of its partitions, as major:minor.
-    let mut ids = vec![dev_id(meta.rdev())];
-    if let Ok(entries) = fs::read_dir(&sys) {
-        for e in entries.flatten() {
-            if let Ok(dev) = fs::read_to_string(e.path().join("dev")) {
-                if e.path().join("partition").exists() {
-                    ids.push(dev.trim().to_string());
-                }
-            }
+    // The disk and each of its partitions: name, sysfs directory, major:minor.
+    let mut parts = vec![(name.clone(), sys.clone(), id.clone())];
+    for part in entries(&sys) {
+        let dir = sys.join(&part);
+        if !dir.join("partition").exists() {
+            continue;
+        }
+        if let Ok(dev) = fs::read_to_string(dir.join("dev")) {
+            parts.push((part, dir, dev.trim().to_string()));
         }
     }
-    if let Some(mount) = mounted_from(mountinfo, &ids) {
-        return Err(format!(
-            "{} is in use (mounted on {mount}); nothing was written",
-            device.display()
-        ));
+    let in_use = |why: String| format!("{what} is in use ({why}); nothing was written");
+    let mountinfo = fs::read_to_string(root.join("proc/self/mountinfo")).unwrap_or_default();
+    for (part, _, dev) in &parts {
+        if let Some(mount) = mounted_from(&mountinfo, std::slice::from_ref(dev)) {
+            return Err(in_use(format!("{part} is mounted on {mount}")));
+        }
     }
-    Ok(device.to_path_buf())
+    for (part, dir, _) in &parts {
+        let holders = entries(&dir.join("holders"));
+        if !holders.is_empty() {
+            return Err(in_use(format!(
+                "{} is built on {part}: device-mapper, RAID or bcache",
+                holders.join(", ")
+            )));
+        }
+    }
+    let swaps = fs::read_to_string(root.join("proc/swaps")).unwrap_or_default();
+    for line in swaps.lines().skip(1) {
+        let Some(file) = line.split_whitespace().next() else {
+            continue;
+        };
+        // By name, then by what the name resolves to (a swap on /dev/mapper/x is held,
+        // and refused above, but a link to a partition is not).
+        let resolved = fs::canonicalize(root.join(file.trim_start_matches('/'))).ok();
+        let names = [
+            Path::new(file).file_name(),
+            resolved.as_deref().and_then(Path::file_name),
+        ];
+        let swap_on = parts.iter().find(|(part, _, _)| {
+            file.starts_with("/dev/")
+                && names
+                    .iter()
+                    .flatten()
+                    .any(|n| n.to_string_lossy() == part.as_str())
+        });
+        if let Some((part, _, _)) = swap_on {
+            return Err(in_use(format!("{part} is an active swap, {file}")));
+        }
+    }
+    Ok(TargetDisk {
+        given: device.to_path_buf(),
+        path: real,
+        name,
+        id,
+    })
 }
 
+/// Open `disk` for writing with `O_EXCL`: for a block device that is an exclusive claim,
+/// which fails with EBUSY while the disk is mounted, a swap, or a member of a RAID or
+/// device-mapper device, and which stops anyone from claiming it while it is held. Every
+/// write to the disk goes through the descriptor returned.
+pub fn open_exclusive(disk: &TargetDisk) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let what = described(&disk.given, &disk.path);
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(&disk.path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::EBUSY) {
+                format!(
+                    "{what} is in use (the kernel refused to let it be opened exclusively: \
+                     mounted, a swap, or part of a RAID or device-mapper device); nothing was written"
+                )
+            } else {
+                format!("opening {what}: {e}")
+            }
+        })
+}
+
+/// `major:minor` of a device number.
 fn dev_id(rdev: u64) -> String {
     format!(
         "{}:{}",
@@ -350,24 +496,14 @@ pub fn first_partition(disk: &Path) -> PathBuf {
     }
 }
 
-/// extlinux's configuration: the serial console and the screen, the root image on the
-/// labelled partition, then the user's arguments.
-pub fn syslinux_cfg(append: &str) -> String {
-    format!(
-        "# Written by ros install.\nSERIAL 0 115200\nDEFAULT ros\nPROMPT 0\nTIMEOUT 10\n\n\
-         LABEL ros\n  KERNEL /boot/vmlinuz\n  INITRD /boot/initrd\n  \
-         APPEND console=tty0 console=ttyS0 quiet root=LABEL={LABEL} rootimg=/boot/root.img{}{}\n",
-        if append.trim().is_empty() { "" } else { " " },
-        append.trim()
-    )
-}
-
 fn install(
-    disk: &Path,
+    target: &TargetDisk,
+    mut dev: File,
     root_image: &Path,
     boot_dir: &Path,
     cloud_config: &str,
     append: &str,
+    version: &str,
 ) -> Result<(), String> {
     let io_err = |what: String| move |e: io::Error| format!("{what}: {e}");
     let boot_code = fs::read(MBR_CODE).map_err(io_err(MBR_CODE.into()))?;
@@ -377,37 +513,41 @@ fn install(
         .seek(SeekFrom::Start(0))
         .map_err(io_err("root image".into()))?;
 
+    let disk = target.path.as_path();
     println!("ros install: partitioning {}", disk.display());
-    let mut dev = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(disk)
-        .map_err(io_err(disk.display().to_string()))?;
     let size = dev
         .seek(SeekFrom::End(0))
         .map_err(io_err(disk.display().to_string()))?;
-    // Old signatures (filesystems, partition tables) in the first MiB go.
+    // Old signatures (filesystems, partition tables) in the first MiB go, and the
+    // partition's first MiB too (the second of the disk), so that no stale superblock
+    // fools a later probe: both through the claimed descriptor, before the partition
+    // exists for anyone to open.
     dev.seek(SeekFrom::Start(0))
         .map_err(io_err(disk.display().to_string()))?;
-    dev.write_all(&vec![0u8; 1 << 20])
+    let wipe = u64::from(FIRST_LBA) * SECTOR + (1 << 20);
+    dev.write_all(&vec![0u8; usize::try_from(wipe).unwrap_or(2 << 20)])
         .map_err(io_err(disk.display().to_string()))?;
     dev.seek(SeekFrom::Start(0))
         .map_err(io_err(disk.display().to_string()))?;
     write_partition_table(&mut dev, size, &boot_code)?;
     dev.sync_all().map_err(io_err(disk.display().to_string()))?;
-    reread_partitions(&dev)
-        .map_err(|e| format!("re-reading the partition table of {}: {e}", disk.display()))?;
-    drop(dev);
+    let reread_err =
+        |e: io::Error| format!("re-reading the partition table of {}: {e}", disk.display());
+    match reread_partitions(&dev) {
+        // The claim goes now: the kernel lets no one claim a partition of a claimed
+        // disk, and mke2fs and mount(2) below claim the partition.
+        Ok(()) => drop(dev),
+        // Some kernels refuse the re-read on a disk held exclusively, even by the caller:
+        // everything is written, so let go and ask again.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+            drop(dev);
+            let plain = File::open(disk).map_err(io_err(disk.display().to_string()))?;
+            reread_partitions(&plain).map_err(reread_err)?;
+        }
+        Err(e) => return Err(reread_err(e)),
+    }
     let part = first_partition(disk);
     wait_for(&part, Duration::from_secs(10))?;
-    // The partition's first MiB too, so that no stale superblock fools a later probe.
-    let mut p = OpenOptions::new()
-        .write(true)
-        .open(&part)
-        .map_err(io_err(part.display().to_string()))?;
-    p.write_all(&vec![0u8; 1 << 20])
-        .map_err(io_err(part.display().to_string()))?;
-    drop(p);
 
     println!("ros install: formatting {} as ext4 {LABEL}", part.display());
     // No 64bit and no metadata checksums: extlinux 6.04 reads neither.
@@ -447,6 +587,7 @@ fn install(
         image_size,
         cloud_config,
         append,
+        version,
     );
     let unmounted =
         nix::mount::umount(&target).map_err(|e| format!("unmounting {}: {e}", target.display()));
@@ -464,14 +605,18 @@ fn populate(
     image_size: u64,
     cloud_config: &str,
     append: &str,
+    version: &str,
 ) -> Result<(), String> {
     let io_err = |what: &Path| {
         let what = what.display().to_string();
         move |e: io::Error| format!("{what}: {e}")
     };
-    let boot = target.join("boot");
-    let syslinux = boot.join("syslinux");
+    // Slot A of two (ros_os::slots): `ros os upgrade` writes the other one.
+    let disk = ros_os::disk::Disk::at(target);
+    let boot = disk.path(&ros_os::slots::Slot::A.dir());
+    let syslinux = disk.path(ros_os::disk::SYSLINUX_DIR);
     fs::create_dir_all(&syslinux).map_err(io_err(&syslinux))?;
+    fs::create_dir_all(&boot).map_err(io_err(&boot))?;
     for name in BOOT_FILES {
         let from = boot_dir.join(name);
         println!("ros install: copying {}", from.display());
@@ -489,8 +634,12 @@ fn populate(
     }
     out.sync_all().map_err(io_err(&dest))?;
 
-    let cfg = syslinux.join("syslinux.cfg");
-    fs::write(&cfg, syslinux_cfg(append)).map_err(io_err(&cfg))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let state = ros_os::slots::OsState::installed(version, append, now);
+    disk.write_state(&state).map_err(|e| e.to_string())?;
+    disk.write_boot_config(&state).map_err(|e| e.to_string())?;
     run_tool(
         Command::new("/usr/bin/extlinux")
             .arg("--install")
@@ -608,6 +757,163 @@ mod tests {
         assert_eq!(mounted_from(info, &["254:32".into()]), None);
     }
 
+    /// Device numbers for the fake nodes of a test root: what `stat` would say.
+    #[derive(Default)]
+    struct FakeNodes(std::cell::RefCell<Vec<(PathBuf, String)>>);
+
+    impl BlockNodes for FakeNodes {
+        fn block_device(&self, path: &Path) -> io::Result<Option<String>> {
+            fs::metadata(path)?;
+            let nodes = self.0.borrow();
+            Ok(nodes
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, id)| id.clone()))
+        }
+    }
+
+    /// A test root with disk vdb (254:16) and its partitions vdb1 (254:17) and vdb2
+    /// (254:18), a node for each in /dev, the sysfs tree as the kernel links it, and an
+    /// empty /proc/self/mountinfo and /proc/swaps.
+    fn fake_host() -> (tempfile::TempDir, PathBuf, FakeNodes) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let nodes = FakeNodes::default();
+        let disk = root.join("sys/devices/pci0/virtio2/block/vdb");
+        for d in [
+            "sys/dev/block",
+            "sys/class/block",
+            "dev/disk/by-id",
+            "proc/self",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let add = |name: &str, dir: &Path, id: &str| {
+            fs::create_dir_all(dir.join("holders")).unwrap();
+            fs::write(dir.join("dev"), format!("{id}\n")).unwrap();
+            std::os::unix::fs::symlink(dir, root.join("sys/dev/block").join(id)).unwrap();
+            std::os::unix::fs::symlink(dir, root.join("sys/class/block").join(name)).unwrap();
+            let node = root.join("dev").join(name);
+            fs::write(&node, b"").unwrap();
+            nodes.0.borrow_mut().push((node, id.to_string()));
+        };
+        add("vdb", &disk, "254:16");
+        for n in 1..=2 {
+            let part = disk.join(format!("vdb{n}"));
+            add(&format!("vdb{n}"), &part, &format!("254:{}", 16 + n));
+            fs::write(part.join("partition"), format!("{n}\n")).unwrap();
+        }
+        std::os::unix::fs::symlink("../../vdb", root.join("dev/disk/by-id/virtio-target")).unwrap();
+        fs::write(root.join("proc/self/mountinfo"), "").unwrap();
+        fs::write(
+            root.join("proc/swaps"),
+            "Filename Type Size Used Priority\n",
+        )
+        .unwrap();
+        (dir, root, nodes)
+    }
+
+    #[test]
+    fn a_by_id_link_is_checked_as_the_disk_it_names() {
+        let (_dir, root, nodes) = fake_host();
+        let link = root.join("dev/disk/by-id/virtio-target");
+        let disk = check_disk(&link, &root, &nodes).unwrap();
+        assert_eq!(disk.path, root.join("dev/vdb"));
+        assert_eq!((disk.name.as_str(), disk.id.as_str()), ("vdb", "254:16"));
+        // The partition written next is the disk's, not the link's name plus "1".
+        assert_eq!(first_partition(&disk.path), root.join("dev/vdb1"));
+    }
+
+    #[test]
+    fn a_disk_in_use_is_refused_before_a_byte_is_written() {
+        let link = |root: &Path| root.join("dev/disk/by-id/virtio-target");
+        type Setup = fn(&Path, &FakeNodes);
+        let cases: [(Setup, &str); 6] = [
+            (
+                // A partition mounted: found by its major:minor, whatever its name.
+                |root, _| {
+                    fs::write(
+                        root.join("proc/self/mountinfo"),
+                        "22 1 254:0 / / ro - squashfs /dev/vda ro\n\
+                         30 22 254:18 / /mnt/state rw - ext4 /dev/disk/by-label/X rw\n",
+                    )
+                    .unwrap()
+                },
+                "is in use (vdb2 is mounted on /mnt/state); nothing was written",
+            ),
+            (
+                // The whole disk mounted.
+                |root, _| {
+                    fs::write(
+                        root.join("proc/self/mountinfo"),
+                        "30 22 254:16 / /data rw - ext4 /dev/vdb rw\n",
+                    )
+                    .unwrap()
+                },
+                "is in use (vdb is mounted on /data)",
+            ),
+            (
+                |root, _| {
+                    let part = root.join("sys/devices/pci0/virtio2/block/vdb/vdb1");
+                    fs::create_dir_all(part.join("holders/md0")).unwrap()
+                },
+                "is in use (md0 is built on vdb1: device-mapper, RAID or bcache)",
+            ),
+            (
+                |root, _| {
+                    fs::create_dir_all(root.join("sys/devices/pci0/virtio2/block/vdb/holders/dm-0"))
+                        .unwrap()
+                },
+                "is in use (dm-0 is built on vdb",
+            ),
+            (
+                |root, _| {
+                    fs::write(
+                        root.join("proc/swaps"),
+                        "Filename Type Size Used Priority\n/dev/vdb1 partition 1048572 0 -2\n",
+                    )
+                    .unwrap()
+                },
+                "is in use (vdb1 is an active swap, /dev/vdb1)",
+            ),
+            (
+                // Not a block device at all.
+                |root, nodes| {
+                    nodes
+                        .0
+                        .borrow_mut()
+                        .retain(|(p, _)| *p != root.join("dev/vdb"));
+                },
+                "is not a block device",
+            ),
+        ];
+        for (setup, want) in cases {
+            let (_dir, root, nodes) = fake_host();
+            setup(&root, &nodes);
+            let e = check_disk(&link(&root), &root, &nodes).unwrap_err();
+            assert!(e.contains(want), "want {want:?}, got {e:?}");
+            assert!(e.contains("virtio-target"), "names what was given: {e}");
+        }
+    }
+
+    #[test]
+    fn a_partition_is_refused_naming_its_disk() {
+        let (_dir, root, nodes) = fake_host();
+        let e = check_disk(&root.join("dev/vdb2"), &root, &nodes).unwrap_err();
+        assert!(
+            e.contains("is a partition (vdb2, number 2 of vdb); give the whole disk (/dev/vdb)"),
+            "{e}"
+        );
+        // A number the kernel does not list.
+        for (node, id) in nodes.0.borrow_mut().iter_mut() {
+            if *node == root.join("dev/vdb1") {
+                *id = "8:99".into();
+            }
+        }
+        let e = check_disk(&root.join("dev/vdb1"), &root, &nodes).unwrap_err();
+        assert!(e.contains("the kernel lists no block device 8:99"), "{e}");
+    }
+
     #[test]
     fn the_boot_partition_is_the_first_on_the_root_partitions_disk() {
         let dir = tempfile::tempdir().unwrap();
@@ -631,10 +937,12 @@ mod tests {
     }
 
     #[test]
-    fn the_boot_entry_finds_the_root_image_by_label_and_keeps_user_arguments() {
-        let cfg = syslinux_cfg("rancher.debug  ");
-        assert!(cfg.contains("  APPEND console=tty0 console=ttyS0 quiet root=LABEL=RANCHER_STATE rootimg=/boot/root.img rancher.debug\n"), "{cfg}");
-        assert!(syslinux_cfg("").contains("rootimg=/boot/root.img\n"));
-        assert!(cfg.contains("KERNEL /boot/vmlinuz") && cfg.contains("INITRD /boot/initrd"));
+    fn the_boot_entry_finds_slot_as_root_image_by_label_and_keeps_user_arguments() {
+        let cfg = ros_os::slots::OsState::installed("1.0", "rancher.debug  ", 0).boot_config();
+        assert!(cfg.contains("  APPEND console=tty0 console=ttyS0 quiet panic=10 root=LABEL=RANCHER_STATE rootimg=/boot/slot-a/root.img ros.slot=a rancher.debug\n"), "{cfg}");
+        assert!(
+            cfg.contains("KERNEL /boot/slot-a/vmlinuz")
+                && cfg.contains("INITRD /boot/slot-a/initrd")
+        );
     }
 }

@@ -24,8 +24,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read, change, merge, export and validate the cloud-config.
+    #[command(visible_alias = "c")]
     Config(config_cmd::ConfigArgs),
     /// List, enable, start, stop and inspect services.
+    #[command(visible_alias = "s")]
     Service(service_cmd::ServiceArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
@@ -37,7 +39,7 @@ enum Command {
     Sysconf(sysconf_cmd::SysconfArgs),
     /// Install rOS to a disk that boots by itself (erases the disk).
     Install(install_cmd::InstallArgs),
-    /// Operating system: version, power.
+    /// Operating system: version, upgrade and rollback, power.
     Os {
         #[command(subcommand)]
         command: os_cmd::OsCommand,

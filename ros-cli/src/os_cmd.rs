@@ -14,9 +14,42 @@ use crate::config_cmd::ROOT_ENV;
 use crate::exit::{CliError, ExitStatus};
 use crate::power;
 
+mod upgrade;
+
 /// `ros os ...`.
 #[derive(Debug, Subcommand)]
 pub enum OsCommand {
+    /// Write a signed upgrade bundle to the inactive slot and boot it once, on trial.
+    ///
+    /// The bundle's signature and every part's hash are checked before anything is
+    /// written. The new slot is tried at the next boot only; it becomes the default once
+    /// that boot passes its health check (boot complete, every enabled service up), and
+    /// otherwise the running slot boots again by itself, with the reason kept for `ros os
+    /// list`. The cloud-config, logs and both engines' data are shared by the slots.
+    Upgrade {
+        /// The bundle: a file (or a disk holding one) or an http(s) URL.
+        #[arg(short = 'i', long = "image", value_name = "FILE|URL")]
+        image: String,
+        /// Do not reboot into the trial (it runs at the next boot).
+        #[arg(long)]
+        no_reboot: bool,
+        /// Write it even if it is the release running now or was rolled back before.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Each slot's release, which runs, which boots next, which is known good, and how
+    /// the last upgrade ended.
+    List {
+        /// `table` (default) or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        /// Stop the console's warning about the last rollback.
+        #[arg(long)]
+        acknowledge: bool,
+    },
+    /// Boot the other slot from now on (only one that booted healthy), or cancel an
+    /// upgrade armed and not yet booted.
+    Rollback,
     /// Print the running rOS release (from the image's build manifest).
     Version {
         /// Print the whole build manifest instead: every Debian package (name, version,
@@ -35,14 +68,37 @@ pub enum OsCommand {
 
 /// Run `ros os` against `/` (or `$ROS_ROOT`).
 pub fn run(command: OsCommand) -> Result<(), CliError> {
+    let root = match std::env::var_os(ROOT_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from("/"),
+    };
+    let running = || running_release(&root);
     match command {
-        OsCommand::Version { manifest } => {
-            let root = match std::env::var_os(ROOT_ENV) {
-                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-                _ => PathBuf::from("/"),
-            };
-            version(&root, manifest, &mut io::stdout().lock())
+        OsCommand::Version { manifest } => version(&root, manifest, &mut io::stdout().lock()),
+        OsCommand::Upgrade {
+            image,
+            no_reboot,
+            force,
+        } => {
+            upgrade::upgrade(&root, running()?, &image, force)?;
+            if no_reboot {
+                println!("ros os upgrade: not rebooting (--no-reboot): the trial is the next boot");
+                Ok(())
+            } else {
+                power::request(ros_control::PowerAction::Reboot)
+            }
         }
+        OsCommand::List {
+            format,
+            acknowledge,
+        } => upgrade::list(
+            &root,
+            running()?,
+            format == "json",
+            acknowledge,
+            &mut io::stdout().lock(),
+        ),
+        OsCommand::Rollback => upgrade::rollback(&root, running()?),
         OsCommand::Poweroff => power::request(ros_control::PowerAction::PowerOff),
         OsCommand::Reboot => power::request(ros_control::PowerAction::Reboot),
         OsCommand::Halt => power::request(ros_control::PowerAction::Halt),
@@ -60,6 +116,16 @@ fn release(manifest: &str) -> Option<&str> {
     })
 }
 
+/// The running release, from the manifest.
+pub fn running_release(root: &Path) -> Result<String, CliError> {
+    let path = paths::under(root, paths::MANIFEST);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| CliError::failure(format!("reading {}: {e}", path.display())))?;
+    release(&text)
+        .map(String::from)
+        .ok_or_else(|| CliError::failure(format!("{}: no `release` line", path.display())))
+}
+
 fn version(root: &Path, whole: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let path = paths::under(root, paths::MANIFEST);
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -75,7 +141,10 @@ fn version(root: &Path, whole: bool, out: &mut dyn Write) -> Result<(), CliError
     } else {
         let v = release(&text)
             .ok_or_else(|| CliError::failure(format!("{}: no `release` line", path.display())))?;
-        writeln!(out, "v{v}")
+        match upgrade::running_slot(root) {
+            Some(slot) => writeln!(out, "v{v} (slot {slot})"),
+            None => writeln!(out, "v{v}"),
+        }
     };
     written.map_err(|e| CliError::failure(format!("writing to standard output: {e}")))
 }

@@ -1,11 +1,13 @@
 //! User and group names to numeric ids, from `<root>/etc/passwd` and `<root>/etc/group`
 //! (no NSS: the host has only these files). Owns `write_files[].owner` parsing; reads files
-//! only, changes nothing.
+//! only, changes nothing. The root is a directory on the host (`&Path`) or a container's
+//! root ([`ContainerRoot`]: its account files are read without leaving it).
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::confined::{ConfinedError, ContainerRoot};
 use crate::host::Owner;
 use crate::paths;
 
@@ -41,6 +43,9 @@ pub enum OwnerError {
         /// The group file.
         path: PathBuf,
     },
+    /// A container's account file could not be read inside its root.
+    #[error(transparent)]
+    ReadContainerAccounts(ConfinedError),
     /// Empty user and group.
     #[error("owner `{owner}`: expected USER[:GROUP]")]
     Malformed {
@@ -49,43 +54,81 @@ pub enum OwnerError {
     },
 }
 
+/// Where `/etc/passwd` and `/etc/group` are read from.
+pub trait AccountFiles {
+    /// The text of `well_known` (an absolute path such as [`paths::ETC_PASSWD`]) below this
+    /// root; `None` when it does not exist.
+    fn read_account_file(&self, well_known: &str) -> Result<Option<String>, OwnerError>;
+    /// Where `well_known` is, as the host sees it (for messages).
+    fn account_file_path(&self, well_known: &str) -> PathBuf;
+}
+
+impl AccountFiles for Path {
+    fn read_account_file(&self, well_known: &str) -> Result<Option<String>, OwnerError> {
+        let path = paths::under(self, well_known);
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(OwnerError::ReadAccounts { path, source }),
+        }
+    }
+
+    fn account_file_path(&self, well_known: &str) -> PathBuf {
+        paths::under(self, well_known)
+    }
+}
+
+impl AccountFiles for ContainerRoot {
+    fn read_account_file(&self, well_known: &str) -> Result<Option<String>, OwnerError> {
+        let rel = Path::new(well_known.trim_start_matches('/'));
+        self.read_optional(rel)
+            .map_err(OwnerError::ReadContainerAccounts)
+    }
+
+    fn account_file_path(&self, well_known: &str) -> PathBuf {
+        paths::under(self.path(), well_known)
+    }
+}
+
 /// A user's uid and primary gid from the passwd file under `root`; `Ok(None)` when there
 /// is no such user (or no passwd file).
-pub fn lookup_user(root: &Path, name: &str) -> Result<Option<Owner>, OwnerError> {
-    let path = paths::under(root, paths::ETC_PASSWD);
-    Ok(read_table(&path)?.into_iter().find_map(|fields| {
-        // name:password:uid:gid:gecos:home:shell
-        if fields.first().map(String::as_str) != Some(name) {
-            return None;
-        }
-        let uid = fields.get(2)?.parse().ok()?;
-        let gid = fields.get(3)?.parse().ok()?;
-        Some(Owner { uid, gid })
-    }))
+pub fn lookup_user<R: AccountFiles + ?Sized>(
+    root: &R,
+    name: &str,
+) -> Result<Option<Owner>, OwnerError> {
+    Ok(read_table(root, paths::ETC_PASSWD)?
+        .into_iter()
+        .find_map(|fields| {
+            // name:password:uid:gid:gecos:home:shell
+            if fields.first().map(String::as_str) != Some(name) {
+                return None;
+            }
+            let uid = fields.get(2)?.parse().ok()?;
+            let gid = fields.get(3)?.parse().ok()?;
+            Some(Owner { uid, gid })
+        }))
 }
 
 /// A group's gid from the group file under `root`; `Ok(None)` when there is none.
-pub fn lookup_group(root: &Path, name: &str) -> Result<Option<u32>, OwnerError> {
-    let path = paths::under(root, paths::ETC_GROUP);
-    Ok(read_table(&path)?.into_iter().find_map(|fields| {
-        // name:password:gid:members
-        (fields.first().map(String::as_str) == Some(name))
-            .then(|| fields.get(2)?.parse().ok())
-            .flatten()
-    }))
+pub fn lookup_group<R: AccountFiles + ?Sized>(
+    root: &R,
+    name: &str,
+) -> Result<Option<u32>, OwnerError> {
+    Ok(read_table(root, paths::ETC_GROUP)?
+        .into_iter()
+        .find_map(|fields| {
+            // name:password:gid:members
+            (fields.first().map(String::as_str) == Some(name))
+                .then(|| fields.get(2)?.parse().ok())
+                .flatten()
+        }))
 }
 
-fn read_table(path: &Path) -> Result<Vec<Vec<String>>, OwnerError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(source) => {
-            return Err(OwnerError::ReadAccounts {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
+fn read_table<R: AccountFiles + ?Sized>(
+    root: &R,
+    well_known: &str,
+) -> Result<Vec<Vec<String>>, OwnerError> {
+    let text = root.read_account_file(well_known)?.unwrap_or_default();
     Ok(text
         .lines()
         .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
@@ -96,7 +139,10 @@ fn read_table(path: &Path) -> Result<Vec<Vec<String>>, OwnerError> {
 /// Resolve `USER[:GROUP]` (or `:GROUP`): numbers are
 /// ids, names are looked up under `root`. Without a group, a named user's primary group is
 /// used (a numeric uid gets gid 0). `None` means `root:root`.
-pub fn resolve_owner(root: &Path, owner: Option<&str>) -> Result<Owner, OwnerError> {
+pub fn resolve_owner<R: AccountFiles + ?Sized>(
+    root: &R,
+    owner: Option<&str>,
+) -> Result<Owner, OwnerError> {
     let Some(text) = owner.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(Owner::ROOT);
     };
@@ -104,7 +150,7 @@ pub fn resolve_owner(root: &Path, owner: Option<&str>) -> Result<Owner, OwnerErr
         Some((u, g)) => (u.trim(), Some(g.trim()).filter(|g| !g.is_empty())),
         None => (text, None),
     };
-    let passwd = paths::under(root, paths::ETC_PASSWD);
+    let passwd = root.account_file_path(paths::ETC_PASSWD);
     let (uid, primary_gid) = if user.is_empty() {
         (0, 0)
     } else if let Ok(uid) = user.parse::<u32>() {
@@ -124,7 +170,7 @@ pub fn resolve_owner(root: &Path, owner: Option<&str>) -> Result<Owner, OwnerErr
             Err(_) => lookup_group(root, g)?.ok_or_else(|| OwnerError::UnknownGroup {
                 owner: text.to_string(),
                 group: g.to_string(),
-                path: paths::under(root, paths::ETC_GROUP),
+                path: root.account_file_path(paths::ETC_GROUP),
             })?,
         },
     };

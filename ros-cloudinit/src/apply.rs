@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use ros_config::schema::{CloudConfig, WriteFile};
 
 use crate::accounts::{lookup_user, resolve_owner};
+use crate::confined::{container_path, ContainerRoot, HomeFile};
 use crate::host::{Host, ModuleLoader, Owner};
 use crate::mounts::apply_mounts;
 use crate::paths::{self, under};
@@ -256,6 +257,72 @@ pub fn apply_write_files(
     for_containers
 }
 
+/// `write_files` entries with `container:`, written inside the container whose root (as
+/// the host sees it) is `root`, typically `/proc/PID/root` of its task. An entry whose
+/// path is relative or holds `..` is refused with a problem naming it; the others are
+/// resolved inside that root, never through the host's (an absolute symlink in the image
+/// resolves in the image), owners against the container's own `/etc/passwd` and
+/// `/etc/group` (read the same way), and written atomically with the entry's mode.
+pub fn apply_container_write_files(
+    root: &Path,
+    files: &[WriteFile],
+    host: &dyn Host,
+    report: &mut Report,
+) {
+    let subject = |file: &WriteFile| {
+        let path: &str = &file.path;
+        match file.container.as_deref() {
+            Some(c) => format!("{path} (container {c})"),
+            None => path.to_string(),
+        }
+    };
+    let mut checked = Vec::new();
+    for file in files {
+        match container_path(&file.path) {
+            Ok(rel) => checked.push((file, rel)),
+            Err(e) => report.problem(Step::WriteFiles, subject(file), e.to_string()),
+        }
+    }
+    if checked.is_empty() {
+        return;
+    }
+    let croot = match ContainerRoot::open(root) {
+        Ok(r) => r,
+        Err(e) => {
+            for (file, _) in checked {
+                report.problem(Step::WriteFiles, subject(file), e.to_string());
+            }
+            return;
+        }
+    };
+    for (file, rel) in checked {
+        let subject = subject(file);
+        let bytes = match file.decoded_content() {
+            Ok(b) => b,
+            Err(e) => {
+                report.problem(Step::WriteFiles, subject, e.to_string());
+                continue;
+            }
+        };
+        let owner = match resolve_owner(&croot, file.owner.as_deref()) {
+            Ok(o) => o,
+            Err(e) => {
+                report.problem(Step::WriteFiles, subject, e.to_string());
+                continue;
+            }
+        };
+        let mode = file.mode();
+        match host.write_file_in_root(&croot, &rel, &bytes, mode, owner) {
+            Ok(()) => report.done(
+                Step::WriteFiles,
+                subject,
+                format!("{} bytes, mode {mode:04o}, owner {owner}", bytes.len()),
+            ),
+            Err(e) => report.problem(Step::WriteFiles, subject, e.to_string()),
+        }
+    }
+}
+
 /// `authorized_keys` text: the existing lines kept, each key not already there appended.
 /// Keys typed by hand on the machine survive a reboot that re-applies the config.
 pub fn merge_authorized_keys(existing: &str, keys: &[&str]) -> String {
@@ -276,7 +343,9 @@ pub fn merge_authorized_keys(existing: &str, keys: &[&str]) -> String {
 
 /// `ssh_authorized_keys`: added to the console user's `~/.ssh/authorized_keys` (directory
 /// 0700, file 0600, owned by `rancher`, uid/gid from `/etc/passwd` or 1100), as RancherOS
-/// did; root gets none.
+/// did; root gets none. The user controls the home, so `.ssh` and `authorized_keys` are
+/// opened without following symlinks and refused (a problem naming them) when a symlink or
+/// owned by someone other than the user or root: see [`Host::update_home_file`].
 pub fn authorize_ssh_keys(root: &Path, config: &CloudConfig, host: &dyn Host, report: &mut Report) {
     if config.ssh_authorized_keys.is_empty() {
         return;
@@ -290,45 +359,36 @@ pub fn authorize_ssh_keys(root: &Path, config: &CloudConfig, host: &dyn Host, re
             gid: paths::CONSOLE_UID,
         });
     let home = under(root, paths::CONSOLE_HOME);
-    let ssh_dir = home.join(".ssh");
-    let file = ssh_dir.join("authorized_keys");
-    let mut dirs = Vec::new();
-    if !home.is_dir() {
-        dirs.push((&home, 0o755));
-    }
-    dirs.push((&ssh_dir, 0o700));
-    for (dir, mode) in dirs {
-        if let Err(e) = host.create_dir(dir, mode, owner) {
+    // Only when nothing is there: a symlink in its place is refused below, not followed.
+    if fs::symlink_metadata(&home).is_err() {
+        if let Err(e) = host.create_dir(&home, 0o755, owner) {
             report.problem(
                 Step::SshAuthorizedKeys,
                 &subject,
-                format!("creating {}: {e}", dir.display()),
+                format!("creating {}: {e}", home.display()),
             );
             return;
         }
     }
-    let existing = match read_optional(&file) {
-        Ok(t) => t.unwrap_or_default(),
-        Err(e) => {
-            report.problem(
-                Step::SshAuthorizedKeys,
-                &subject,
-                format!("reading {}: {e}", file.display()),
-            );
-            return;
-        }
-    };
     let keys: Vec<&str> = config.ssh_authorized_keys.iter().map(|k| &**k).collect();
-    let text = merge_authorized_keys(&existing, &keys);
-    match host.write_file(&file, text.as_bytes(), 0o600, owner) {
+    let merge = |existing: &str| merge_authorized_keys(existing, &keys);
+    match host.update_home_file(&home, &AUTHORIZED_KEYS, owner, &merge) {
         Ok(()) => report.done(
             Step::SshAuthorizedKeys,
             &subject,
             format!("{} key(s) for {}", keys.len(), paths::CONSOLE_USER),
         ),
-        Err(e) => report.problem(Step::SshAuthorizedKeys, &subject, format!("writing: {e}")),
+        Err(e) => report.problem(Step::SshAuthorizedKeys, &subject, e.to_string()),
     }
 }
+
+/// `~/.ssh/authorized_keys`, as sshd's StrictModes wants it.
+const AUTHORIZED_KEYS: HomeFile<'static> = HomeFile {
+    dir: ".ssh",
+    dir_mode: 0o700,
+    name: "authorized_keys",
+    mode: 0o600,
+};
 
 #[cfg(test)]
 mod tests {

@@ -54,18 +54,23 @@ fn run_one(
     runner: &dyn CommandRunner,
     report: &mut Report,
 ) {
+    let problem = |report: &mut Report, message: String| {
+        report.problem(step, subject, message);
+        if let Some(line) = report.problem_lines().last() {
+            runner.problem(line);
+        }
+    };
     if invocation.argv.first().is_none_or(String::is_empty) {
-        report.problem(step, subject, "empty command");
+        problem(report, "empty command".into());
         return;
     }
     match runner.run(invocation) {
         Ok(exit) if exit.success() => report.done(step, subject, exit.to_string()),
-        Ok(exit) => report.problem(
-            step,
-            subject,
+        Ok(exit) => problem(
+            report,
             format!("{exit} (output in {})", invocation.log.display()),
         ),
-        Err(e) => report.problem(step, subject, e),
+        Err(e) => problem(report, e),
     }
 }
 

@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::confined::{ConfinedError, ContainerRoot, HomeFile};
 use crate::host::{CommandRunner, Exit, Host, Invocation, ModuleLoader, MsFlags, Owner};
 
 /// One recorded [`Host`] call.
@@ -40,6 +41,32 @@ pub enum Call {
     },
     /// `remove`.
     Remove(PathBuf),
+    /// `write_file_in_root`.
+    WriteFileInRoot {
+        /// The container root (as the host sees it).
+        root: PathBuf,
+        /// The path below it (relative).
+        path: PathBuf,
+        /// What.
+        bytes: Vec<u8>,
+        /// Mode.
+        mode: u32,
+        /// Owner.
+        owner: Owner,
+    },
+    /// `update_home_file`.
+    UpdateHomeFile {
+        /// The home directory.
+        home: PathBuf,
+        /// The directory in it, and its mode.
+        dir: (String, u32),
+        /// The file in that, and its mode.
+        file: (String, u32),
+        /// Owner of both.
+        owner: Owner,
+        /// What the file holds afterwards.
+        bytes: Vec<u8>,
+    },
     /// `sysctl`.
     Sysctl {
         /// The /proc/sys file.
@@ -168,6 +195,74 @@ impl Host for RecordingHost {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    fn write_file_in_root(
+        &self,
+        root: &ContainerRoot,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        owner: Owner,
+    ) -> Result<(), ConfinedError> {
+        let full = root.path().join(path);
+        let call = Call::WriteFileInRoot {
+            root: root.path().to_path_buf(),
+            path: path.to_path_buf(),
+            bytes: bytes.to_vec(),
+            mode,
+            owner,
+        };
+        self.record(call, Some(&full))
+            .map_err(|source| ConfinedError::Io {
+                action: "writing",
+                path: full.clone(),
+                source,
+            })?;
+        // Written for real, resolved inside the root as the real host does (a plain write
+        // would follow the root's absolute symlinks out of the test's temp dir), but owned
+        // by whoever runs the test: only root may give files away.
+        let me = Owner {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        };
+        root.write_file(path, bytes, mode, me)
+    }
+
+    fn update_home_file(
+        &self,
+        home: &Path,
+        file: &HomeFile<'_>,
+        owner: Owner,
+        update: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfinedError> {
+        let path = home.join(file.dir).join(file.name);
+        let fail = |source| ConfinedError::Io {
+            action: "writing",
+            path: path.clone(),
+            source,
+        };
+        let existing = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(fail(e)),
+        };
+        let text = update(&existing);
+        let call = Call::UpdateHomeFile {
+            home: home.to_path_buf(),
+            dir: (file.dir.to_string(), file.dir_mode),
+            file: (file.name.to_string(), file.mode),
+            owner,
+            bytes: text.clone().into_bytes(),
+        };
+        self.record(call, Some(&path)).map_err(fail)?;
+        // Written for real without following symlinks, as the real host does, but owned by
+        // whoever runs the test: only root may give files away.
+        let me = Owner {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        };
+        crate::confined::update_home_file(home, file, me, &|_| text.clone())
     }
 
     fn sysctl(&self, path: &Path, value: &str) -> io::Result<()> {

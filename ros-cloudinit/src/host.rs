@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use nix::mount::MsFlags;
 
+use crate::confined::{ConfinedError, ContainerRoot, HomeFile};
+
 /// Who owns a file: numeric uid and gid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Owner {
@@ -49,6 +51,26 @@ pub trait Host {
     fn create_dir(&self, path: &Path, mode: u32, owner: Owner) -> io::Result<()>;
     /// Remove a file or an empty directory; one that does not exist is `Ok`.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Replace `path` (relative: see [`crate::confined::container_path`]) inside the
+    /// container root `root` with `bytes`, owned by `owner` with mode `mode`, resolving it
+    /// as if `root` were `/` ([`ContainerRoot::write_file`]).
+    fn write_file_in_root(
+        &self,
+        root: &ContainerRoot,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        owner: Owner,
+    ) -> Result<(), ConfinedError>;
+    /// Replace `file` in the home directory `home` with what `update` makes of its text,
+    /// never following a symlink the user planted there ([`crate::confined::update_home_file`]).
+    fn update_home_file(
+        &self,
+        home: &Path,
+        file: &HomeFile<'_>,
+        owner: Owner,
+        update: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfinedError>;
     /// Write `value` into the sysctl file `path` (under `/proc/sys`).
     fn sysctl(&self, path: &Path, value: &str) -> io::Result<()>;
     /// `mount(2)`.
@@ -116,9 +138,18 @@ impl Invocation {
     /// its directory if missing) after a header line naming the command. The runner only
     /// spawns it and waits for the exit in its own way.
     pub fn command(&self) -> io::Result<Command> {
-        let Some((program, args)) = self.argv.split_first() else {
+        self.command_in(Path::new("/"))
+    }
+
+    /// [`Invocation::command`] for a command that will run with `root` as its `/` (a
+    /// container's root, seen as `/proc/PID/root`): `argv[0]` is looked up in the `PATH`
+    /// of [`Invocation::env`] below `root`, and the command runs the program by the path
+    /// it has there. A program that is not there is an error naming it and the `PATH`.
+    pub fn command_in(&self, root: &Path) -> io::Result<Command> {
+        let Some((name, args)) = self.argv.split_first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
         };
+        let program = self.resolve(root, name)?;
         if let Some(dir) = self.log.parent() {
             fs::create_dir_all(dir).map_err(|e| annotate(e, "creating", dir))?;
         }
@@ -131,6 +162,8 @@ impl Invocation {
         writeln!(log, "cloud-init: {}: {:?}", self.label, self.argv)
             .map_err(|e| annotate(e, "writing", &self.log))?;
         let mut cmd = Command::new(program);
+        // argv[0] as it was written (`sleep`, not `/bin/sleep`): busybox picks its applet by it.
+        std::os::unix::process::CommandExt::arg0(&mut cmd, name);
         cmd.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir("/")
@@ -138,6 +171,56 @@ impl Invocation {
             .stdout(log.try_clone()?)
             .stderr(log);
         Ok(cmd)
+    }
+}
+
+impl Invocation {
+    /// `PATH` as the command will see it: the last `PATH` of [`Invocation::env`], else
+    /// [`crate::DEFAULT_PATH`].
+    pub fn path_var(&self) -> &str {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map_or(crate::DEFAULT_PATH, |(_, v)| v.as_str())
+    }
+
+    /// Where `name` is, as a path below `/` of the command's root `root`: itself when it
+    /// holds a `/`, else the first executable file `DIR/name` for the `DIR`s of
+    /// [`Invocation::path_var`]. Resolving here (rather than letting exec search) gives a
+    /// missing program one clear error, and spawns with an absolute path.
+    fn resolve(&self, root: &Path, name: &str) -> io::Result<PathBuf> {
+        // A symlink counts without following it: below /proc/PID/root an absolute link
+        // (busybox's applets) would resolve against PID 1's root, not the container's;
+        // exec, from inside the container, follows it right.
+        let executable = |p: &Path| {
+            let below = root.join(p.strip_prefix("/").unwrap_or(p));
+            fs::symlink_metadata(below).is_ok_and(|m| {
+                m.file_type().is_symlink() || (m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+        };
+        if name.contains('/') {
+            let p = PathBuf::from(name);
+            return if !p.is_absolute() || executable(&p) {
+                Ok(p)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{name}: no such executable file"),
+                ))
+            };
+        }
+        self.path_var()
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| Path::new(d).join(name))
+            .find(|p| executable(p))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{name}: command not found in PATH {}", self.path_var()),
+                )
+            })
     }
 }
 
@@ -152,6 +235,11 @@ pub trait CommandRunner {
     /// Run `invocation` to completion. `Err` when it could not be started (message names
     /// the program).
     fn run(&self, invocation: &Invocation) -> Result<Exit, String>;
+
+    /// A problem line (`cloud-init: runcmd ...: ...`) as it happens, before the report is
+    /// complete: a later command may run for as long as the machine is up. Nothing by
+    /// default.
+    fn problem(&self, _line: &str) {}
 }
 
 /// [`CommandRunner`] with `Command::status`: for tests and tools that are not PID 1.
@@ -281,6 +369,27 @@ impl Host for SystemHost {
         }
     }
 
+    fn write_file_in_root(
+        &self,
+        root: &ContainerRoot,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        owner: Owner,
+    ) -> Result<(), ConfinedError> {
+        root.write_file(path, bytes, mode, owner)
+    }
+
+    fn update_home_file(
+        &self,
+        home: &Path,
+        file: &HomeFile<'_>,
+        owner: Owner,
+        update: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfinedError> {
+        crate::confined::update_home_file(home, file, owner, update)
+    }
+
     fn sysctl(&self, path: &Path, value: &str) -> io::Result<()> {
         // No create, no truncate, no rename: /proc/sys files exist or the key is wrong.
         OpenOptions::new()
@@ -398,5 +507,61 @@ mod tests {
         };
         let err = StdRunner.run(&missing).unwrap_err();
         assert!(err.contains("/no/such/program"), "{err}");
+    }
+
+    fn invocation(argv: &[&str], path: &str) -> Invocation {
+        Invocation {
+            label: "runcmd[0]".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![("PATH".into(), path.into())],
+            log: PathBuf::from("/dev/null"),
+        }
+    }
+
+    #[test]
+    fn argv0_is_found_on_the_path_below_the_commands_root() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+        fs::create_dir_all(root.path().join("bin")).unwrap();
+        fs::write(root.path().join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(
+            root.path().join("usr/bin/tool"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        // A file that is not executable is passed over; an (absolute) applet symlink counts.
+        fs::write(root.path().join("bin/tool"), "").unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", root.path().join("bin/sleep")).unwrap();
+        let inv = invocation(&["tool"], "/bin:/usr/bin");
+        assert_eq!(
+            inv.resolve(root.path(), "tool").unwrap(),
+            Path::new("/usr/bin/tool")
+        );
+        assert_eq!(
+            inv.resolve(root.path(), "sleep").unwrap(),
+            Path::new("/bin/sleep")
+        );
+        let err = inv.resolve(root.path(), "nope").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            err.to_string(),
+            "nope: command not found in PATH /bin:/usr/bin"
+        );
+        assert!(inv.resolve(root.path(), "/usr/bin/missing").is_err());
+    }
+
+    #[test]
+    fn a_missing_program_is_an_error_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = invocation(&["ros-no-such-program", "x"], "/nonexistent");
+        inv.log = dir.path().join("log");
+        let err = StdRunner.run(&inv).unwrap_err();
+        assert!(
+            err.contains("command not found in PATH /nonexistent"),
+            "{err}"
+        );
+        // The default PATH when none is given.
+        inv.env.clear();
+        assert_eq!(inv.path_var(), crate::DEFAULT_PATH);
     }
 }

@@ -16,7 +16,8 @@
 //! 2. [`apply`] (modules, sysctl, hostname, write_files, mounts, ssh keys);
 //!    [`run_bootcmd`]; start containerd and the services;
 //! 3. [`run_runcmd`], then [`run_user_scripts`]; hand [`Applied::container_files`] to the
-//!    supervisor.
+//!    supervisor, which writes them with [`apply_container_write_files`] into each
+//!    service's root (`/proc/PID/root`, resolved inside it: see [`confined`]) as it starts.
 //!
 //! Every call returns a [`Report`]; print its `problem_lines()` on the console. Nothing here
 //! panics on bad input or fails the boot.
@@ -24,6 +25,7 @@
 mod accounts;
 mod apply;
 mod commands;
+pub mod confined;
 mod datasource;
 pub mod fake;
 mod host;
@@ -33,12 +35,13 @@ mod mounts;
 pub mod paths;
 mod report;
 
-pub use accounts::{lookup_group, lookup_user, resolve_owner, OwnerError};
+pub use accounts::{lookup_group, lookup_user, resolve_owner, AccountFiles, OwnerError};
 pub use apply::{
-    apply, apply_hostname, apply_sysctl, apply_write_files, authorize_ssh_keys, hosts_with,
-    load_modules, merge_authorized_keys, sysctl_path, Applied,
+    apply, apply_container_write_files, apply_hostname, apply_sysctl, apply_write_files,
+    authorize_ssh_keys, hosts_with, load_modules, merge_authorized_keys, sysctl_path, Applied,
 };
 pub use commands::{command_env, run_bootcmd, run_runcmd, run_user_scripts, DEFAULT_PATH};
+pub use confined::{ConfinedError, ContainerRoot, HomeFile};
 pub use datasource::{
     fetch_user_data, find_config_drive, plan, ConfigDrive, Datasource, DatasourceError,
     FetchOptions, CDROM_MODULE, CONFIG_DRIVE_HOST_MODULES,

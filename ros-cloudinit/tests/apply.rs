@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{config, mode_of, put};
@@ -235,6 +236,75 @@ fn write_files_for_real_in_a_temp_root() {
 }
 
 #[test]
+fn container_write_files_refuse_dot_dot_and_resolve_inside_the_root() {
+    let host_dir = tempfile::tempdir().unwrap();
+    // The container's root, with its own accounts and an absolute symlink `etc/conf -> /srv`.
+    let root = host_dir.path().join("root");
+    put(
+        &root,
+        "etc/passwd",
+        "root:x:0:0::/:/bin/sh\nntp:x:123:124::/:/bin/false\n",
+    );
+    fs::create_dir_all(root.join("srv")).unwrap();
+    std::os::unix::fs::symlink("/srv", root.join("etc/conf")).unwrap();
+    let cfg = config(
+        r#"
+write_files:
+  - path: /../../../var/lib/rancher/conf/cloud-config.yml
+    container: ntp
+    content: "pwned\n"
+  - path: /etc/conf/ntp.conf
+    container: ntp
+    owner: ntp
+    permissions: "0640"
+    content: "server pool.ntp.org\n"
+"#,
+    );
+    let host = RecordingHost::new();
+    let mut report = ros_cloudinit::Report::default();
+    ros_cloudinit::apply_container_write_files(&root, &cfg.write_files, &host, &mut report);
+    let problems = report.problem_lines();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(
+            "cloud-init: write_files /../../../var/lib/rancher/conf/cloud-config.yml (container ntp): "
+        ),
+        "{}",
+        problems[0]
+    );
+    assert!(problems[0].contains("`..`"), "{}", problems[0]);
+    // The owner comes from the container's passwd; the path is handed on relative.
+    assert_eq!(
+        host.calls(),
+        [Call::WriteFileInRoot {
+            root: root.clone(),
+            path: "etc/conf/ntp.conf".into(),
+            bytes: b"server pool.ntp.org\n".to_vec(),
+            mode: 0o640,
+            owner: Owner { uid: 123, gid: 124 },
+        }]
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("srv/ntp.conf")).unwrap(),
+        "server pool.ntp.org\n"
+    );
+
+    // The real host: the symlink resolves to the container's /srv, not the host's.
+    let me = format!(
+        "{}:{}",
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw()
+    );
+    let cfg = config(&format!(
+        "write_files:\n  - {{path: /etc/conf/ntp.conf, container: ntp, owner: \"{me}\", content: x}}\n"
+    ));
+    let mut report = ros_cloudinit::Report::default();
+    ros_cloudinit::apply_container_write_files(&root, &cfg.write_files, &SystemHost, &mut report);
+    assert!(report.is_ok(), "{:?}", report.problem_lines());
+    assert_eq!(fs::read_to_string(root.join("srv/ntp.conf")).unwrap(), "x");
+}
+
+#[test]
 fn ssh_keys_go_to_rancher_only() {
     let dir = root_with_accounts();
     let root = dir.path();
@@ -250,19 +320,13 @@ fn ssh_keys_go_to_rancher_only() {
     let ssh = root.join("home/rancher/.ssh");
     assert_eq!(
         host.calls(),
-        [
-            Call::CreateDir {
-                path: ssh.clone(),
-                mode: 0o700,
-                owner: RANCHER
-            },
-            Call::WriteFile {
-                path: ssh.join("authorized_keys"),
-                bytes: b"ssh-rsa BYHAND me@laptop\nssh-ed25519 AAAAC3Nza one@example\n".to_vec(),
-                mode: 0o600,
-                owner: RANCHER
-            },
-        ]
+        [Call::UpdateHomeFile {
+            home: root.join("home/rancher"),
+            dir: (".ssh".into(), 0o700),
+            file: ("authorized_keys".into(), 0o600),
+            owner: RANCHER,
+            bytes: b"ssh-rsa BYHAND me@laptop\nssh-ed25519 AAAAC3Nza one@example\n".to_vec(),
+        }]
     );
     assert_eq!(mode_of(&ssh), 0o700);
     assert_eq!(mode_of(&ssh.join("authorized_keys")), 0o600);
@@ -284,6 +348,43 @@ fn ssh_keys_go_to_rancher_only() {
         fs::read_to_string(bare.path().join("home/rancher/.ssh/authorized_keys")).unwrap(),
         "ssh-ed25519 AAAAC3Nza one@example\nssh-rsa BYHAND me@laptop\n"
     );
+}
+
+#[test]
+fn ssh_keys_never_follow_a_symlinked_ssh_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    // rancher is whoever runs the test, so the real host may give it files.
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    put(
+        &root,
+        "etc/passwd",
+        format!("rancher:x:{uid}:{gid}::/home/rancher:/bin/sh\n"),
+    );
+    fs::create_dir_all(root.join("home/rancher")).unwrap();
+    let elsewhere = dir.path().join("var");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("home/rancher/.ssh")).unwrap();
+    let cfg = config("ssh_authorized_keys: [ssh-ed25519 AAAA k]\n");
+    // Only this step, for real: nothing else of the machine's is touched.
+    let mut report = ros_cloudinit::Report::default();
+    ros_cloudinit::authorize_ssh_keys(&root, &cfg, &SystemHost, &mut report);
+    let problems = report.problem_lines();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains(&format!(
+            "refusing {}: a symlink",
+            root.join("home/rancher/.ssh").display()
+        )),
+        "{}",
+        problems[0]
+    );
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert_eq!(mode_of(&elsewhere), 0o755);
 }
 
 #[test]

@@ -6,7 +6,10 @@ use std::net::IpAddr;
 
 use crate::diagnostic::Severity;
 use crate::keypath::KeyPath;
-use crate::schema::{CloudConfig, CommandSpec, InterfaceConfig, NetworkConfig, RancherConfig};
+use crate::schema::{
+    CloudConfig, CommandSpec, InterfaceConfig, NetworkConfig, RancherConfig, MAX_DHCP_TIMEOUT_SECS,
+    MAX_SHUTDOWN_TIMEOUT_SECS,
+};
 
 /// One problem found by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +195,12 @@ fn rancher(f: &mut Findings, r: &RancherConfig) {
     }
     network(f, &at.key("network"), &r.network);
     network(f, &at.key("defaults").key("network"), &r.defaults.network);
+    seconds(
+        f,
+        at.key("shutdown_timeout"),
+        r.shutdown_timeout,
+        MAX_SHUTDOWN_TIMEOUT_SECS,
+    );
     if r.ssh.port == Some(0) {
         f.error(at.key("ssh").key("port"), "port 0 is not a port");
     }
@@ -238,7 +247,25 @@ fn rancher(f: &mut Findings, r: &RancherConfig) {
     }
 }
 
+/// A duration in seconds must be at most `max` (each bound says why beside its constant in
+/// `schema`): unbounded, `rancher.shutdown_timeout = u64::MAX` overflowed PID 1's clock
+/// arithmetic and panicked it at every shutdown.
+fn seconds(f: &mut Findings, path: KeyPath, value: Option<u64>, max: u64) {
+    if let Some(secs) = value.filter(|s| *s > max) {
+        f.error(
+            path,
+            format!("{secs} seconds is longer than the most allowed, {max} seconds"),
+        );
+    }
+}
+
 fn network(f: &mut Findings, at: &KeyPath, n: &NetworkConfig) {
+    seconds(
+        f,
+        at.key("dhcp_timeout"),
+        n.dhcp_timeout,
+        MAX_DHCP_TIMEOUT_SECS,
+    );
     for (i, ns) in n.dns.nameservers.iter().enumerate() {
         if ns.parse::<IpAddr>().is_err() {
             f.error(
@@ -348,6 +375,74 @@ mod tests {
         ] {
             assert!(cidr(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let cases: [(&str, &[&str]); 7] = [
+            // (cloud-config, diagnostics)
+            ("rancher:\n  shutdown_timeout: 3600\n", &[]),
+            (
+                "rancher:\n  shutdown_timeout: 3601\n",
+                &["t.yml:2:21: rancher.shutdown_timeout: 3601 seconds is longer than the most allowed, 3600 seconds"],
+            ),
+            (
+                "rancher:\n  shutdown_timeout: 99999999999999999\n",
+                &["t.yml:2:21: rancher.shutdown_timeout: 99999999999999999 seconds is longer than the most allowed, 3600 seconds"],
+            ),
+            ("rancher:\n  network: {dhcp_timeout: 3600}\n", &[]),
+            (
+                "rancher:\n  network: {dhcp_timeout: 3601}\n",
+                &["t.yml:2:27: rancher.network.dhcp_timeout: 3601 seconds is longer than the most allowed, 3600 seconds"],
+            ),
+            (
+                "rancher:\n  defaults:\n    network: {dhcp_timeout: 18446744073709551615}\n",
+                &["t.yml:3:29: rancher.defaults.network.dhcp_timeout: 18446744073709551615 seconds is longer than the most allowed, 3600 seconds"],
+            ),
+            ("rancher:\n  shutdown_timeout: 0\n", &[]),
+        ];
+        for (text, want) in cases {
+            let shown: Vec<String> = crate::validate_text("t.yml", text, crate::Mode::Strict)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(shown, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_duration_over_its_bound_is_dropped_at_boot() {
+        let layer = crate::Layer::parse("t.yml", "rancher:\n  shutdown_timeout: 4000\n").unwrap();
+        let r = crate::resolve(vec![layer], crate::Mode::Boot);
+        assert_eq!(r.config.rancher.shutdown_timeout, None);
+        assert_eq!(
+            r.config.shutdown_timeout(),
+            crate::schema::DEFAULT_SHUTDOWN_TIMEOUT
+        );
+        assert!(r.diagnostics[0].is_error(), "{:?}", r.diagnostics);
+    }
+
+    #[test]
+    fn set_refuses_a_duration_over_its_bound() {
+        let mut value = crate::Value::Mapping(crate::Mapping::new());
+        crate::set(&mut value, "rancher.shutdown_timeout", "3600").unwrap();
+        let before = value.clone();
+        match crate::set(&mut value, "rancher.shutdown_timeout", "99999999999999999") {
+            Err(crate::SetError::Invalid { diagnostics, .. }) => {
+                assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+                assert_eq!(
+                    diagnostics[0].key_path.to_string(),
+                    "rancher.shutdown_timeout"
+                );
+                assert!(
+                    diagnostics[0].message.contains("3600"),
+                    "{}",
+                    diagnostics[0]
+                );
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        assert_eq!(value, before);
     }
 
     #[test]

@@ -194,6 +194,7 @@ impl Cmdline {
 mod tests {
     use super::*;
     use crate::yaml::parse_document;
+    use proptest::prelude::*;
 
     fn y(text: &str) -> Value {
         parse_document(text).unwrap()
@@ -288,5 +289,60 @@ mod tests {
         let c = Cmdline::parse("quiet rancher.ssh.port=x");
         let w = &c.words[0];
         assert_eq!((w.key_column, w.value_column), (7, 24));
+    }
+
+    /// Text a kernel command line may hold, weighted towards what trips parsers: quotes
+    /// left open, runs of `=`, control characters, numbers too large for any integer.
+    fn cmdline_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            3 => any::<char>().prop_map(String::from),
+            3 => prop::sample::select(vec![
+                "\"", "=", "==", " ", "\t", "\n", "\0", "\u{7f}", "\u{a0}", "\u{2028}", ".",
+                "..", "[", "]", ",", "rancher.", "rancher.shutdown_timeout=", "rancher.password=",
+                "rancher.network.dhcp_timeout=", "cloud-config-url=", "rootdelay=", "~", "!tag ",
+            ])
+            .prop_map(String::from),
+            1 => "[0-9]{1,40}",
+        ];
+        prop::collection::vec(piece, 0..64).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_positions_stay_on_the_line(text in cmdline_text()) {
+            let c = Cmdline::parse(&text);
+            let end = text.chars().count() + 1;
+            for w in &c.words {
+                prop_assert!(w.key_column >= 1 && w.key_column <= end, "{w:?}");
+                prop_assert!(w.value_column >= w.key_column && w.value_column <= end, "{w:?}");
+            }
+            for d in c.diagnostics() {
+                prop_assert!(d.column <= end, "{d}");
+            }
+            let _ = (c.password(), c.autologin(), c.recovery(), c.debug(), c.cloud_config_url());
+            let _ = crate::resolve::resolve(vec![c.layer()], crate::resolve::Mode::Boot);
+        }
+
+        #[test]
+        fn a_verbatim_value_round_trips(noise in "[^\"]{0,60}", value in "[^\\s\"]{0,40}") {
+            let c = Cmdline::parse(&format!("{noise} rancher.password={value}"));
+            prop_assert_eq!(c.password(), Some(value.as_str()));
+        }
+
+        #[test]
+        fn a_quoted_verbatim_value_keeps_its_spaces(value in "[^\"]{0,40}") {
+            let c = Cmdline::parse(&format!("quiet rancher.password=\"{value}\" console=tty1"));
+            prop_assert_eq!(c.password(), Some(value.as_str()));
+        }
+
+        #[test]
+        fn words_outside_rancher_change_nothing(
+            line in "(rancher\\.[a-z_]{1,8}(\\.[a-z_]{1,8}){0,2}=[a-z0-9]{0,8} ){0,6}",
+            noise in prop::collection::vec("x[^\\s\"]{0,20}", 0..6),
+        ) {
+            let plain = Cmdline::parse(&line);
+            let noisy = Cmdline::parse(&format!("{} {line} {}", noise.join(" "), noise.join(" ")));
+            prop_assert_eq!(noisy.tree(), plain.tree());
+        }
     }
 }

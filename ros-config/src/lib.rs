@@ -1,7 +1,8 @@
 //! Pure configuration for rOS: service definitions and cloud-config.
 //!
-//! Owns parsing, layering, validation and dotted get/set. Must not depend on nix, libc,
-//! tokio or tonic: everything here is testable without root. `serde_yaml` is used only
+//! Owns parsing, layering, validation and dotted get/set. Must not depend on nix, tokio or
+//! tonic, nor call libc (its constants name the flags of the no-follow, non-blocking open
+//! of config files, which std does not): everything here is testable without root. `serde_yaml` is used only
 //! inside this crate (the `yaml` module, and `service`) so that replacing it touches one
 //! module.
 //!

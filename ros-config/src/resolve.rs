@@ -11,7 +11,8 @@
 //! sequence elements leave holes so that indices keep matching the file.
 
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::check::{check, Finding};
@@ -109,7 +110,8 @@ impl Layer {
     }
 
     /// Read and parse a file. `Ok(None)` when it does not exist; `Err` when it cannot be
-    /// used (unreadable, too large, not UTF-8, bad YAML).
+    /// used (unreadable, not a regular file or a symbolic link, too large, not UTF-8, bad
+    /// YAML).
     pub fn read(path: &Path) -> Result<Option<Layer>, Diagnostic> {
         let origin = path.display().to_string();
         let fail = |message: String| Diagnostic {
@@ -120,9 +122,9 @@ impl Layer {
             severity: Severity::Error,
             message,
         };
-        let file = match fs::File::open(path) {
+        let file = match open_config_file(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(fail(format!("reading: {e}; file skipped"))),
         };
         let mut bytes = Vec::new();
@@ -243,6 +245,73 @@ impl Layer {
             }
             Source::Memory => (0, 0),
         }
+    }
+}
+
+/// Open a config file (a layer or a service file) to read, trusting nothing about what is
+/// at `path`: PID 1 reads these as root on its main thread. Only a regular file is opened
+/// and read; anything else is an error saying what was found instead.
+///
+/// `lstat` first, so that a device is not even opened (opening one can act: a tty could
+/// become PID 1's controlling terminal, a serial line raises DTR). The open then guards
+/// against what is swapped in meanwhile: `O_NOFOLLOW` refuses a symbolic link (no shipped
+/// config file is one, and a link could point PID 1 at any file or device), `O_NONBLOCK`
+/// keeps a FIFO without a writer from blocking the open forever, `O_NOCTTY` keeps a tty
+/// from becoming the controlling terminal, and `fstat` checks what was opened.
+pub(crate) fn open_config_file(path: &Path) -> io::Result<fs::File> {
+    if let Some(what) = not_regular(fs::symlink_metadata(path)?.file_type()) {
+        return Err(refused(what));
+    }
+    open_regular(path)
+}
+
+/// The open of [`open_config_file`], safe on its own against whatever is at `path` by now.
+fn open_regular(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            // With O_NOFOLLOW, ELOOP means the last component is a symbolic link.
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refused(SYMLINK)
+            } else {
+                e
+            }
+        })?;
+    match not_regular(file.metadata()?.file_type()) {
+        Some(what) => Err(refused(what)),
+        None => Ok(file),
+    }
+}
+
+const SYMLINK: &str = "a symbolic link, which is not followed";
+
+fn refused(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({what})"),
+    )
+}
+
+/// What a file that is not a regular file is, for a person; `None` for a regular file.
+fn not_regular(kind: fs::FileType) -> Option<&'static str> {
+    if kind.is_file() {
+        None
+    } else if kind.is_symlink() {
+        Some(SYMLINK)
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else {
+        Some("an unknown kind of file")
     }
 }
 
@@ -765,6 +834,98 @@ mod tests {
             r.diagnostics[0]
         );
         assert_eq!(r.config.hostname, None);
+    }
+
+    #[test]
+    fn only_regular_files_in_cloud_config_d_are_read() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = paths::under(root.path(), paths::DROP_IN_DIR);
+        fs::create_dir_all(&dir).unwrap();
+        let elsewhere = root.path().join("elsewhere.yml");
+        fs::write(&elsewhere, "rancher: {debug: true}\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("20-link.yml")).unwrap();
+        let fifo = dir.join("10-fifo.yml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        fs::create_dir(dir.join("30-dir.yml")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(dir.join("35-socket.yml")).unwrap();
+        fs::write(dir.join("40-ok.yml"), "rancher: {console: alpine}\n").unwrap();
+
+        // On a thread, so that a blocking open fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let at = root.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(load(&at, None, Mode::Boot));
+        });
+        let loaded = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("loading blocked on a FIFO in cloud-config.d");
+
+        assert_eq!(loaded.config.rancher.console.as_deref(), Some("alpine"));
+        assert!(!loaded.config.rancher.debug, "the symlinked file was read");
+        let shown: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+        let refused = |name: &str, what: &str| {
+            format!(
+                "{}: reading: not a regular file ({what}); file skipped",
+                dir.join(name).display()
+            )
+        };
+        assert_eq!(
+            shown,
+            [
+                refused("10-fifo.yml", "a FIFO"),
+                refused("20-link.yml", "a symbolic link, which is not followed"),
+                refused("30-dir.yml", "a directory"),
+                refused("35-socket.yml", "a socket"),
+            ]
+        );
+        // A device (here /dev/null; a tty is one too) is refused without being opened.
+        assert_eq!(
+            Layer::read(Path::new("/dev/null")).unwrap_err().to_string(),
+            "/dev/null: reading: not a regular file (a character device); file skipped"
+        );
+    }
+
+    #[test]
+    fn the_open_refuses_what_was_swapped_in_after_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let regular = dir.path().join("ok.yml");
+        fs::write(&regular, "hostname: a\n").unwrap();
+        let link = dir.path().join("link.yml");
+        std::os::unix::fs::symlink(&regular, &link).unwrap();
+        let fifo = dir.path().join("fifo.yml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", fifo.display());
+
+        assert!(open_regular(&regular).is_ok());
+        let cases = [
+            (link, SYMLINK),
+            (fifo, "a FIFO"),
+            (PathBuf::from("/dev/null"), "a character device"),
+        ];
+        for (path, what) in cases {
+            // On a thread: without O_NONBLOCK, opening the FIFO would hang the test.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let at = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(open_regular(&at).map(|_| ()).map_err(|e| e.to_string()));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("opening {} blocked", path.display()));
+            assert_eq!(
+                got,
+                Err(format!("not a regular file ({what})")),
+                "{}",
+                path.display()
+            );
+        }
     }
 
     #[test]

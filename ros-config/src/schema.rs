@@ -21,6 +21,15 @@ use crate::service::ServiceSpec;
 
 /// `rancher.shutdown_timeout` when unset.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest `rancher.shutdown_timeout`, in seconds (an hour). A service that has not
+/// flushed its state within an hour of SIGTERM is hung; and PID 1 computes its shutdown
+/// deadline from this value, so it must stay far below what a clock can add.
+pub const MAX_SHUTDOWN_TIMEOUT_SECS: u64 = 3600;
+/// Longest `rancher.network.dhcp_timeout`, in seconds (an hour). It is the length of one
+/// round of the DHCP client, which then starts another round, so a longer one buys
+/// nothing; and the network service turns it into udhcpc's count of discover tries, an
+/// `int` that a huge value would overflow.
+pub const MAX_DHCP_TIMEOUT_SECS: u64 = 3600;
 /// Most bytes a `write_files` entry may decode to (gzip can expand 1000-fold).
 pub const MAX_WRITE_FILE_BYTES: usize = 16 << 20;
 
@@ -445,11 +454,14 @@ pub struct CloudConfig {
 }
 
 impl CloudConfig {
-    /// `rancher.shutdown_timeout`, or 60 s.
+    /// `rancher.shutdown_timeout`, or 60 s; at most [`MAX_SHUTDOWN_TIMEOUT_SECS`]. The
+    /// resolver already drops a larger value; the cap is for a config built in memory.
     pub fn shutdown_timeout(&self) -> Duration {
         self.rancher
             .shutdown_timeout
-            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs)
+            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |secs| {
+                Duration::from_secs(secs.min(MAX_SHUTDOWN_TIMEOUT_SECS))
+            })
     }
 }
 
@@ -482,7 +494,8 @@ pub struct RancherConfig {
     pub state: StateConfig,
     /// Where cloud-config comes from.
     pub cloud_init: CloudInitConfig,
-    /// Seconds that reboot/poweroff waits for services to stop (default 60).
+    /// Seconds that reboot/poweroff waits for services to stop (default 60, at most
+    /// [`MAX_SHUTDOWN_TIMEOUT_SECS`] = 3600; a larger value is an error and dropped).
     pub shutdown_timeout: Option<u64>,
     /// Where upgrades come from.
     pub upgrade: UpgradeConfig,
@@ -585,7 +598,8 @@ pub struct NetworkConfig {
     pub https_proxy: Option<Text>,
     /// Hosts that bypass the proxies.
     pub no_proxy: Option<Text>,
-    /// Seconds to wait for a DHCP lease.
+    /// Seconds to wait for a DHCP lease in one round of the DHCP client (at most
+    /// [`MAX_DHCP_TIMEOUT_SECS`] = 3600; a larger value is an error and dropped).
     pub dhcp_timeout: Option<u64>,
     /// Shell commands run before the interfaces are configured.
     pub pre_cmds: Vec<Text>,

@@ -450,13 +450,14 @@ impl<'de> Deserialize<'de> for HealthTest {
 pub struct Healthcheck {
     /// What to run.
     pub test: HealthTest,
-    /// Time between checks (default 30 s).
+    /// Time between checks (default 30 s, at most [`Healthcheck::MAX_INTERVAL`]).
     pub interval: Duration,
-    /// How long one check may take (default 30 s).
+    /// How long one check may take (default 30 s, at most [`Healthcheck::MAX_TIMEOUT`]).
     pub timeout: Duration,
     /// Failures in a row before the service counts as unhealthy (default 3).
     pub retries: u32,
-    /// Failures during this time after start do not count (default 0).
+    /// Failures during this time after start do not count (default 0, at most
+    /// [`Healthcheck::MAX_START_PERIOD`]).
     pub start_period: Duration,
 }
 
@@ -467,6 +468,15 @@ impl Healthcheck {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default `retries`, as in Docker.
     pub const DEFAULT_RETRIES: u32 = 3;
+    /// Longest `interval`: a day. Compose sets no limit, but PID 1 adds these durations to
+    /// the clock, which a value such as `2562047788015215h` would overflow; a check that
+    /// runs less than daily is no readiness check.
+    pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+    /// Longest `timeout`: an hour, as for every other timeout (a check that has not
+    /// answered within an hour is hung).
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// Longest `start_period`: a day, for services that take long to come up.
+    pub const MAX_START_PERIOD: Duration = Duration::from_secs(86_400);
 }
 
 #[derive(Deserialize)]
@@ -475,13 +485,13 @@ struct RawHealthcheck {
     #[serde(default)]
     test: Option<HealthTest>,
     #[serde(default)]
-    interval: Option<ComposeDuration>,
+    interval: Option<ComposeDuration<{ Healthcheck::MAX_INTERVAL.as_secs() }>>,
     #[serde(default)]
-    timeout: Option<ComposeDuration>,
+    timeout: Option<ComposeDuration<{ Healthcheck::MAX_TIMEOUT.as_secs() }>>,
     #[serde(default)]
     retries: Option<u32>,
     #[serde(default)]
-    start_period: Option<ComposeDuration>,
+    start_period: Option<ComposeDuration<{ Healthcheck::MAX_START_PERIOD.as_secs() }>>,
     #[serde(default)]
     disable: bool,
 }
@@ -509,17 +519,23 @@ impl<'de> Deserialize<'de> for Healthcheck {
     }
 }
 
-/// A compose duration: `30s`, `1m30s`, `1.5s`, `500ms`, `2h`.
-struct ComposeDuration(Duration);
+/// A compose duration: `30s`, `1m30s`, `1.5s`, `500ms`, `2h`; at most `MAX_SECS` seconds.
+struct ComposeDuration<const MAX_SECS: u64>(Duration);
 
-impl<'de> Deserialize<'de> for ComposeDuration {
+impl<'de, const MAX_SECS: u64> Deserialize<'de> for ComposeDuration<MAX_SECS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Text(text) = Text::deserialize(d)?;
-        parse_duration(&text).map(ComposeDuration).ok_or_else(|| {
+        let duration = parse_duration(&text).ok_or_else(|| {
             de::Error::custom(format!(
                 "`{text}` is not a duration such as `30s`, `1m30s` or `500ms`"
             ))
-        })
+        })?;
+        if duration > Duration::from_secs(MAX_SECS) {
+            return Err(de::Error::custom(format!(
+                "`{text}` is longer than the most allowed, {MAX_SECS}s"
+            )));
+        }
+        Ok(ComposeDuration(duration))
     }
 }
 
@@ -1000,7 +1016,7 @@ pub fn load_service_file(path: &Path) -> Result<ServiceFile, ServiceError> {
 
 fn read_limited(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
-    let file = std::fs::File::open(path)?;
+    let file = crate::resolve::open_config_file(path)?;
     let mut text = String::new();
     let limit = u64::try_from(MAX_FILE_BYTES).unwrap_or(u64::MAX) + 1;
     file.take(limit).read_to_string(&mut text)?;
@@ -1547,6 +1563,24 @@ c:
     }
 
     #[test]
+    fn healthcheck_durations_are_bounded() {
+        let cases: [(&str, &[&str]); 7] = [
+            ("interval: 24h", &[]),
+            ("timeout: 1h", &[]),
+            ("start_period: 1440m", &[]),
+            ("interval: 24h1s", &["error: s.yml:3:36: a.healthcheck.interval: `24h1s` is longer than the most allowed, 86400s"]),
+            ("timeout: 3601s", &["error: s.yml:3:35: a.healthcheck.timeout: `3601s` is longer than the most allowed, 3600s"]),
+            ("start_period: 25h", &["error: s.yml:3:40: a.healthcheck.start_period: `25h` is longer than the most allowed, 86400s"]),
+            // Would overflow the clock if PID 1 added it to `Instant::now()`.
+            ("timeout: 2562047788015215h", &["error: s.yml:3:35: a.healthcheck.timeout: `2562047788015215h` is longer than the most allowed, 3600s"]),
+        ];
+        for (field, want) in cases {
+            let text = format!("a:\n  image: x\n  healthcheck: {{test: x, {field}}}\n");
+            assert_eq!(shown(&text), want, "{field}");
+        }
+    }
+
+    #[test]
     fn duration_table() {
         let cases = [
             ("30s", Some(Duration::from_secs(30))),
@@ -1582,6 +1616,50 @@ c:
         }
         for bad in ["", "a:x", ":ro", "a b"] {
             assert!(VolumesFrom::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_regular_service_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let regular = dir.path().join("ok.yml");
+        std::fs::write(&regular, "ok:\n  image: x\n").unwrap();
+        let link = dir.path().join("link.yml");
+        std::os::unix::fs::symlink(&regular, &link).unwrap();
+        let fifo = dir.path().join("fifo.yml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        let sub = dir.path().join("dir.yml");
+        std::fs::create_dir(&sub).unwrap();
+
+        assert!(load_service_file(&regular).unwrap().contains_key("ok"));
+        let cases = [
+            (&link, "a symbolic link, which is not followed"),
+            (&fifo, "a FIFO"),
+            (&sub, "a directory"),
+        ];
+        for (path, what) in cases {
+            // Refused, not opened: a FIFO without a writer would block the open forever.
+            let err = load_service_file(path).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "reading service file {}: not a regular file ({what})",
+                    path.display()
+                )
+            );
+            let (file, diags) = check_service_path(path);
+            assert!(file.is_empty());
+            assert_eq!(
+                diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                [format!(
+                    "{}: reading service file: not a regular file ({what})",
+                    path.display()
+                )]
+            );
         }
     }
 

@@ -51,6 +51,10 @@ pub struct BootOptions {
     pub bios: bool,
     /// Give the guest a hardware RNG (the CPU's RDRAND, as `make run` does).
     pub rng: bool,
+    /// A root shell on ttyS0 without a password (`rancher.autologin=ttyS0`, as `make run`
+    /// and the image's own boot entry have it) when the kernel is passed directly. An
+    /// installed disk (`boot_disk`) asks for a login: see [`Vm::login_as_root`].
+    pub autologin: bool,
 }
 
 impl Default for BootOptions {
@@ -63,6 +67,7 @@ impl Default for BootOptions {
             boot_disk: None,
             bios: false,
             rng: true,
+            autologin: true,
         }
     }
 }
@@ -140,8 +145,14 @@ impl Vm {
                 // guest soft lockup or oops) reach the console log a failing test
                 // prints; a normal boot adds a handful of early kernel lines.
                 let append = format!(
-                    "console=ttyS0 loglevel=5 panic=-1 {} {}",
-                    opts.root_arg, opts.append
+                    "console=ttyS0 loglevel=5 panic=-1 {} {} {}",
+                    opts.root_arg,
+                    if opts.autologin {
+                        "rancher.autologin=ttyS0"
+                    } else {
+                        ""
+                    },
+                    opts.append
                 );
                 qemu.arg("-kernel")
                     .arg(dir.join("vmlinuz"))
@@ -223,6 +234,11 @@ impl Vm {
     /// Move the search position back to an earlier [`Vm::cursor`].
     pub fn rewind(&mut self, pos: usize) {
         self.cursor = pos.min(self.cursor);
+    }
+
+    /// Move the cursor forward to `pos` (a [`Vm::cursor`] taken later), never back.
+    pub fn forward_to(&mut self, pos: usize) {
+        self.cursor = pos.max(self.cursor);
     }
 
     /// Write the whole console output to a file under the temp dir; returns its path.
@@ -337,6 +353,28 @@ impl Vm {
         self.sh("true");
     }
 
+    /// On a console that asks for a login: wait for `ROS BOOT boot-complete` and the login
+    /// prompt, log in as `user` with `password`, and become root with sudo; then the shell
+    /// reads commands, as after [`Vm::console_up`]. Returns the console text from the
+    /// boot up to the prompt (to check what the console showed before anyone logged in).
+    pub fn login_as_root(&mut self, user: &str, password: &str, timeout: Duration) -> String {
+        let start = self.cursor;
+        self.wait_for("ROS BOOT boot-complete ", timeout);
+        let after = self.cursor;
+        self.rewind(start);
+        let before = self.wait_for(" login: ", Duration::from_secs(60));
+        self.cursor = self.cursor.max(after);
+        self.send(user);
+        self.wait_for("Password: ", Duration::from_secs(30));
+        self.send(password);
+        // The user's prompt (images/console/rootfs/etc/profile): login is done with the tty.
+        self.wait_for(&format!("[{user}@"), Duration::from_secs(60));
+        self.send("exec sudo -i");
+        self.sh("true");
+        assert_eq!(self.sh("id -u"), "0", "not root after sudo -i");
+        before
+    }
+
     /// Wait in the guest until `cond` (a shell test) holds, checking every 0.1 s for at
     /// most `limit`; fails the test with the console's last lines otherwise.
     pub fn until_within(&mut self, cond: &str, limit: Duration) {
@@ -389,6 +427,35 @@ impl Drop for Vm {
             let _ = self.exit_rx.recv_timeout(Duration::from_secs(10));
         }
     }
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Write an image archive `out` (`ros-image`, Docker-loadable) named `name`, holding
+/// busybox and a web page `page` served by `httpd` as its command; `dir` is scratch space.
+pub fn test_image(dir: &std::path::Path, name: &str, page: &str, out: &std::path::Path) {
+    let layer = dir.join(format!("layer-{}", name.replace(['/', ':'], "-")));
+    std::fs::create_dir_all(layer.join("bin")).unwrap();
+    std::fs::create_dir_all(layer.join("www")).unwrap();
+    let busybox = image_dir().join("../x/busybox-static/bin/busybox");
+    std::fs::copy(&busybox, layer.join("bin/busybox"))
+        .unwrap_or_else(|e| panic!("copying {}: {e}", busybox.display()));
+    std::os::unix::fs::symlink("busybox", layer.join("bin/sh")).unwrap();
+    std::fs::write(layer.join("www/index.html"), page).unwrap();
+    let status = Command::new(repo().join("target/release/ros-image"))
+        .args(["build", "--name", name, "--layer"])
+        .arg(&layer)
+        .args(["--env", "PATH=/bin", "--cmd"])
+        .arg(r#"["/bin/busybox","httpd","-f","-p","80","-h","/www"]"#)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("running ros-image (make image builds it)");
+    assert!(status.success());
 }
 
 /// Read all lines of `r` (helper for tests that parse command output).

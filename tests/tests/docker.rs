@@ -4,11 +4,11 @@
 //! holding a tar of them.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use boot_tests::{blank_qcow2, image_dir, BootOptions, TempDir, Vm};
+use boot_tests::{blank_qcow2, test_image, BootOptions, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(240);
 const DOCKER_READY: Duration = Duration::from_secs(180);
@@ -17,33 +17,6 @@ const DOCKER_READY: Duration = Duration::from_secs(180);
 const SYSTEM: [&str; 7] = [
     "udev", "syslog", "network", "ntp", "acpid", "console", "docker",
 ];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// An image archive (`ros-image`, Docker-loadable) holding busybox and a web page.
-fn test_image(dir: &Path, name: &str, page: &str, out: &Path) {
-    let layer = dir.join(format!("layer-{}", name.replace(['/', ':'], "-")));
-    fs::create_dir_all(layer.join("bin")).unwrap();
-    fs::create_dir_all(layer.join("www")).unwrap();
-    let busybox = image_dir().join("../x/busybox-static/bin/busybox");
-    fs::copy(&busybox, layer.join("bin/busybox"))
-        .unwrap_or_else(|e| panic!("copying {}: {e}", busybox.display()));
-    std::os::unix::fs::symlink("busybox", layer.join("bin/sh")).unwrap();
-    fs::write(layer.join("www/index.html"), page).unwrap();
-    let status = Command::new(repo().join("target/release/ros-image"))
-        .args(["build", "--name", name, "--layer"])
-        .arg(&layer)
-        .args(["--env", "PATH=/bin", "--cmd"])
-        .arg(r#"["/bin/busybox","httpd","-f","-p","80","-h","/www"]"#)
-        .arg("--out")
-        .arg(out)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("running ros-image (make image builds it)");
-    assert!(status.success());
-}
 
 fn boot(state: &Path, archives: &Path) -> Vm {
     let mut vm = Vm::boot(&BootOptions {
@@ -153,6 +126,44 @@ fn user_docker_runs_publishes_persists_preloads_and_cannot_touch_the_system() {
     assert!(
         probe.contains("/var/run/docker.sock"),
         "the docker socket bound into the container is not visible:\n{probe}"
+    );
+
+    // Paths, not only sockets: a plain `docker run -v` (no --privileged) of the places the
+    // system keeps its state sees none of it. /mnt (the state disk's mount point) is
+    // empty; of /var/lib/rancher only the config (read-only), the TLS material and the
+    // preload directory; no system containerd data under /var/lib; no PID 1 logs.
+    vm.sh("ls -A /proc/1/root/mnt/state | grep -q .");
+    let seen = vm.sh(
+        "docker run --rm -v /mnt:/m -v /var/lib/rancher:/r -v /var/lib:/vl -v /var/log:/l \
+         ros-test/web:1 sh -c 'echo m: $(ls -A /m); echo r: $(ls -A /r); echo vl: $(ls -A /vl); \
+         echo l: $(ls -A /l); if touch /r/conf/x 2>/dev/null; then echo conf-writable; fi'",
+    );
+    eprintln!("what a user container sees:\n{seen}");
+    let listed = |dir: &str| -> Vec<String> {
+        let line = seen
+            .lines()
+            .find(|l| l.starts_with(&format!("{dir}:")))
+            .unwrap_or("");
+        line[line.find(':').map_or(line.len(), |i| i + 1)..]
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert!(listed("m").is_empty(), "/mnt is not empty:\n{seen}");
+    let mut rancher = listed("r");
+    rancher.sort();
+    assert_eq!(rancher, ["conf", "preload", "tls"], "{seen}");
+    let var_lib = listed("vl");
+    assert!(
+        !var_lib
+            .iter()
+            .any(|d| d.contains("containerd") || d == "ros"),
+        "{seen}"
+    );
+    assert!(listed("l").is_empty(), "/var/log is not empty:\n{seen}");
+    assert!(
+        !seen.contains("conf-writable"),
+        "the config is writable:\n{seen}"
     );
 
     // Removing every user container leaves every system service running.

@@ -118,11 +118,15 @@ fn orphans_containerd_kills_and_a_crash_loop() {
          until p={SYSTEM_CONTAINERD_PID}; [ -n \"$p\" ] && [ \"$p\" != \"$old\" ] && [ -S $S ] \
          && [ \"$(stat -c %i $S)\" != \"$ino\" ]; \
          do usleep 50000; n=$((n+1)); [ $n -gt 900 ] && break; done; \
-         echo $(cut -d' ' -f1 /proc/uptime) $t0 | awk '{{printf \"KILL %.1f\\n\", $1-$2}}'; done"
+         echo $(cut -d' ' -f1 /proc/uptime) $t0 | awk '{{printf \"KILL %.1f\\n\", $1-$2}}'; done; \
+         n=0; until [ \"$(stat -c %a $S)\" = 600 ]; do usleep 50000; n=$((n+1)); \
+         [ $n -gt 200 ] && break; done; echo MODE $(stat -c %a $S)"
         ),
         Duration::from_secs(600),
     );
     assert_eq!(status, 0, "{times}");
+    // The new socket is root-only again, as the first was (containerd makes it 0660).
+    assert!(times.contains("MODE 600"), "{times}");
     // PID 1's warnings share the console: keep only the measurements.
     let times: String = times
         .lines()

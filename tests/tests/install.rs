@@ -9,6 +9,10 @@ use boot_tests::{blank_qcow2, BootOptions, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(300);
 
+/// The rancher user's password in the installed cloud-config: an installed disk has no
+/// automatic login.
+const PASSWORD: &str = "t3st-Pw";
+
 /// The target disk's first 64 KiB are still all zero.
 const UNTOUCHED: &str = "[ \"$(head -c 65536 /dev/vdb | tr -d '\\000' | wc -c)\" = 0 ]";
 
@@ -34,10 +38,10 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
     assert!(cmdline.contains("root=PARTUUID=524f5330-02"), "{cmdline}");
     let root = vm.sh("awk '$2==\"/\" {print $1, $3}' /proc/1/mounts");
     assert_eq!(root, "/dev/vda2 squashfs");
-    vm.sh(
-        "printf 'hostname: installed\\nrancher:\\n  environment:\\n    FROM_INSTALL: \"yes\"\\n' \
-         > /tmp/cc.yml",
-    );
+    vm.sh(&format!(
+        "printf 'hostname: installed\\nrancher:\\n  password: {PASSWORD}\\n  environment:\\n    \
+         FROM_INSTALL: \"yes\"\\n' > /tmp/cc.yml"
+    ));
 
     // A broken cloud-config: named with its line, exit 3, nothing written.
     vm.sh("printf 'hostname: ok\\nrancher:\\n  shutdown_timeout: soon\\n' > /tmp/bad.yml");
@@ -95,7 +99,17 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
         ],
         ..Default::default()
     });
-    vm.console_up(BOOT);
+    // No root shell for whoever reaches the serial console: a login prompt, and no
+    // automatic login on the kernel line `ros install` wrote.
+    let before = vm.login_as_root("rancher", PASSWORD, BOOT);
+    // (The banner is /etc/issue, the same words as the automatic login's: what tells
+    // them apart is the prompt that follows.)
+    assert!(
+        !before.contains("[root@"),
+        "a root shell before anyone logged in:\n{before}"
+    );
+    assert!(before.contains("installed login: "), "no login prompt");
+    assert!(!vm.sh("cat /proc/cmdline").contains("autologin"));
     assert_eq!(vm.sh("hostname"), "installed");
     assert_eq!(
         vm.sh("ros config get rancher.environment.FROM_INSTALL"),
@@ -107,7 +121,7 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
     );
     let cmdline = vm.sh("cat /proc/cmdline");
     assert!(
-        cmdline.contains("root=LABEL=RANCHER_STATE rootimg=/boot/root.img"),
+        cmdline.contains("root=LABEL=RANCHER_STATE rootimg=/boot/slot-a/root.img ros.slot=a"),
         "{cmdline}"
     );
     let mounts = vm.sh("awk '$2==\"/\" || $2==\"/mnt/state\" {print $1, $2, $3}' /proc/1/mounts");
@@ -128,7 +142,7 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
     );
     assert_eq!(status, 0, "{out}\n{}", vm.tail(30));
     assert!(
-        out.contains("copying /run/ros/boot-disk/boot/vmlinuz")
+        out.contains("copying /run/ros/boot-disk/boot/slot-a/vmlinuz")
             && out.contains("installed to /dev/vdb"),
         "{out}"
     );

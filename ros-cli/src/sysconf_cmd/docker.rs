@@ -13,8 +13,9 @@ use super::tls;
 use crate::CliError;
 
 /// Host paths the docker service binds at the same place (services/docker.yml): a data
-/// root elsewhere would be inside the container's own, throw-away filesystem.
-pub const BOUND_PREFIXES: [&str; 4] = ["/var/lib/docker", "/mnt", "/opt", "/home"];
+/// root elsewhere would be inside the container's own, throw-away filesystem. Not /mnt:
+/// the state disk is mounted there, and the engine must not see it.
+pub const BOUND_PREFIXES: [&str; 3] = ["/var/lib/docker", "/opt", "/home"];
 
 /// dockerd's arguments and environment for `rancher.docker`.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -267,7 +268,7 @@ mod tests {
     fn keys_become_flags_in_a_fixed_order_with_extra_args_last() {
         let d = dockerd(&docker(
             "host: [unix:///var/run/docker.sock]\nstorage_driver: overlay2\n\
-             data_root: /mnt/docker\ngroup: docker\nlog_driver: json-file\n\
+             data_root: /opt/docker\ngroup: docker\nlog_driver: json-file\n\
              log_opts: {max-size: 25m, max-file: \"2\"}\ninsecure_registry: [r.local:5000]\n\
              registry_mirror: http://mirror:5000\nuserland_proxy: false\nmtu: 1400\n\
              extra_args: [--debug, --ip-forward=true]\nenvironment: [HTTP_PROXY=http://p:3128]",
@@ -278,7 +279,7 @@ mod tests {
             [
                 "--host=unix:///var/run/docker.sock",
                 "--storage-driver=overlay2",
-                "--data-root=/mnt/docker",
+                "--data-root=/opt/docker",
                 "--group=docker",
                 "--log-driver=json-file",
                 "--registry-mirror=http://mirror:5000",
@@ -320,7 +321,9 @@ mod tests {
         assert!(errors[1].contains("rancher.docker.environment: \"NOEQUALS\""));
         assert!(errors[2].contains("\"1BAD=x\""));
         // A data root that escapes its prefix is not under it.
-        assert!(dockerd(&docker("data_root: /mnt/../etc")).is_err());
+        assert!(dockerd(&docker("data_root: /opt/../etc")).is_err());
+        // The state disk's mount point is not bound into the engine.
+        assert!(dockerd(&docker("data_root: /mnt/state/docker")).is_err());
         assert!(dockerd(&docker("data_root: /var/lib/dockerx")).is_err());
         assert!(dockerd(&docker("data_root: /var/lib/docker")).is_ok());
     }

@@ -1,0 +1,351 @@
+//! Boot tests for atomic upgrades with a health-gated rollback (issue 19): an installed
+//! disk of two slots, upgraded from signed bundles on a second disk. Each failure ends in
+//! the good slot with nobody typing anything, and `ros os list` says why.
+//!
+//! The bundles are made here from the build's own: its root image with another release
+//! in its manifest (and, for the bundle that must fail its health gate, a service that
+//! keeps exiting 1), or an initrd the kernel cannot use (it panics; `panic=10` reboots).
+//! QEMU runs with `-no-reboot`, so every reboot ends it and the test boots the same disk
+//! again, as the machine would.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use boot_tests::{blank_qcow2, image_dir, BootOptions, TempDir, Vm};
+
+const BOOT: Duration = Duration::from_secs(300);
+/// A whole trial that fails its health gate: boot, the gate's window, the reboot.
+const TRIAL: Duration = Duration::from_secs(600);
+
+/// The build's release (its manifest's `release` line).
+fn built_release() -> String {
+    let manifest = fs::read_to_string(image_dir().join("manifest")).unwrap();
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("release\tros\t"))
+        .and_then(|rest| rest.split('\t').next())
+        .expect("a release line in build/out/manifest")
+        .to_string()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How a test bundle differs from the build.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    /// The same system, another release.
+    Healthy,
+    /// PID 1 comes up, but a service keeps exiting 1: the health gate fails.
+    BrokenService,
+    /// An initrd the kernel cannot use: it panics before PID 1.
+    Panics,
+}
+
+/// A signed bundle of release `version` (with the build tree's key), in `dir`.
+fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
+    let build = image_dir().join("..");
+    let work = dir.join(format!("root-{version}"));
+    let _ = fs::remove_dir_all(&work);
+    run(Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(&work)
+        .arg(build.join("stage/root.img")));
+    let manifest_path = work.join("usr/share/ros/manifest");
+    let manifest = fs::read_to_string(&manifest_path).unwrap();
+    let manifest: String = manifest
+        .lines()
+        .map(|l| match l.strip_prefix("release\tros\t") {
+            Some(rest) => {
+                let detail = rest.split_once('\t').map_or("", |(_, d)| d);
+                format!("release\tros\t{version}\t{detail}\n")
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(&manifest_path, &manifest).unwrap();
+    if variant == Variant::BrokenService {
+        fs::write(
+            work.join("usr/share/ros/services/zz-broken.yml"),
+            "broken:\n  image: ros/syslog:0.1.0\n  command: [/bin/sh, -c, \"exit 1\"]\n  \
+             labels:\n    io.rancher.os.scope: system\n  net: none\n  restart: always\n",
+        )
+        .unwrap();
+    }
+    let root = dir.join(format!("root-{version}.img"));
+    let _ = fs::remove_file(&root);
+    run(Command::new("mksquashfs").arg(&work).arg(&root).args([
+        "-comp",
+        "zstd",
+        "-Xcompression-level",
+        "3",
+        "-all-root",
+        "-noappend",
+        "-quiet",
+    ]));
+    let initrd = if variant == Variant::Panics {
+        let junk = dir.join("junk-initrd");
+        fs::write(&junk, vec![0x5a; 64 << 10]).unwrap();
+        junk
+    } else {
+        image_dir().join("initrd")
+    };
+    let manifest_file = dir.join(format!("manifest-{version}"));
+    fs::write(&manifest_file, manifest).unwrap();
+    let out = dir.join(format!("ros-{version}.upgrade"));
+    run(Command::new(build.join("../target/release/ros-bundle"))
+        .arg("pack")
+        .arg("--key")
+        .arg(build.join("keys/ros-signing.key"))
+        .args(["--version", version, "--kernel"])
+        .arg(image_dir().join("vmlinuz"))
+        .arg("--initrd")
+        .arg(&initrd)
+        .arg("--root")
+        .arg(&root)
+        .arg("--manifest")
+        .arg(&manifest_file)
+        .arg("--out")
+        .arg(&out));
+    fs::remove_dir_all(&work).unwrap();
+    out
+}
+
+/// Boot the installed `disk`, with `bundle` attached as the raw disk /dev/vdb.
+fn boot_disk(disk: &Path, bundle: Option<&Path>) -> Vm {
+    let mut qemu_args = Vec::new();
+    if let Some(b) = bundle {
+        qemu_args.extend([
+            "-drive".to_string(),
+            format!("file={},if=virtio,format=raw,readonly=on", b.display()),
+        ]);
+    }
+    Vm::boot(&BootOptions {
+        boot_disk: Some(disk.to_path_buf()),
+        qemu_args,
+        ..Default::default()
+    })
+}
+
+/// Install the image on a new disk in `dir` (automatic login on ttyS0, for the test).
+fn installed_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("disk.qcow2");
+    blank_qcow2(&disk, "2G");
+    let mut vm = Vm::boot(&BootOptions {
+        bios: true,
+        qemu_args: vec![
+            "-drive".into(),
+            format!("file={},if=virtio,format=qcow2", disk.display()),
+        ],
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    vm.sh("printf 'hostname: slotted\\n' > /tmp/cc.yml");
+    let (out, status) = vm.run(
+        "ros install -d /dev/vdb -c /tmp/cc.yml -f --no-reboot -a rancher.autologin=ttyS0 2>&1",
+        Duration::from_secs(600),
+    );
+    assert_eq!(status, 0, "{out}");
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+    disk
+}
+
+/// Wait for the console as [`Vm::console_up`] does, then for `needle` anywhere since the
+/// boot began (PID 1 may say it before the console is up).
+fn console_up_and_saw(vm: &mut Vm, needle: &str) {
+    let start = vm.cursor();
+    vm.console_up(BOOT);
+    let after = vm.cursor();
+    vm.rewind(start);
+    vm.wait_for(needle, BOOT);
+    vm.forward_to(after);
+}
+
+/// `ros os upgrade -i /dev/vdb` in `vm`; it reboots, which ends QEMU.
+fn upgrade_and_reboot(vm: &mut Vm) -> String {
+    let out = vm.sh("ros os upgrade -i /dev/vdb --no-reboot 2>&1");
+    assert!(out.contains("armed for one trial boot"), "{out}");
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    out
+}
+
+fn last_upgrade(vm: &mut Vm) -> String {
+    vm.sh("ros os list | grep '^last upgrade'")
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
+    let tmp = TempDir::new("upgrade");
+    let v1 = built_release();
+    let v2 = format!("{v1}.next");
+    let good = bundle(tmp.path(), &v2, Variant::Healthy);
+    let panics = bundle(tmp.path(), &format!("{v1}.panics"), Variant::Panics);
+    let broken = bundle(tmp.path(), &format!("{v1}.broken"), Variant::BrokenService);
+    let disk = installed_disk(tmp.path());
+
+    // A fresh install: slot a, healthy once booted.
+    let mut vm = boot_disk(&disk, Some(&good));
+    vm.console_up(BOOT);
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    vm.until("ros os list --format json | grep -q '\"booted_healthy\": true'");
+    // A bundle changed by one byte, and one cut short: refused, nothing changed. (Copies
+    // on the state disk: the guest's RAM is small.)
+    vm.sh("mkdir -p /var/lib/rancher/t && cat /dev/vdb > /var/lib/rancher/t/b");
+    vm.sh("cd /var/lib/rancher/t && cp b tampered && \
+         printf X | dd of=tampered bs=1 seek=3000000 conv=notrunc 2>/dev/null && \
+         head -c 20000000 b > short && rm b");
+    let (out, status) = vm.run(
+        "ros os upgrade -i /var/lib/rancher/t/tampered --no-reboot 2>&1",
+        Duration::from_secs(120),
+    );
+    assert_eq!(status, 3, "{out}");
+    assert!(
+        out.contains("signed sha256") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    let (out, status) = vm.run(
+        "ros os upgrade -i /var/lib/rancher/t/short --no-reboot 2>&1",
+        Duration::from_secs(120),
+    );
+    assert_eq!(status, 3, "{out}");
+    assert!(out.contains("truncated"), "{out}");
+    vm.sh("rm -r /var/lib/rancher/t");
+    let list = vm.sh("ros os list");
+    assert!(
+        list.contains("(empty)") && list.contains("last upgrade: none"),
+        "{list}"
+    );
+
+    // v1 -> v2: the trial boot commits.
+    upgrade_and_reboot(&mut vm);
+    let mut vm = boot_disk(&disk, None);
+    console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
+    assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
+    assert_eq!(
+        last_upgrade(&mut vm),
+        format!("last upgrade: {v2} (slot b): committed")
+    );
+    // The boot-once was consumed by the bootloader; b is the default now.
+    assert!(vm
+        .sh("ros os list --format json")
+        .contains("\"next_boot\": \"b\""));
+
+    // `ros os rollback`: back to v1 in slot a, which booted healthy before.
+    let out = vm.sh("ros os rollback");
+    assert!(out.contains("slot a"), "{out}");
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+
+    // A kernel that panics before PID 1: the bootloader's boot-once is spent, so the
+    // next boot is the good slot, which says why.
+    let mut vm = boot_disk(&disk, Some(&panics));
+    vm.console_up(BOOT);
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    upgrade_and_reboot(&mut vm);
+    let mut vm = boot_disk(&disk, None);
+    // The trial boot: the kernel panics and reboots by itself (QEMU exits).
+    let _ = vm.wait_exit(TRIAL);
+    assert!(
+        !vm.output().contains("ROS BOOT init"),
+        "PID 1 ran in the panicking trial"
+    );
+    let mut vm = boot_disk(&disk, None);
+    vm.console_up(BOOT);
+    let out = vm.output();
+    assert!(
+        out.contains("was rolled back: the new kernel or initrd never reached PID 1"),
+        "{}",
+        vm.tail(40)
+    );
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    assert!(
+        last_upgrade(&mut vm).contains("rolled back: the new kernel or initrd never reached PID 1")
+    );
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+
+    // PID 1 up, but a service keeps failing: the health gate fails, PID 1 records which
+    // service and reboots into the good slot.
+    let mut vm = boot_disk(&disk, Some(&broken));
+    vm.console_up(BOOT);
+    upgrade_and_reboot(&mut vm);
+    let mut vm = boot_disk(&disk, None);
+    vm.wait_for("upgrade: trial boot of", BOOT);
+    vm.wait_for("health check: service broken is not up", TRIAL);
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    let mut vm = boot_disk(&disk, Some(&broken));
+    vm.console_up(BOOT);
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    assert!(last_upgrade(&mut vm).contains("health check: service broken is not up"));
+    // Not tried again by itself: without -f, the same release is refused.
+    let (out, status) = vm.run(
+        "ros os upgrade -i /dev/vdb --no-reboot 2>&1",
+        Duration::from_secs(120),
+    );
+    assert_ne!(status, 0, "{out}");
+    assert!(
+        out.contains("was rolled back after a failed trial"),
+        "{out}"
+    );
+    // The console warns of the rollback at every boot until it is acknowledged.
+    vm.sh("ros os list --acknowledge >/dev/null");
+    assert!(vm
+        .sh("ros os list --format json")
+        .contains("\"acknowledged\": true"));
+    // Nothing half-written is left in the slots.
+    assert_eq!(
+        vm.sh("ls /proc/1/root/run/ros/boot-disk/boot/slot-b/ | grep -c '\\.new$' || true"),
+        "0"
+    );
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn a_single_slot_disk_is_migrated_by_its_first_upgrade_and_keeps_its_state() {
+    let tmp = TempDir::new("migrate");
+    let v1 = built_release();
+    let v2 = format!("{v1}.next");
+    let good = bundle(tmp.path(), &v2, Variant::Healthy);
+    let disk = installed_disk(tmp.path());
+    // Turn it into what the single-slot `ros install` wrote: boot/{vmlinuz,initrd,
+    // root.img}, one entry `ros`, no state file; and leave a file in the state.
+    let mut vm = boot_disk(&disk, Some(&good));
+    vm.console_up(BOOT);
+    vm.sh(
+        "cd /run/ros/boot-disk/boot && mv slot-a/vmlinuz slot-a/initrd slot-a/root.img . && \
+         rmdir slot-a && rm ros-os.json && \
+         printf 'SERIAL 0 115200\\nDEFAULT ros\\nPROMPT 0\\nTIMEOUT 10\\n\\nLABEL ros\\n  KERNEL /boot/vmlinuz\\n  INITRD /boot/initrd\\n  APPEND console=tty0 console=ttyS0 quiet root=LABEL=RANCHER_STATE rootimg=/boot/root.img rancher.autologin=ttyS0\\n' > syslinux/syslinux.cfg && sync",
+    );
+    vm.sh("echo kept > /var/lib/rancher/conf/kept && ros config set rancher.environment.KEPT yes");
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    let mut vm = boot_disk(&disk, Some(&good));
+    vm.console_up(BOOT);
+    assert_eq!(vm.sh("ros os version"), format!("v{v1}"));
+    let out = upgrade_and_reboot(&mut vm);
+    assert!(out.contains("single-slot layout"), "{out}");
+    let mut vm = boot_disk(&disk, None);
+    console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
+    assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
+    assert_eq!(vm.sh("cat /var/lib/rancher/conf/kept"), "kept");
+    assert_eq!(vm.sh("ros config get rancher.environment.KEPT"), "yes");
+    assert_eq!(vm.sh("hostname"), "slotted");
+    let list = vm.sh("ros os list");
+    assert!(list.contains(&v1) && list.contains(&v2), "{list}");
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+}
