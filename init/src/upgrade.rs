@@ -220,7 +220,10 @@ fn unhealthy<R: ServiceRuntime + 'static>(
             return None;
         }
         if restarts.get(&name).is_some_and(|n| *n != r.restarts) {
-            return Some((name, format!("restarted ({} restarts since boot)", r.restarts)));
+            return Some((
+                name,
+                format!("restarted ({} restarts since boot)", r.restarts),
+            ));
         }
         let oneshot = r.spec.is_oneshot();
         let problem = match &r.state {
@@ -282,9 +285,8 @@ pub async fn after_boot_complete<R: ServiceRuntime + 'static>(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let last = (!healthy).then(|| {
-        seen.unwrap_or_else(|| ("(none named)".into(), "not up for long enough".into()))
-    });
+    let last = (!healthy)
+        .then(|| seen.unwrap_or_else(|| ("(none named)".into(), "not up for long enough".into())));
     if let Some((name, problem)) = last {
         if s.trial.is_some() {
             s.give_up(

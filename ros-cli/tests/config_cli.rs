@@ -169,6 +169,25 @@ fn set_of_a_wrong_type_exits_3_and_leaves_the_file_byte_identical() {
 }
 
 #[test]
+fn set_of_a_duration_past_its_bound_exits_3_and_writes_nothing() {
+    // A value this large once overflowed PID 1's shutdown deadline at every shutdown.
+    let root = Root::new("");
+    let run = root
+        .ros(&["set", "rancher.shutdown_timeout", "99999999999999999"])
+        .fails_with(3);
+    assert!(
+        run.stderr.contains("rancher.shutdown_timeout")
+            && run
+                .stderr
+                .contains("longer than the most allowed, 3600 seconds"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(root.user_config(), None);
+    root.ros(&["set", "rancher.shutdown_timeout", "3600"]).ok();
+}
+
+#[test]
 fn set_of_an_unknown_rancher_key_exits_3_and_writes_nothing() {
     let root = Root::new("");
     let run = root
