@@ -9,7 +9,7 @@ BUILD=${1:-build}
 # command:package for everything the Makefile, initramfs/*.sh and the tests run on the host.
 # Go, crun's, chrony's and kmod's build dependencies come from initramfs/from-source.sh deps.
 NEEDS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils protoc:protobuf-compiler
-       mksquashfs:squashfs-tools cpio:cpio zstd:zstd depmod:kmod readelf:binutils
+       mksquashfs:squashfs-tools unsquashfs:squashfs-tools cpio:cpio zstd:zstd depmod:kmod readelf:binutils
        strip:binutils containerd:containerd runc:runc mke2fs:e2fsprogs
        genisoimage:genisoimage ssh:openssh-client ssh-keygen:openssh-client
        dpkg-source:dpkg-dev dpkg-buildflags:dpkg-dev dpkg-parsechangelog:dpkg-dev
