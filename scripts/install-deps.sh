@@ -14,7 +14,8 @@ NEEDS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils protoc:protobuf-co
        genisoimage:genisoimage ssh:openssh-client ssh-keygen:openssh-client
        dpkg-source:dpkg-dev dpkg-buildflags:dpkg-dev dpkg-parsechangelog:dpkg-dev
        sfdisk:fdisk mkfs.vfat:dosfstools mcopy:mtools mmd:mtools syslinux:syslinux
-       apt-get:apt gcc:gcc cc:gcc make:make sha256sum:coreutils busybox:busybox-static)
+       apt-get:apt gcc:gcc cc:gcc make:make sha256sum:coreutils busybox:busybox-static
+       python3:python3)
 
 log() { echo "==> $*"; }
 

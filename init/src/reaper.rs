@@ -112,6 +112,8 @@ mod tests {
     /// The tests that drain `waitpid(-1)`, each run in a process of its own: in the shared
     /// test process they would reap, and so lose, the children of every other test.
     #[test]
+    // A test process, not PID 1: it waits for the test binary it runs.
+    #[allow(clippy::disallowed_methods)]
     fn reaping_tests_in_processes_of_their_own() {
         for name in [
             "reaper::tests::alone_publishes_the_exit_of_a_watched_child",

@@ -1192,6 +1192,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a test process: it waits for mke2fs itself
     fn a_real_mke2fs_image_is_found_by_label() {
         let Some(mkfs) = ["/sbin/mke2fs", "/usr/sbin/mke2fs"]
             .into_iter()

@@ -555,6 +555,9 @@ fn enable(env: &Env, arg: &str) -> Result<(), ServiceCmdError> {
             });
         }
         check_file(&path)?;
+        if env.root == Path::new("/") {
+            visible_to_pid1(&path)?;
+        }
         let key = path.display().to_string();
         user.set(&key, true)?;
         (key.clone(), format!("enabled {key}"))
@@ -590,6 +593,32 @@ fn enable(env: &Env, arg: &str) -> Result<(), ServiceCmdError> {
     reload(env, &key)
 }
 
+/// PID 1 reads an included file by its path in its own mount namespace: refuse a file
+/// that it would not find there, or find as another file (the console's `/tmp` is its
+/// own, not the host's).
+fn visible_to_pid1(path: &Path) -> Result<(), ServiceCmdError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ours = std::fs::metadata(path).map_err(|source| ServiceCmdError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let theirs = Path::new("/proc/1/root").join(path.strip_prefix("/").unwrap_or(path));
+    let same =
+        std::fs::metadata(&theirs).is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino());
+    if same {
+        return Ok(());
+    }
+    Err(ServiceCmdError::NotFound {
+        name: path.display().to_string(),
+        why: format!(
+            "PID 1 does not see {} (this shell's filesystem is its container's: its /tmp, \
+             for one, is its own); put the file under /var/lib/rancher/conf/ (kept on the \
+             state disk) or /home, and enable it from there",
+            path.display()
+        ),
+    })
+}
+
 /// Validate a service file; warnings go to stderr, errors refuse it.
 fn check_file(path: &Path) -> Result<(), ServiceCmdError> {
     let (_, diagnostics) = ros_config::check_service_path(path);
@@ -612,7 +641,10 @@ fn known(env: &Env, user: &UserConfig, name: &str) -> bool {
 
 fn disable(env: &Env, name: &str) -> Result<(), ServiceCmdError> {
     let mut user = UserConfig::read(&env.root)?;
-    if !known(env, &user, name) {
+    let defined_by_path = catalog::available(&env.root)
+        .into_iter()
+        .any(|e| e.name == name && matches!(e.source, catalog::Source::Include(_)));
+    if defined_by_path || !known(env, &user, name) {
         // A service enabled through its file's path: disable that file.
         if let Some(path) = catalog::include_path_defining(&env.root, name) {
             user.set(&path, false)?;

@@ -11,6 +11,7 @@
 //! uses [`get`], [`set`], [`merge`], [`export`], [`validate_text`] and [`write_atomic`].
 
 mod atomic;
+pub mod catalog;
 mod check;
 mod cmdline;
 mod diagnostic;

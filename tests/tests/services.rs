@@ -88,6 +88,38 @@ fn services_are_supervised_and_managed_live() {
     let log = vm.sh("ros service logs crasher");
     assert!(log.contains("crashing"), "{log}");
 
+    // One catalog for PID 1 and `ros service`: a file whose good service runs, then gets
+    // a broken one beside it. The good one stays defined, listed and Up; the broken one is
+    // named with its line and left out, alone.
+    write_file(
+        &mut vm,
+        "/var/lib/rancher/conf/bars.yml",
+        &[
+            "bars-good:",
+            "  image: ros/console:0.1.0",
+            "  command: [\"sleep\", \"1000\"]",
+        ],
+    );
+    vm.sh("ros service enable /var/lib/rancher/conf/bars.yml");
+    vm.until("ros service ps | grep -q '^bars-good .*Up '");
+    vm.sh("printf 'bars-bad:\\n  image: ros/console:0.1.0\\n  restart: sometimes\\n' >> /var/lib/rancher/conf/bars.yml");
+    let mark = vm.cursor();
+    vm.sh("ros service up bars-good");
+    vm.rewind(mark);
+    vm.wait_for("bars.yml:5", STEP);
+    assert!(vm.sh("ros service list").contains("enabled  bars-good"));
+    vm.until("ros service ps | grep -q '^bars-good .*Up '");
+    // A file PID 1 cannot see (the console's /tmp is its own): refused, saying where to
+    // put it, instead of "enabled" and a boot log saying it does not exist.
+    write_file(
+        &mut vm,
+        "/tmp/own.yml",
+        &["own:", "  image: ros/console:0.1.0"],
+    );
+    let (out, status) = vm.run("ros service enable /tmp/own.yml 2>&1", STEP);
+    assert_eq!(status, 5, "{out}");
+    assert!(out.contains("PID 1 does not see /tmp/own.yml"), "{out}");
+
     // Stop, then disable: it is gone without a reboot.
     vm.sh("ros service stop ticker");
     vm.until("ros service ps | grep -q '^ticker .*Exited'");

@@ -120,6 +120,48 @@ fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
     out
 }
 
+/// `python3 -m http.server` on the host's loopback, serving a directory; killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn serve(dir: &Path) -> HttpServer {
+        // A free port: the kernel picks one, the server binds it right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 (make deps installs it)");
+        // Serving once it accepts a connection (bounded: the deadline is the test's).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the HTTP server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Boot the installed `disk`, with `bundle` attached as the raw disk /dev/vdb.
 fn boot_disk(disk: &Path, bundle: Option<&Path>) -> Vm {
     let mut qemu_args = Vec::new();
@@ -333,11 +375,25 @@ fn a_single_slot_disk_is_migrated_by_its_first_upgrade_and_keeps_its_state() {
     vm.sh("echo kept > /var/lib/rancher/conf/kept && ros config set rancher.environment.KEPT yes");
     vm.send("reboot");
     assert!(vm.wait_exit(Duration::from_secs(180)).success());
-    let mut vm = boot_disk(&disk, Some(&good));
+    let mut vm = boot_disk(&disk, None);
     vm.console_up(BOOT);
     assert_eq!(vm.sh("ros os version"), format!("v{v1}"));
-    let out = upgrade_and_reboot(&mut vm);
+    // This time the bundle comes from a URL: the test's HTTP server on the host's
+    // loopback, which the guest reaches as 10.0.2.2.
+    let server = HttpServer::serve(good.parent().unwrap());
+    let name = good.file_name().unwrap().to_string_lossy().to_string();
+    let out = vm.sh(&format!(
+        "ros os upgrade -i http://10.0.2.2:{}/{name} --no-reboot 2>&1",
+        server.port
+    ));
     assert!(out.contains("single-slot layout"), "{out}");
+    assert!(
+        out.contains("downloaded ") && out.contains("armed for one trial boot"),
+        "{out}"
+    );
+    drop(server);
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
     let mut vm = boot_disk(&disk, None);
     console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
     assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));

@@ -613,6 +613,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a test process: it waits for mke2fs itself
     fn a_real_mke2fs_image_is_not_blank() {
         let Some(mkfs) = ["/sbin/mke2fs", "/usr/sbin/mke2fs"]
             .into_iter()

@@ -2,7 +2,6 @@
 //! whether `rancher.services_include` turns it on. Reads the definition directories and the
 //! merged config below a root; the same rules as PID 1's catalog.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ros_config::{paths, Mode};
@@ -10,22 +9,10 @@ use ros_config::{paths, Mode};
 pub use ros_config::paths::SERVICES_DIR;
 pub use ros_config::paths::SERVICE_INDEX_DIR;
 
-/// Where a service is defined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A file of the built-in services.
-    Builtin(PathBuf),
-    /// The service index.
-    Index(PathBuf),
-    /// `rancher.services` in the config.
-    Config,
-    /// A file enabled by its path in `rancher.services_include`.
-    Include,
-    /// A `rancher.services_include` entry that names nothing (no such index file or path).
-    Missing,
-}
+pub use ros_config::catalog::Source;
 
-/// One line of `ros service list`.
+/// One line of `ros service list`: a service of the one catalog (`ros_config::catalog`,
+/// which PID 1 starts from too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Service name (for an index entry: the file's stem; for an include: its path).
@@ -48,8 +35,6 @@ pub fn index_file(root: &Path, name: &str) -> PathBuf {
     paths::under(root, SERVICE_INDEX_DIR).join(format!("{name}.yml"))
 }
 
-use ros_config::service::service_files as yml_files;
-
 fn read_cmdline(root: &Path) -> Option<String> {
     use std::io::Read;
     let file = std::fs::File::open(paths::under(root, paths::KERNEL_CMDLINE)).ok()?;
@@ -59,73 +44,23 @@ fn read_cmdline(root: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Every service below `root`, by name. Files that do not parse contribute no names
-/// (`ros config validate` and the boot log report them).
+/// Every service below `root`, by name, as PID 1 sees them (its problems are in the boot
+/// log and `ros config validate`).
 pub fn available(root: &Path) -> Vec<Entry> {
     let loaded = ros_config::load(root, read_cmdline(root).as_deref(), Mode::Boot);
-    let rancher = &loaded.config.rancher;
-    let include = &rancher.services_include;
-    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
-    for file in yml_files(&paths::under(root, SERVICES_DIR)) {
-        let (defs, _) = ros_config::check_service_path(&file);
-        for name in defs.into_keys() {
-            let enabled = include.get(&name) != Some(&false);
-            let source = Source::Builtin(file.clone());
-            out.insert(
-                name.clone(),
-                Entry {
-                    name,
-                    enabled,
-                    source,
-                },
-            );
-        }
-    }
-    for file in yml_files(&paths::under(root, SERVICE_INDEX_DIR)) {
-        let Some(name) = file.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
-            continue;
-        };
-        let enabled = include.get(&name) == Some(&true);
-        let source = Source::Index(file.clone());
-        out.insert(
-            name.clone(),
-            Entry {
-                name,
-                enabled,
-                source,
-            },
-        );
-    }
-    for name in rancher.services.keys() {
-        let enabled = include.get(name) != Some(&false);
-        out.insert(
-            name.clone(),
-            Entry {
-                name: name.clone(),
-                enabled,
-                source: Source::Config,
-            },
-        );
-    }
-    for (key, on) in include {
-        if out.contains_key(key) {
-            continue;
-        }
-        let source = if key.starts_with('/') && Path::new(key).is_file() {
-            Source::Include
-        } else {
-            Source::Missing
-        };
-        out.insert(
-            key.clone(),
-            Entry {
-                name: key.clone(),
-                enabled: *on,
-                source,
-            },
-        );
-    }
-    out.into_values().collect()
+    let cat = ros_config::catalog::read(
+        &paths::under(root, SERVICES_DIR),
+        &paths::under(root, SERVICE_INDEX_DIR),
+        &loaded.config,
+    );
+    cat.entries
+        .into_values()
+        .map(|e| Entry {
+            name: e.name,
+            enabled: e.enabled,
+            source: e.source,
+        })
+        .collect()
 }
 
 /// The enabled `rancher.services_include` path whose file defines service `name`, if any
@@ -167,7 +102,7 @@ pub fn render(entries: &[Entry], all: bool) -> String {
             Source::Builtin(p) => format!("builtin {}", p.display()),
             Source::Index(p) => format!("index {}", p.display()),
             Source::Config => "config rancher.services".to_string(),
-            Source::Include => "file".to_string(),
+            Source::Include(p) => format!("file {}", p.display()),
             Source::Missing => "missing (no such index entry or file)".to_string(),
         };
         out.push_str(&format!("{:<8} {:<width$}   {source}\n", state(e), e.name));
