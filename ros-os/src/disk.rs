@@ -118,6 +118,12 @@ impl Disk {
     /// cannot freeze it gets a sync instead.
     pub fn settle(&self) -> Result<(), DiskError> {
         let dir = File::open(&self.root).map_err(io("opening", &self.root))?;
+        // Only the partition's own mount is frozen: a directory inside another filesystem
+        // (a test's temporary directory) would freeze that whole filesystem, the host's /
+        // perhaps. syncfs is all such a directory gets.
+        if !is_mount_point(&self.root) {
+            return nix::unistd::syncfs(&dir).map_err(|e| io("syncing", &self.root)(e.into()));
+        }
         // FIFREEZE and FITHAW: _IOWR('X', 119, int) and _IOWR('X', 120, int).
         const FIFREEZE: libc::c_ulong = 0xC004_5877;
         const FITHAW: libc::c_ulong = 0xC004_5878;
@@ -312,6 +318,15 @@ impl SlotWriter {
     }
 }
 
+/// Whether `dir` is the root of a mount (another device than its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (fs::metadata(dir), fs::metadata(dir.join(".."))) {
+        (Ok(d), Ok(parent)) => d.dev() != parent.dev() || d.ino() == parent.ino(),
+        _ => false,
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), DiskError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -404,6 +419,15 @@ mod tests {
         w.end().unwrap();
         w.finish().unwrap();
         assert_eq!(fs::read_to_string(slot.join("vmlinuz")).unwrap(), "new");
+    }
+
+    #[test]
+    fn only_a_mount_point_is_frozen() {
+        // A test's directory inside the host's filesystem is synced, never frozen.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(dir.path()));
+        assert!(is_mount_point(Path::new("/")));
+        Disk::at(dir.path()).settle().unwrap();
     }
 
     #[test]
