@@ -123,6 +123,11 @@ pub fn at_boot(cmdline: &KernelCmdline) -> Boot {
             if let Some(t) = next.trial.as_mut() {
                 t.phase = TrialPhase::Started;
             }
+            // Durable before anything else happens: a power cut from here on is told
+            // apart from a kernel that never reached PID 1.
+            if let Err(e) = disk.write_state(&next) {
+                log::error!("upgrade: {e}");
+            }
             log::warn!(
                 "upgrade: trial boot of {version} in slot {booted}: it becomes the default \
                  once every service is up; any failure boots slot {} again",

@@ -405,3 +405,61 @@ fn a_single_slot_disk_is_migrated_by_its_first_upgrade_and_keeps_its_state() {
     vm.send("poweroff");
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 }
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
+    let tmp = TempDir::new("powercut");
+    let v1 = built_release();
+    let v2 = format!("{v1}.next");
+    let good = bundle(tmp.path(), &v2, Variant::Healthy);
+    let disk = installed_disk(tmp.path());
+
+    // 1. Cut while the slot is being written: the good slot boots, nothing is armed.
+    let mut vm = boot_disk(&disk, Some(&good));
+    vm.console_up(BOOT);
+    vm.until("ros os list --format json | grep -q '\"booted_healthy\": true'");
+    vm.send("ros os upgrade -i /dev/vdb --no-reboot");
+    vm.wait_for("ros os upgrade: writing", BOOT);
+    drop(vm); // SIGKILL: the power cut
+    let mut vm = boot_disk(&disk, Some(&good));
+    vm.console_up(BOOT);
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    assert!(vm
+        .sh("ros os list --format json")
+        .contains("\"next_boot\": \"a\""));
+
+    // 2. Cut right after arming, before the reboot: the next boot is the trial, which
+    //    commits; the disk was consistent when the power went.
+    let out = vm.sh("ros os upgrade -i /dev/vdb --no-reboot 2>&1");
+    assert!(out.contains("armed for one trial boot"), "{out}");
+    drop(vm);
+    let mut vm = boot_disk(&disk, None);
+    console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
+    assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
+
+    // 3. Cut during a trial boot, before its health gate decides: the bootloader's
+    //    boot-once is spent, so the good slot boots and says the trial ended early.
+    let out = vm.sh(&format!("ros os upgrade -i /dev/vdb -f --no-reboot 2>&1"));
+    assert!(out.contains("armed for one trial boot"), "{out}");
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    let mut vm = boot_disk(&disk, None);
+    vm.wait_for("upgrade: trial boot of", BOOT);
+    drop(vm);
+    let mut vm = boot_disk(&disk, Some(&good));
+    console_up_and_saw(
+        &mut vm,
+        "was rolled back: the trial boot ended before its health check finished",
+    );
+    assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
+    // And a later upgrade still works (with -f: that release was rolled back).
+    vm.sh("ros os upgrade -i /dev/vdb -f --no-reboot 2>&1");
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    let mut vm = boot_disk(&disk, None);
+    console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
+    assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot a)"));
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+}
