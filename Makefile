@@ -50,7 +50,7 @@ unit-test: deps
 	$(CARGO) test --workspace --locked
 
 boot-test: image
-	ROS_IMAGE_DIR=$(abspath $(OUT)) $(CARGO) test --locked -p boot-tests -- --ignored --test-threads=1
+	ROS_IMAGE_DIR=$(abspath $(OUT)) $(CARGO) test --locked --no-fail-fast -p boot-tests -- --ignored --test-threads=1
 
 test: lint unit-test boot-test
 

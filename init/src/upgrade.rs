@@ -28,6 +28,9 @@ pub const HEALTH_WINDOW: Duration = Duration::from_secs(180);
 /// How long every service must stay up, without a restart, to count as healthy: a
 /// service that crashes at once is up for an instant after each of its restarts.
 pub const HEALTH_STABLE: Duration = Duration::from_secs(20);
+/// Restarts of one service after `boot-complete` that fail the gate at once (a crash
+/// loop: waiting for the window to close would tell nothing more).
+pub const HEALTH_MAX_RESTARTS: u32 = 3;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -273,6 +276,7 @@ pub async fn after_boot_complete<R: ServiceRuntime + 'static>(
     };
     let mut stable_since = started;
     let mut baseline = restarts_now();
+    let at_start = baseline.clone();
     // The last problem seen: named if the window closes before the services settle.
     let mut seen = None;
     let healthy = loop {
@@ -286,6 +290,13 @@ pub async fn after_boot_complete<R: ServiceRuntime + 'static>(
             None => {}
         }
         if started.elapsed() >= HEALTH_WINDOW {
+            break false;
+        }
+        let looping = restarts_now().into_iter().find(|(name, n)| {
+            n.saturating_sub(at_start.get(name).copied().unwrap_or(0)) >= HEALTH_MAX_RESTARTS
+        });
+        if let Some((name, n)) = looping {
+            seen = Some((name, format!("restarted {n} times: a crash loop")));
             break false;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

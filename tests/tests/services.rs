@@ -106,7 +106,7 @@ fn services_are_supervised_and_managed_live() {
     let mark = vm.cursor();
     vm.sh("ros service up bars-good");
     vm.rewind(mark);
-    vm.wait_for("bars.yml:5", STEP);
+    vm.wait_for("bars.yml:6:12: bars-bad.restart", STEP);
     assert!(vm.sh("ros service list").contains("enabled  bars-good"));
     vm.until("ros service ps | grep -q '^bars-good .*Up '");
     // A file PID 1 cannot see (the console's /tmp is its own): refused, saying where to
