@@ -434,13 +434,13 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
     let out = vm.sh("ros os upgrade -i /dev/vdb --no-reboot 2>&1");
     assert!(out.contains("armed for one trial boot"), "{out}");
     drop(vm);
-    let mut vm = boot_disk(&disk, None);
+    let mut vm = boot_disk(&disk, Some(&good));
     console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
     assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
 
     // 3. Cut during a trial boot, before its health gate decides: the bootloader's
     //    boot-once is spent, so the good slot boots and says the trial ended early.
-    let out = vm.sh(&format!("ros os upgrade -i /dev/vdb -f --no-reboot 2>&1"));
+    let out = vm.sh("ros os upgrade -i /dev/vdb -f --no-reboot 2>&1");
     assert!(out.contains("armed for one trial boot"), "{out}");
     vm.send("reboot");
     assert!(vm.wait_exit(Duration::from_secs(180)).success());
