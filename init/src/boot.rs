@@ -414,7 +414,7 @@ pub fn run() -> ! {
         crate::cloudinit::InitModules::new(&Path::new(paths::MODULES_DIR).join(&kver));
     mount_state(&cmdline_text, &root_modules, &reaper);
     // An installed disk of two slots: a trial boot, or the good slot after a failed one.
-    let slots = crate::upgrade::at_boot(&cmdline);
+    let slots = crate::upgrade::at_boot(&cmdline, &root_modules);
     crate::upgrade::arm_trial_deadline(&slots, upgrade_power.clone());
     let writable = mounts::apply(WRITABLE_MOUNTS, Path::new("/"), &mountinfo(), &host);
     if let Err(e) = writable {
@@ -547,8 +547,13 @@ async fn serve(
         warn_if_random_unready(Path::new("/dev/random"));
         // The upgrade's health gate, beside runcmd (which may run for long).
         let health_sup = booting.clone();
+        let checks = crate::upgrade::UserChecks {
+            config: late_config.clone(),
+            reaper: reaper.clone(),
+            console_pid: console_pid.clone(),
+        };
         tokio::spawn(async move {
-            crate::upgrade::after_boot_complete(&slots, &health_sup, &power_tx).await;
+            crate::upgrade::after_boot_complete(&slots, &health_sup, &power_tx, checks).await;
         });
         // After the services (and so the network): user scripts, then runcmd.
         let _ = tokio::task::spawn_blocking(move || {

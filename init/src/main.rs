@@ -21,6 +21,7 @@ mod state;
 mod supervisor;
 mod sys;
 mod upgrade;
+mod watchdog;
 
 fn main() {
     if std::process::id() != 1 {

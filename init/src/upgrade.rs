@@ -6,18 +6,22 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ros_config::schema::{CloudConfig, HEALTH_CHECK_DEADLINE_SECS};
 use ros_control::PowerAction;
 use ros_os::disk::{Disk, BOOT_DISK};
 use ros_os::slots::{self, BootKind, OsState, Slot, TrialPhase, Verdict};
 use ros_runtime::ServiceRuntime;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::cloudinit::ReaperRunner;
 use crate::cmdline::KernelCmdline;
+use crate::reaper::Reaper;
 use crate::supervisor::{State, Supervisor};
+use crate::watchdog::Watchdog;
 
 /// How long a trial boot may take to be healthy, from PID 1's start: past it, the trial
 /// is given up (recorded, and the good slot booted).
@@ -31,6 +35,9 @@ pub const HEALTH_STABLE: Duration = Duration::from_secs(20);
 /// Restarts of one service after `boot-complete` that fail the gate at once (a crash
 /// loop: waiting for the window to close would tell nothing more).
 pub const HEALTH_MAX_RESTARTS: u32 = 3;
+/// How long a trial's watchdog is pinged past [`TRIAL_DEADLINE`]: the deadline's reboot
+/// has that long to finish its shutdown before the watchdog resets the machine.
+pub const WATCHDOG_GRACE: Duration = Duration::from_secs(120);
 
 fn now() -> u64 {
     SystemTime::now()
@@ -56,6 +63,8 @@ pub struct Slotted {
     trial: Option<String>,
     /// Set once the trial is decided (committed, or given up): the deadline then does nothing.
     decided: AtomicBool,
+    /// A trial's watchdog, disarmed by the commit.
+    watchdog: Option<Watchdog>,
 }
 
 impl Slotted {
@@ -96,8 +105,9 @@ impl Slotted {
 }
 
 /// Read the slots' state at boot and record what this boot says about the last upgrade.
-/// A trial boot turns the recovery shell off: any fatal error reboots into the good slot.
-pub fn at_boot(cmdline: &KernelCmdline) -> Boot {
+/// A trial boot turns the recovery shell off (any fatal error reboots into the good slot)
+/// and arms a watchdog (loaded through `modules`).
+pub fn at_boot(cmdline: &KernelCmdline, modules: &dyn ros_cloudinit::ModuleLoader) -> Boot {
     let Some(booted) = cmdline.get(slots::SLOT_ARG).and_then(Slot::parse) else {
         return Boot::NotSlotted;
     };
@@ -120,6 +130,7 @@ pub fn at_boot(cmdline: &KernelCmdline) -> Boot {
     let kind = slots::on_boot(&state, booted, armed.as_deref());
     let mut next = state.clone();
     let mut trial = None;
+    let mut watchdog = None;
     match &kind {
         BootKind::Trial { version } => {
             crate::recovery::set_offer_shell(false);
@@ -137,6 +148,7 @@ pub fn at_boot(cmdline: &KernelCmdline) -> Boot {
                 booted.other()
             );
             trial = Some(version.clone());
+            watchdog = Watchdog::arm(modules, TRIAL_DEADLINE + WATCHDOG_GRACE);
         }
         BootKind::RolledBack {
             version,
@@ -179,12 +191,25 @@ pub fn at_boot(cmdline: &KernelCmdline) -> Boot {
             next.good
         );
     }
+    // The state is the truth: a power cut between a commit's two writes (the state, then
+    // syslinux.cfg) leaves the bootloader's DEFAULT behind it, which is written again here.
+    if trial.is_none() && !disk.boot_config_matches(&next) {
+        log::warn!(
+            "upgrade: the boot entries did not match the state (a power cut during a \
+             commit?): written again, slot {} boots by default",
+            next.good
+        );
+        if let Err(e) = disk.write_boot_config(&next).and_then(|()| disk.settle()) {
+            log::error!("upgrade: {e}");
+        }
+    }
     let slotted = Slotted {
         disk,
         booted,
         state: std::sync::Mutex::new(state.clone()),
         trial,
         decided: AtomicBool::new(false),
+        watchdog,
     };
     if next != state {
         slotted.save(next, false);
@@ -247,13 +272,52 @@ fn unhealthy<R: ServiceRuntime + 'static>(
     })
 }
 
+/// The user's own health checks (`rancher.upgrade.health_checks`) and what running them
+/// needs: they run as `runcmd` does, in the console's filesystem.
+pub struct UserChecks {
+    /// The boot's config (the checks, and `rancher.environment`).
+    pub config: CloudConfig,
+    /// The one reaper, which waits for them.
+    pub reaper: Reaper,
+    /// The console's pid once it started (0 before).
+    pub console_pid: Arc<AtomicU32>,
+}
+
+impl UserChecks {
+    /// Run every check; the first that failed, as `` `COMMAND`: WHAT HAPPENED ``.
+    async fn first_failure(self) -> Option<String> {
+        if self.config.rancher.upgrade.health_checks.is_empty() {
+            return None;
+        }
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut runner =
+                ReaperRunner::for_runcmd(self.reaper, self.console_pid.load(Ordering::Relaxed));
+            runner.deadline = Duration::from_secs(HEALTH_CHECK_DEADLINE_SECS);
+            ros_cloudinit::run_health_checks(
+                &self.config,
+                &runner,
+                &crate::cloudinit::command_log(),
+            )
+        })
+        .await;
+        match ran {
+            Ok(report) => report
+                .problems
+                .first()
+                .map(|p| format!("{}: {}", p.subject, p.message)),
+            Err(e) => Some(format!("running them: {e}")),
+        }
+    }
+}
+
 /// After `boot-complete`: in a trial, the health gate (every enabled service up within
-/// [`HEALTH_WINDOW`]), then the commit or the reboot into the good slot; in the first
+/// [`HEALTH_WINDOW`], then the user's checks), then the commit or the reboot into the good slot; in the first
 /// healthy boot of a slot, mark it so (`ros os rollback` goes only to such a slot).
 pub async fn after_boot_complete<R: ServiceRuntime + 'static>(
     boot: &Boot,
     sup: &Supervisor<R>,
     power: &UnboundedSender<PowerAction>,
+    checks: UserChecks,
 ) {
     let Boot::Slotted(s) = boot else { return };
     let state = s.state();
@@ -323,11 +387,19 @@ pub async fn after_boot_complete<R: ServiceRuntime + 'static>(
         return;
     }
     if s.trial.is_some() {
+        // Then the user's checks, on a system the gate found healthy.
+        if let Some(failed) = checks.first_failure().await {
+            s.give_up(&format!("health check: {failed}"), power);
+            return;
+        }
         if s.decided.swap(true, Ordering::SeqCst) {
             return;
         }
         let next = slots::committed(&s.state(), now());
         s.save(next, true);
+        if let Some(w) = &s.watchdog {
+            w.disarm();
+        }
         log::warn!(
             "upgrade: {} committed: every service stayed up; slot {} boots by default now",
             s.trial.as_deref().unwrap_or("?"),

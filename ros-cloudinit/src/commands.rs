@@ -105,6 +105,18 @@ pub fn run_runcmd(config: &CloudConfig, runner: &dyn CommandRunner, log: &Path) 
     run_list(Step::Runcmd, &config.runcmd, config, runner, log)
 }
 
+/// Run `rancher.upgrade.health_checks` in order (in a trial boot, once every service is
+/// up). Each one that fails, or cannot start, is a problem in the report; all of them run.
+pub fn run_health_checks(config: &CloudConfig, runner: &dyn CommandRunner, log: &Path) -> Report {
+    run_list(
+        Step::HealthCheck,
+        &config.rancher.upgrade.health_checks,
+        config,
+        runner,
+        log,
+    )
+}
+
 /// Run the `#!` user-data scripts that `fetch_user_data` saved under `root`, in name order
 /// (that is, datasource order), each as its own program. Call once per boot, after
 /// `run_runcmd`. Output goes to `log`.

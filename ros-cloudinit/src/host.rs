@@ -153,12 +153,22 @@ impl Invocation {
         if let Some(dir) = self.log.parent() {
             fs::create_dir_all(dir).map_err(|e| annotate(e, "creating", dir))?;
         }
+        // `/var/log` is shared with the syslog service: a symlink or a FIFO planted at
+        // the log's name must not redirect (or block) what root writes here.
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
             .open(&self.log)
             .map_err(|e| annotate(e, "opening", &self.log))?;
+        if !log.metadata()?.is_file() {
+            return Err(annotate(
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+                "opening",
+                &self.log,
+            ));
+        }
         writeln!(log, "cloud-init: {}: {:?}", self.label, self.argv)
             .map_err(|e| annotate(e, "writing", &self.log))?;
         let mut cmd = Command::new(program);
@@ -485,6 +495,29 @@ mod tests {
         let err = SystemHost.sysctl(&missing, "1").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         assert!(!missing.exists());
+    }
+
+    #[test]
+    fn a_log_planted_as_a_symlink_or_fifo_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("cloud-config.yml");
+        fs::write(&target, "hostname: kept\n").unwrap();
+        let log = dir.path().join("cloud-init.log");
+        std::os::unix::fs::symlink(&target, &log).unwrap();
+        let inv = Invocation {
+            label: "runcmd[0]".into(),
+            argv: vec!["sh".into(), "-c".into(), "echo written".into()],
+            env: vec![],
+            log: log.clone(),
+        };
+        let err = inv.command().unwrap_err();
+        assert!(err.to_string().contains("cloud-init.log"), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "hostname: kept\n");
+        fs::remove_file(&log).unwrap();
+        nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // A FIFO with no reader: ENXIO at once (O_NONBLOCK), never a blocked PID 1.
+        let err = inv.command().unwrap_err();
+        assert!(err.to_string().contains("cloud-init.log"), "{err}");
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub use apply::{
     apply, apply_container_write_files, apply_hostname, apply_sysctl, apply_write_files,
     authorize_ssh_keys, hosts_with, load_modules, merge_authorized_keys, sysctl_path, Applied,
 };
-pub use commands::{command_env, run_bootcmd, run_runcmd, run_user_scripts, DEFAULT_PATH};
+pub use commands::{
+    command_env, run_bootcmd, run_health_checks, run_runcmd, run_user_scripts, DEFAULT_PATH,
+};
 pub use confined::{ConfinedError, ContainerRoot, HomeFile};
 pub use datasource::{
     fetch_user_data, find_config_drive, plan, ConfigDrive, Datasource, DatasourceError,

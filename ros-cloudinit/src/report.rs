@@ -27,6 +27,8 @@ pub enum Step {
     Runcmd,
     /// Saved `#!` user-data scripts.
     Script,
+    /// `rancher.upgrade.health_checks`, in a trial boot.
+    HealthCheck,
 }
 
 impl Step {
@@ -43,6 +45,7 @@ impl Step {
             Step::Bootcmd => "bootcmd",
             Step::Runcmd => "runcmd",
             Step::Script => "script",
+            Step::HealthCheck => "health_checks",
         }
     }
 }

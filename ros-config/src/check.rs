@@ -100,8 +100,13 @@ pub(crate) fn check(cfg: &CloudConfig) -> Vec<Finding> {
             f.error(at.key("content"), e.to_string());
         }
     }
-    commands(&mut f, "runcmd", &cfg.runcmd);
-    commands(&mut f, "bootcmd", &cfg.bootcmd);
+    commands(&mut f, root("runcmd"), &cfg.runcmd);
+    commands(&mut f, root("bootcmd"), &cfg.bootcmd);
+    commands(
+        &mut f,
+        root("rancher").key("upgrade").key("health_checks"),
+        &cfg.rancher.upgrade.health_checks,
+    );
     for (i, row) in cfg.mounts.iter().enumerate() {
         if row.0.is_empty() || row.0.len() > 4 {
             f.error(
@@ -117,14 +122,14 @@ pub(crate) fn check(cfg: &CloudConfig) -> Vec<Finding> {
     f.0
 }
 
-fn commands(f: &mut Findings, key: &str, list: &[CommandSpec]) {
+fn commands(f: &mut Findings, at: KeyPath, list: &[CommandSpec]) {
     for (i, cmd) in list.iter().enumerate() {
         let empty = match cmd {
             CommandSpec::Shell(line) => line.trim().is_empty(),
             CommandSpec::Argv(argv) => argv.is_empty(),
         };
         if empty {
-            f.error(root(key).index(i), "empty command");
+            f.error(at.index(i), "empty command");
         }
     }
 }

@@ -805,7 +805,15 @@ pub struct UpgradeConfig {
     pub image: Option<Text>,
     /// `true`/`false` for automatic rollback, or (RancherOS) the image to roll back to.
     pub rollback: Option<Text>,
+    /// The user's own health checks for a trial boot (new in rOS): commands run as
+    /// `runcmd` runs them, in order, once every service is up and stable; the new slot
+    /// is committed only if each exits 0 within [`HEALTH_CHECK_DEADLINE_SECS`], and a
+    /// failure rolls the upgrade back, naming the check.
+    pub health_checks: Vec<CommandSpec>,
 }
+
+/// How long one `rancher.upgrade.health_checks` entry may run.
+pub const HEALTH_CHECK_DEADLINE_SECS: u64 = 120;
 
 /// `rancher.defaults`: values used when nothing else sets them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

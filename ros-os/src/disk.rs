@@ -105,6 +105,13 @@ impl Disk {
         )
     }
 
+    /// Whether syslinux.cfg holds exactly the entries of `state` (a power cut between the
+    /// two writes of [`Disk::commit`] leaves it behind the state).
+    pub fn boot_config_matches(&self, state: &OsState) -> bool {
+        fs::read_to_string(self.path(&format!("{SYSLINUX_DIR}/syslinux.cfg")))
+            .is_ok_and(|text| text == state.boot_config())
+    }
+
     /// Write the state, then the boot entries it implies, then [`Disk::settle`]: the
     /// order in which a power cut at any point leaves a state PID 1 understands.
     pub fn commit(&self, state: &OsState) -> Result<(), DiskError> {
@@ -391,6 +398,15 @@ mod tests {
             "{cfg}"
         );
         assert_eq!(disk.slot_bytes(Slot::A), 30);
+        assert!(disk.boot_config_matches(&state));
+        // A commit cut between its two writes: the state moved on, the entries did not.
+        let mut ahead = state.clone();
+        ahead.good = Slot::B;
+        ahead.slots.insert(Slot::B, ahead.slots[&Slot::A].clone());
+        disk.write_state(&ahead).unwrap();
+        assert!(!disk.boot_config_matches(&ahead));
+        disk.write_boot_config(&ahead).unwrap();
+        assert!(disk.boot_config_matches(&ahead));
     }
 
     #[test]

@@ -71,6 +71,18 @@ fn boots_to_a_console_container_and_powers_off() {
     let sock = vm.sh("stat -c '%A %U' /run/system-containerd/containerd.sock");
     assert_eq!(sock, "srw------- root");
     assert_eq!(vm.sh("stat -c '%a' /run/system-containerd"), "700");
+    // PID 1's control socket too: `ros` as the rancher user is refused, as root it works.
+    assert_eq!(
+        vm.sh("stat -c '%A %U' /run/ros/control.sock"),
+        "srw------- root"
+    );
+    assert_eq!(vm.sh("stat -c '%a %U' /run/ros"), "700 root");
+    let (out, status) = vm.run(
+        "su rancher -s /bin/sh -c 'ros service ps' 2>&1",
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 4, "ros as rancher: {out}");
+    assert!(out.contains("ermission denied"), "{out}");
 
     // The shell is in a container: its own cgroup and mount namespace, host pid ns.
     // Seen from PID 1's cgroup2 mount, the shell is in the console's cgroup...

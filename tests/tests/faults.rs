@@ -171,15 +171,27 @@ fn orphans_containerd_kills_and_a_crash_loop() {
     vm.run("sleep 60", Duration::from_secs(120));
     let (t1, i1) = cpu_jiffies(&mut vm);
     let busy = 100.0 * (1.0 - (i1 - i0) as f64 / (t1 - t0) as f64);
+    let after = vm.cursor();
     vm.rewind(cursor);
     for delay in [
         "restarting in 1s",
         "restarting in 2s",
         "restarting in 4s",
         "restarting in 8s",
+        "restarting in 16s",
     ] {
         vm.wait_for(delay, Duration::from_secs(5));
     }
+    // The backoff is what keeps the loop cheap: 1, 2, 4, 8, 16, 32 s fit six restarts
+    // into the minute, not sixty.
+    let restarts = vm.output()[cursor..after]
+        .lines()
+        .filter(|l| l.contains("service crasher: exited") && l.contains("restarting in"))
+        .count();
+    assert!(
+        (4..=7).contains(&restarts),
+        "{restarts} restarts of the crash loop in 60 s"
+    );
     // The loop's own cost: what the system used over the minute above its idle level.
     let cost = busy - idle_busy;
     eprintln!(

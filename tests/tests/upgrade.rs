@@ -49,7 +49,36 @@ enum Variant {
     BrokenService,
     /// An initrd the kernel cannot use: it panics before PID 1.
     Panics,
+    /// A service pins every CPU at real-time priority: userspace, PID 1 included, never
+    /// runs again, and only the watchdog can end the trial.
+    Hangs,
 }
+
+/// The `Hangs` variant's program: real-time throttling off, then one SCHED_FIFO 99 busy
+/// loop pinned to each CPU.
+const HOG_C: &str = r#"
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    FILE *f = fopen("/proc/sys/kernel/sched_rt_runtime_us", "w");
+    if (!f || fputs("-1\n", f) < 0 || fclose(f) != 0) { perror("hog: rt throttling"); return 1; }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (long c = 0; c < n; c++) {
+        if (c + 1 < n && fork() != 0) continue;
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(c, &set);
+        struct sched_param p = { .sched_priority = 99 };
+        if (sched_setaffinity(0, sizeof set, &set) || sched_setscheduler(0, SCHED_FIFO, &p)) {
+            perror("hog"); return 1;
+        }
+        for (volatile unsigned long i = 0;; i++) {}
+    }
+    return 0;
+}
+"#;
 
 /// A signed bundle of release `version` (with the build tree's key), in `dir`.
 fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
@@ -78,6 +107,21 @@ fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
             work.join("usr/share/ros/services/zz-broken.yml"),
             "broken:\n  image: ros/syslog:0.1.0\n  command: [/bin/sh, -c, \"exit 1\"]\n  \
              labels:\n    io.rancher.os.scope: system\n  net: none\n  restart: always\n",
+        )
+        .unwrap();
+    }
+    if variant == Variant::Hangs {
+        let src = dir.join("hog.c");
+        fs::write(&src, HOG_C).unwrap();
+        run(Command::new("cc")
+            .args(["-static", "-O1", "-o"])
+            .arg(work.join("usr/libexec/ros/hog"))
+            .arg(&src));
+        fs::write(
+            work.join("usr/share/ros/services/zz-hog.yml"),
+            "hog:\n  image: ros/syslog:0.1.0\n  command: [/hog]\n  labels:\n    \
+             io.rancher.os.scope: system\n  net: none\n  privileged: true\n  \
+             restart: \"no\"\n  volumes:\n    - /usr/libexec/ros/hog:/hog:ro\n",
         )
         .unwrap();
     }
@@ -164,7 +208,10 @@ impl Drop for HttpServer {
 
 /// Boot the installed `disk`, with `bundle` attached as the raw disk /dev/vdb.
 fn boot_disk(disk: &Path, bundle: Option<&Path>) -> Vm {
-    let mut qemu_args = Vec::new();
+    // A hardware watchdog, as a server has: a trial boot arms it.
+    let mut qemu_args: Vec<String> = ["-device", "i6300esb", "-action", "watchdog=reset"]
+        .map(String::from)
+        .to_vec();
     if let Some(b) = bundle {
         qemu_args.extend([
             "-drive".to_string(),
@@ -460,6 +507,54 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
     let mut vm = boot_disk(&disk, None);
     console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
     assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot a)"));
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn a_failed_user_health_check_or_a_hung_trial_ends_in_the_good_slot() {
+    let tmp = TempDir::new("hang");
+    let v1 = built_release();
+    let v2 = format!("{v1}.next");
+    let good = bundle(tmp.path(), &v2, Variant::Healthy);
+    let hangs = bundle(tmp.path(), &format!("{v1}.hangs"), Variant::Hangs);
+    let disk = installed_disk(tmp.path());
+
+    // The user's own check (rancher.upgrade.health_checks) fails in the trial: every
+    // service is up, but the upgrade is rolled back, naming the check.
+    let mut vm = boot_disk(&disk, Some(&good));
+    vm.console_up(BOOT);
+    vm.until("ros os list --format json | grep -q '\"booted_healthy\": true'");
+    vm.sh("ros config set rancher.upgrade.health_checks '[ls /run/no-such-file]'");
+    upgrade_and_reboot(&mut vm);
+    let mut vm = boot_disk(&disk, None);
+    vm.wait_for("watchdog: armed for this trial boot (i6300esb", BOOT);
+    vm.wait_for("health check: `ls /run/no-such-file`: exit status 1", TRIAL);
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    let mut vm = boot_disk(&disk, Some(&hangs));
+    console_up_and_saw(&mut vm, "was rolled back: health check: `ls /run/no-such-file`");
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    vm.sh("ros config set rancher.upgrade.health_checks '[]'");
+
+    // A trial whose userspace hangs (no panic, nothing on the console): the watchdog
+    // resets the machine (QEMU, with -no-reboot, exits), and the good slot boots.
+    upgrade_and_reboot(&mut vm);
+    let mut vm = boot_disk(&disk, None);
+    vm.wait_for("watchdog: armed for this trial boot (i6300esb", BOOT);
+    assert!(
+        vm.wait_exit(TRIAL).success(),
+        "the hung trial was not reset: {}",
+        vm.tail(30)
+    );
+    let mut vm = boot_disk(&disk, None);
+    console_up_and_saw(
+        &mut vm,
+        "was rolled back: the trial boot ended before its health check finished",
+    );
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    // A normal boot arms no watchdog.
+    assert!(!vm.output().contains("watchdog: armed"), "{}", vm.tail(40));
     vm.send("poweroff");
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 }

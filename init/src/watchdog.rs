@@ -1,0 +1,147 @@
+//! The watchdog of a trial boot: armed when a trial starts, pinged by a thread of PID 1's
+//! own, disarmed once the trial commits. What stops that thread (the whole of userspace
+//! starved or hung, a kernel that no longer schedules it) ends in a reset, and so does a
+//! trial still undecided past its deadline plus a grace for the shutdown: after a reset
+//! the bootloader boots the good slot (the boot-once was spent by this boot). Outside a
+//! trial nothing here runs: a hang of a committed system is not this module's to judge.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use ros_cloudinit::ModuleLoader;
+
+/// The first watchdog device.
+pub const DEVICE: &str = "/dev/watchdog";
+/// Drivers tried in order: a hardware watchdog (QEMU's `-device i6300esb`, Intel
+/// chipsets'), which also resets a hung kernel; then the kernel's softdog, which resets
+/// only when userspace stops pinging it.
+const DRIVERS: [&str; 2] = ["i6300esb", "softdog"];
+/// The timeout set on the device. i6300esb counts it twice (its two stages) before the
+/// reset; very short timeouts are known to reset at once.
+pub const TIMEOUT_SECS: i32 = 30;
+/// How often the thread pings: well inside [`TIMEOUT_SECS`].
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+// WDIOC_SETTIMEOUT: _IOWR('W', 6, int) in <linux/watchdog.h>.
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
+
+/// An armed watchdog; [`Watchdog::disarm`] stops it.
+#[derive(Debug)]
+pub struct Watchdog {
+    disarm: mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    /// Load a driver, open [`DEVICE`] and ping it from a thread for `ping_for` at most
+    /// (then a reset follows within the timeout). `None`, with a warning, when no
+    /// watchdog can be had: the trial's own deadline is then all there is.
+    pub fn arm(modules: &dyn ModuleLoader, ping_for: Duration) -> Option<Watchdog> {
+        let mut driver = "already present";
+        for name in DRIVERS {
+            if Path::new(DEVICE).exists() {
+                break;
+            }
+            // i6300esb fails with ENODEV where there is no such device: the next is tried.
+            if modules.load_module(name, "").is_ok() {
+                driver = name;
+            }
+        }
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(DEVICE)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!("watchdog: {DEVICE}: {e}; a hang in this trial boot is not reset");
+                return None;
+            }
+        };
+        let mut timeout: libc::c_int = TIMEOUT_SECS;
+        // SAFETY: WDIOC_SETTIMEOUT reads and writes one int, which `timeout` is, on a
+        // descriptor `file` keeps open.
+        if let Err(e) = unsafe { wdioc_settimeout(file.as_raw_fd(), &mut timeout) } {
+            log::warn!("watchdog: setting its timeout: {e}; keeping the driver's ({timeout} s)");
+        }
+        let (tx, rx) = mpsc::channel::<()>();
+        let until = Instant::now() + ping_for;
+        let spawned = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || ping(&mut file, &rx, until));
+        if let Err(e) = spawned {
+            log::warn!("watchdog: no thread to ping it ({e}); a reset follows");
+            return None;
+        }
+        log::warn!(
+            "watchdog: armed for this trial boot ({driver}, {timeout} s): a hang resets the \
+             machine into the good slot"
+        );
+        Some(Watchdog { disarm: tx })
+    }
+
+    /// Stop the watchdog (the trial committed).
+    pub fn disarm(&self) {
+        let _ = self.disarm.send(());
+    }
+}
+
+/// The pinging thread: a write is a ping; `V` then a close stops the device (the
+/// drivers' magic close). Past `until`, or if the channel says so, it stops pinging.
+fn ping(file: &mut File, disarm: &mpsc::Receiver<()>, until: Instant) {
+    loop {
+        match disarm.recv_timeout(PING_EVERY) {
+            Ok(()) => {
+                match file.write_all(b"V") {
+                    Ok(()) => log::info!("watchdog: disarmed"),
+                    Err(e) => log::error!("watchdog: disarming: {e}; a reset follows"),
+                }
+                return;
+            }
+            // The owner is gone without a word: go on pinging until the deadline.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(PING_EVERY),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= until {
+            // Closed without the magic `V`: the device keeps counting.
+            log::error!("watchdog: the trial is still undecided past its deadline; resetting");
+            return;
+        }
+        if let Err(e) = file.write_all(b"\0") {
+            log::error!("watchdog: ping: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn device() -> (tempfile::NamedTempFile, File) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let file = OpenOptions::new().write(true).open(f.path()).unwrap();
+        (f, file)
+    }
+
+    #[test]
+    fn a_disarm_writes_the_magic_close_and_stops() {
+        let (f, mut file) = device();
+        let (tx, rx) = mpsc::channel();
+        tx.send(()).unwrap();
+        ping(&mut file, &rx, Instant::now() + Duration::from_secs(60));
+        assert_eq!(std::fs::read(f.path()).unwrap(), b"V");
+    }
+
+    #[test]
+    fn past_its_deadline_it_stops_pinging_without_the_magic_close() {
+        let (f, mut file) = device();
+        let (_tx, rx) = mpsc::channel();
+        ping(&mut file, &rx, Instant::now());
+        assert_eq!(std::fs::read(f.path()).unwrap(), b"");
+    }
+}
