@@ -455,12 +455,13 @@ pub fn squashfs_size(r: &mut impl Read) -> Result<u64, String> {
 }
 
 /// Write an MBR with `boot_code` and one bootable Linux partition from 1 MiB to the end
-/// of a disk of `size` bytes.
+/// of a disk of `size` bytes; returns how a kernel line names that partition
+/// (`PARTUUID=SSSSSSSS-01`, from the new disk signature).
 pub fn write_partition_table<W: Write + Seek>(
     disk: &mut W,
     size: u64,
     boot_code: &[u8],
-) -> Result<(), String> {
+) -> Result<String, String> {
     let sectors = size / SECTOR;
     if sectors < u64::from(FIRST_LBA) + 256 * 1024 * 1024 / SECTOR {
         return Err(format!(
@@ -469,7 +470,16 @@ pub fn write_partition_table<W: Write + Seek>(
         ));
     }
     let count = u32::try_from(sectors - u64::from(FIRST_LBA)).unwrap_or(u32::MAX);
-    let signature: [u8; 4] = (std::process::id() ^ 0x524f_5321).to_le_bytes();
+    // The disk signature: the boot entries name the partition by it (`root=PARTUUID=`),
+    // so it must differ from every other disk's (random, not the pid: two installs from
+    // the same image run as the same pid).
+    let mut signature = [0u8; 4];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut signature))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    if signature == [0; 4] {
+        signature = 0x524f_5321u32.to_le_bytes();
+    }
     let mut mbr = mbrman::MBR::new_from(disk, SECTOR as u32, signature)
         .map_err(|e| format!("partition table: {e}"))?;
     let n = boot_code.len().min(mbr.header.bootstrap_code.len());
@@ -483,7 +493,8 @@ pub fn write_partition_table<W: Write + Seek>(
         sectors: count,
     };
     mbr.write_into(disk)
-        .map_err(|e| format!("writing the partition table: {e}"))
+        .map_err(|e| format!("writing the partition table: {e}"))?;
+    Ok(format!("PARTUUID={:08x}-01", u32::from_le_bytes(signature)))
 }
 
 /// The first partition of `disk` (`/dev/vdb1`, `/dev/nvme0n1p1`).
@@ -529,7 +540,7 @@ fn install(
         .map_err(io_err(disk.display().to_string()))?;
     dev.seek(SeekFrom::Start(0))
         .map_err(io_err(disk.display().to_string()))?;
-    write_partition_table(&mut dev, size, &boot_code)?;
+    let root = write_partition_table(&mut dev, size, &boot_code)?;
     dev.sync_all().map_err(io_err(disk.display().to_string()))?;
     let reread_err =
         |e: io::Error| format!("re-reading the partition table of {}: {e}", disk.display());
@@ -586,7 +597,7 @@ fn install(
         &mut image,
         image_size,
         cloud_config,
-        append,
+        (&root, append),
         version,
     );
     let unmounted =
@@ -604,7 +615,7 @@ fn populate(
     image: &mut File,
     image_size: u64,
     cloud_config: &str,
-    append: &str,
+    (root, append): (&str, &str),
     version: &str,
 ) -> Result<(), String> {
     let io_err = |what: &Path| {
@@ -637,7 +648,8 @@ fn populate(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let state = ros_os::slots::OsState::installed(version, append, now);
+    let mut state = ros_os::slots::OsState::installed(version, append, now);
+    state.root = Some(root.to_string());
     disk.write_state(&state).map_err(|e| e.to_string())?;
     disk.write_boot_config(&state).map_err(|e| e.to_string())?;
     run_tool(
@@ -703,8 +715,11 @@ mod tests {
         let size = 300u64 << 20;
         let mut disk = Cursor::new(vec![0u8; 1 << 20]);
         let code: Vec<u8> = (0..440u32).map(|i| (i % 251) as u8).collect();
-        write_partition_table(&mut disk, size, &code).unwrap();
+        let root = write_partition_table(&mut disk, size, &code).unwrap();
         let bytes = disk.into_inner();
+        let signature = u32::from_le_bytes(bytes[440..444].try_into().unwrap());
+        assert_eq!(root, format!("PARTUUID={signature:08x}-01"));
+        assert_ne!(signature, 0);
         assert_eq!(&bytes[..440], &code[..]);
         assert_eq!(&bytes[510..512], &[0x55, 0xAA]);
         let entry = &bytes[446..462];

@@ -162,6 +162,11 @@ pub struct OsState {
     /// The user's kernel arguments (`ros install -a`), on every boot entry.
     #[serde(default)]
     pub append: String,
+    /// How the boot entries name the partition (`root=`): `PARTUUID=SSSSSSSS-01`, the
+    /// disk signature `ros install` wrote, so that another volume labelled like it cannot
+    /// stand in for it; none (disks installed before): [`PARTITION_LABEL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// The upgrade being tried, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial: Option<Trial>,
@@ -220,6 +225,7 @@ impl OsState {
             )]),
             good: Slot::A,
             append: append.trim().to_string(),
+            root: None,
             trial: None,
             last: None,
             refused: Vec::new(),
@@ -256,17 +262,25 @@ impl OsState {
 
     /// The boot entries for this state: `DEFAULT` the good slot, an entry per written slot.
     pub fn boot_config(&self) -> String {
-        boot_config(self.good, self.slots.keys().copied(), &self.append)
+        boot_config(
+            self.good,
+            self.slots.keys().copied(),
+            self.root.as_deref(),
+            &self.append,
+        )
     }
 }
 
 /// The kernel command line of `slot`'s boot entry: the root image in the slot's directory
-/// on the labelled partition, a reboot 10 s after a panic (Debian's kernel otherwise
-/// waits forever, and the bootloader's fallback never comes), then the user's arguments.
-pub fn kernel_args(slot: Slot, append: &str) -> String {
+/// on the partition `root` names (`PARTUUID=...`; none: by its label), a reboot 10 s
+/// after a panic (Debian's kernel otherwise waits forever, and the bootloader's fallback
+/// never comes), then the user's arguments.
+pub fn kernel_args(slot: Slot, root: Option<&str>, append: &str) -> String {
+    let label = format!("LABEL={PARTITION_LABEL}");
     let mut args = format!(
-        "console=tty0 console=ttyS0 quiet panic=10 root=LABEL={PARTITION_LABEL} \
-         rootimg=/{}/root.img {SLOT_ARG}={slot}",
+        "console=tty0 console=ttyS0 quiet panic=10 root={} rootimg=/{}/root.img \
+         {SLOT_ARG}={slot}",
+        root.unwrap_or(&label),
         slot.dir()
     );
     if !append.trim().is_empty() {
@@ -278,7 +292,12 @@ pub fn kernel_args(slot: Slot, append: &str) -> String {
 
 /// syslinux.cfg: `DEFAULT` is `good`; one entry per slot in `slots`. No prompt: a boot-once
 /// entry that cannot be loaded falls back to `DEFAULT` after the timeout.
-pub fn boot_config(good: Slot, slots: impl IntoIterator<Item = Slot>, append: &str) -> String {
+pub fn boot_config(
+    good: Slot,
+    slots: impl IntoIterator<Item = Slot>,
+    root: Option<&str>,
+    append: &str,
+) -> String {
     let mut cfg = format!(
         "# Written by ros (ros install, ros os upgrade): DEFAULT is the known-good slot.\n\
          SERIAL 0 115200\nDEFAULT {}\nPROMPT 0\nTIMEOUT 10\n",
@@ -288,7 +307,7 @@ pub fn boot_config(good: Slot, slots: impl IntoIterator<Item = Slot>, append: &s
         cfg.push_str(&format!(
             "\nLABEL {}\n  KERNEL /{dir}/vmlinuz\n  INITRD /{dir}/initrd\n  APPEND {}\n",
             slot.label(),
-            kernel_args(slot, append),
+            kernel_args(slot, root, append),
             dir = slot.dir()
         ));
     }
@@ -578,9 +597,19 @@ mod tests {
             ),
             "{cfg}"
         );
-        let one = OsState::installed("1.0", "", 1).boot_config();
-        assert!(!one.contains("ros-b"), "{one}");
-        assert!(one.contains("ros.slot=a\n"), "{one}");
+        let mut one = OsState::installed("1.0", "", 1);
+        let cfg = one.boot_config();
+        assert!(!cfg.contains("ros-b"), "{cfg}");
+        assert!(cfg.contains("ros.slot=a\n"), "{cfg}");
+        // A disk installed with its partition id names it so, and the id survives the
+        // state file.
+        one.root = Some("PARTUUID=1a2b3c4d-01".into());
+        let cfg = one.boot_config();
+        assert!(
+            cfg.contains(" root=PARTUUID=1a2b3c4d-01 rootimg=/boot/slot-a/root.img "),
+            "{cfg}"
+        );
+        assert_eq!(OsState::parse(&one.to_text(), "x").unwrap(), one);
     }
 
     #[test]

@@ -119,10 +119,16 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
         vm.sh("ros config get rancher.environment.INSTALL_ARG"),
         "passed"
     );
+    // The root partition named by the disk signature ros install wrote: another volume
+    // labelled RANCHER_STATE cannot stand in for it.
     let cmdline = vm.sh("cat /proc/cmdline");
+    let signature = vm.sh("od -An -tx4 -j440 -N4 /dev/vda | tr -d ' '");
+    assert_eq!(signature.len(), 8, "{signature}");
     assert!(
-        cmdline.contains("root=LABEL=RANCHER_STATE rootimg=/boot/slot-a/root.img ros.slot=a"),
-        "{cmdline}"
+        cmdline.contains(&format!(
+            " root=PARTUUID={signature}-01 rootimg=/boot/slot-a/root.img ros.slot=a"
+        )),
+        "{cmdline} (disk signature {signature})"
     );
     let mounts = vm.sh("awk '$2==\"/\" || $2==\"/mnt/state\" {print $1, $2, $3}' /proc/1/mounts");
     assert!(mounts.contains("/dev/loop0 / squashfs"), "{mounts}");

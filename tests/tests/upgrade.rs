@@ -115,13 +115,13 @@ fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
         fs::write(&src, HOG_C).unwrap();
         run(Command::new("cc")
             .args(["-static", "-O1", "-o"])
-            .arg(work.join("usr/libexec/ros/hog"))
+            .arg(work.join("usr/lib/ros/hog"))
             .arg(&src));
         fs::write(
             work.join("usr/share/ros/services/zz-hog.yml"),
             "hog:\n  image: ros/syslog:0.1.0\n  command: [/hog]\n  labels:\n    \
              io.rancher.os.scope: system\n  net: none\n  privileged: true\n  \
-             restart: \"no\"\n  volumes:\n    - /usr/libexec/ros/hog:/hog:ro\n",
+             restart: \"no\"\n  volumes:\n    - /usr/lib/ros/hog:/hog:ro\n",
         )
         .unwrap();
     }
@@ -533,7 +533,10 @@ fn a_failed_user_health_check_or_a_hung_trial_ends_in_the_good_slot() {
     vm.wait_for("health check: `ls /run/no-such-file`: exit status 1", TRIAL);
     assert!(vm.wait_exit(Duration::from_secs(180)).success());
     let mut vm = boot_disk(&disk, Some(&hangs));
-    console_up_and_saw(&mut vm, "was rolled back: health check: `ls /run/no-such-file`");
+    console_up_and_saw(
+        &mut vm,
+        "was rolled back: health check: `ls /run/no-such-file`",
+    );
     assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
     vm.sh("ros config set rancher.upgrade.health_checks '[]'");
 
