@@ -317,7 +317,14 @@ fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
         "{list}"
     );
 
-    // v1 -> v2: the trial boot commits.
+    // v1 -> v2, from the second disk with the network down: the trial boot commits.
+    assert_eq!(
+        vm.sh(
+            "for i in /sys/class/net/*; do i=${i##*/}; [ $i = lo ] || ip link set $i down; \
+             done; ip route show default | wc -l"
+        ),
+        "0"
+    );
     upgrade_and_reboot(&mut vm);
     let mut vm = boot_disk(&disk, None);
     console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
@@ -483,6 +490,25 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
     drop(vm);
     let mut vm = boot_disk(&disk, Some(&good));
     console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
+    assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
+
+    // 2b. Cut in the middle of a commit: the state says b is good, syslinux.cfg still
+    //     says ros-a (one byte written in place, as the bootloader reads it). The old
+    //     slot boots, complete; its PID 1 writes the entries the state implies, and the
+    //     next boot is the committed release.
+    vm.sh(
+        "f=/run/ros/boot-disk/boot/syslinux/syslinux.cfg; \
+         o=$(awk '/^DEFAULT ros-b$/ {print n; exit} {n += length($0) + 1}' $f); \
+         printf a | dd of=$f bs=1 seek=$((o + 12)) conv=notrunc 2>/dev/null; sync",
+    );
+    drop(vm);
+    let mut vm = boot_disk(&disk, None);
+    console_up_and_saw(&mut vm, "upgrade: the boot entries did not match the state");
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    let mut vm = boot_disk(&disk, Some(&good));
+    vm.console_up(BOOT);
     assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
 
     // 3. Cut during a trial boot, before its health gate decides: the bootloader's
