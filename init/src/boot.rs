@@ -339,7 +339,11 @@ pub fn run() -> ! {
     if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host) {
         fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
     }
-    let cmdline_text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    // One reader for PID 1 and `ros`: one stray byte must not empty the whole line.
+    let cmdline_text = ros_config::read_cmdline(Path::new("/"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let cmdline = KernelCmdline::parse(&cmdline_text);
     console::init_logging(cmdline.debug());
     // An installed disk: the root image is a file on its ext4 partition.
@@ -444,6 +448,9 @@ pub fn run() -> ! {
         Err(e) => fatal(&e.to_string()),
     };
     let config = cloud_init(&cmdline_text, &root_modules, &reaper);
+    // `rancher.debug` set in a cloud-config, not only on the kernel line (which the config
+    // also holds).
+    console::set_debug(cmdline.debug() || config.rancher.debug);
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -527,6 +534,7 @@ async fn serve(
     let reload_cmdline = cmdline.clone();
     let planner: crate::control::Planner = Arc::new(move || {
         let config = load_config(&reload_cmdline);
+        console::set_debug(KernelCmdline::parse(&reload_cmdline).debug() || config.rancher.debug);
         plan_services(&config)
     });
     crate::control::spawn(

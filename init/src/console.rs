@@ -115,6 +115,15 @@ impl log::Log for ConsoleLogger {
 
 static LOGGER: ConsoleLogger = ConsoleLogger;
 
+/// Turn debug logging on or off (the config's `rancher.debug`, known once it is loaded).
+pub fn set_debug(debug: bool) {
+    if debug && !DEBUG.swap(true, Ordering::Relaxed) {
+        log::debug!("debug logging on (rancher.debug)");
+    } else if !debug {
+        DEBUG.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Install the console logger (once; later calls only change the level).
 pub fn init_logging(debug: bool) {
     DEBUG.store(debug, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use ros_config::{
     paths, AtomicWriteError, Diagnostic, KeyPath, KeyPathError, Layer, Loaded, Mode, SetError,
-    ToYamlError, Value, MAX_CMDLINE_BYTES, MAX_FILE_BYTES, SECRET_MODE,
+    ToYamlError, Value, MAX_FILE_BYTES, SECRET_MODE,
 };
 
 use crate::exit::{CliError, ExitStatus};
@@ -502,24 +502,10 @@ fn validate(input: Option<&Path>, io: &mut Io<'_>) -> Result<(), ConfigError> {
 
 /// Every layer under `root` plus `<root>/proc/cmdline` (absent: empty), as PID 1 sees them.
 fn load_merged(root: &Path) -> Result<Loaded, ConfigError> {
-    let path = paths::under(root, paths::KERNEL_CMDLINE);
-    let cmdline = match fs::File::open(&path) {
-        Ok(file) => {
-            let mut bytes = Vec::new();
-            // One byte over the limit, so that the parser still reports the truncation.
-            let limit = u64::try_from(MAX_CMDLINE_BYTES + 1).unwrap_or(u64::MAX);
-            file.take(limit)
-                .read_to_end(&mut bytes)
-                .map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-            // The kernel passes bytes; a stray invalid byte must not hide the rest.
-            Some(String::from_utf8_lossy(&bytes).into_owned())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(source) => return Err(ConfigError::Read { path, source }),
-    };
+    let cmdline = ros_config::read_cmdline(root).map_err(|source| ConfigError::Read {
+        path: paths::under(root, paths::KERNEL_CMDLINE),
+        source,
+    })?;
     Ok(ros_config::load(root, cmdline.as_deref(), Mode::Boot))
 }
 

@@ -8,7 +8,6 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -64,19 +63,12 @@ pub fn run(args: SysconfArgs) -> Result<(), CliError> {
 }
 
 fn load(root: &Path) -> Result<CloudConfig, CliError> {
-    let path = root.join("proc/cmdline");
-    let cmdline = match fs::File::open(&path) {
-        Ok(f) => {
-            let limit = u64::try_from(ros_config::MAX_CMDLINE_BYTES).unwrap_or(u64::MAX);
-            let mut bytes = Vec::new();
-            f.take(limit)
-                .read_to_end(&mut bytes)
-                .map_err(|e| CliError::failure(format!("reading {}: {e}", path.display())))?;
-            Some(String::from_utf8_lossy(&bytes).into_owned())
-        }
-        // No /proc (a test root): the config files alone.
-        Err(_) => None,
-    };
+    let cmdline = ros_config::read_cmdline(root).map_err(|e| {
+        CliError::failure(format!(
+            "reading {root}/proc/cmdline: {e}",
+            root = root.display()
+        ))
+    })?;
     Ok(ros_config::load(root, cmdline.as_deref(), Mode::Boot).config)
 }
 

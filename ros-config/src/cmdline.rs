@@ -12,6 +12,24 @@ use crate::yaml::{Mapping, Value};
 /// Longest command line read; the kernel's own limit is a few KiB.
 pub const MAX_CMDLINE_BYTES: usize = 64 << 10;
 
+/// The kernel command line as `root` shows it (`<root>/proc/cmdline`), for PID 1 and `ros`
+/// alike: at most one byte past [`MAX_CMDLINE_BYTES`] (so that [`Cmdline::parse`] still
+/// reports the truncation), decoded lossily (a stray byte that is not UTF-8 costs that
+/// character, not the whole line). `Ok(None)` when there is no such file (a test root).
+pub fn read_cmdline(root: &std::path::Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let path = paths::under(root, paths::KERNEL_CMDLINE);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(MAX_CMDLINE_BYTES + 1).unwrap_or(u64::MAX);
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// Keys whose value is taken verbatim, never read as YAML: a password `0x1F` must stay
 /// `0x1F`, not become 31.
 const VERBATIM_KEYS: &[&str] = &["rancher.password", "rancher.autologin"];
@@ -193,6 +211,25 @@ impl Cmdline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_is_read_lossily_and_bounded_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_cmdline(dir.path()).unwrap(), None);
+        std::fs::create_dir(dir.path().join("proc")).unwrap();
+        let mut line = b"quiet rancher.debug=true \xff rancher.hostname=x".to_vec();
+        std::fs::write(dir.path().join("proc/cmdline"), &line).unwrap();
+        let text = read_cmdline(dir.path()).unwrap().unwrap();
+        assert!(text.starts_with("quiet rancher.debug=true "), "{text}");
+        assert!(Cmdline::parse(&text).debug());
+        // Bounded: one byte past the limit, for the parser to report the rest as cut.
+        line = vec![b'x'; MAX_CMDLINE_BYTES * 2];
+        std::fs::write(dir.path().join("proc/cmdline"), &line).unwrap();
+        assert_eq!(
+            read_cmdline(dir.path()).unwrap().unwrap().len(),
+            MAX_CMDLINE_BYTES + 1
+        );
+    }
     use crate::yaml::parse_document;
     use proptest::prelude::*;
 

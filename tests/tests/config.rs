@@ -29,7 +29,8 @@ fn a_config_drive_is_applied_at_boot() {
          rancher:\n\
          \x20 sysctl:\n\
          \x20   net.ipv4.ip_forward: 1\n\
-         \x20 modules: [dummy]\n"
+         \x20 modules: [dummy]\n\
+         \x20 debug: true\n"
     );
     let mut vm = Vm::boot(&BootOptions {
         qemu_args: config_drive(tmp.path(), "config-2", &user_data),
@@ -37,6 +38,12 @@ fn a_config_drive_is_applied_at_boot() {
     });
     vm.console_up(BOOT);
     assert_eq!(vm.sh("hostname"), "drive-host");
+    // rancher.debug from a cloud-config (not the kernel line) turns PID 1's debug lines on.
+    assert!(
+        vm.output().contains("debug logging on (rancher.debug)"),
+        "{}",
+        vm.tail(40)
+    );
     assert_eq!(vm.sh("ros config get hostname"), "drive-host");
     let keys = vm.sh("cat /home/rancher/.ssh/authorized_keys");
     assert!(keys.contains(KEY), "{keys}");

@@ -496,11 +496,9 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
     //     says ros-a (one byte written in place, as the bootloader reads it). The old
     //     slot boots, complete; its PID 1 writes the entries the state implies, and the
     //     next boot is the committed release.
-    vm.sh(
-        "f=/run/ros/boot-disk/boot/syslinux/syslinux.cfg; \
+    vm.sh("f=/run/ros/boot-disk/boot/syslinux/syslinux.cfg; \
          o=$(awk '/^DEFAULT ros-b$/ {print n; exit} {n += length($0) + 1}' $f); \
-         printf a | dd of=$f bs=1 seek=$((o + 12)) conv=notrunc 2>/dev/null; sync",
-    );
+         printf a | dd of=$f bs=1 seek=$((o + 12)) conv=notrunc 2>/dev/null; sync");
     drop(vm);
     let mut vm = boot_disk(&disk, None);
     console_up_and_saw(&mut vm, "upgrade: the boot entries did not match the state");

@@ -38,11 +38,16 @@ pub struct Installed {
     pub booted: Option<Slot>,
     /// The running release.
     pub running: String,
+    /// The kernel command line it booted with.
+    pub cmdline: String,
 }
 
 /// The installed disk this system runs from, or why it is not one.
 pub fn installed(root: &Path, running: String) -> Result<Installed, CliError> {
-    let cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
+    let cmdline = ros_config::read_cmdline(root)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     if cmdline_value(&cmdline, "rootimg").is_none() {
         return Err(CliError::failure(
             "this system runs from a live medium (the image, an ISO or a network boot), not \
@@ -64,6 +69,7 @@ pub fn installed(root: &Path, running: String) -> Result<Installed, CliError> {
         disk: Disk::at(&mount),
         booted: cmdline_value(&cmdline, slots::SLOT_ARG).and_then(Slot::parse),
         running,
+        cmdline,
     })
 }
 
@@ -75,10 +81,9 @@ fn failure(e: impl std::fmt::Display) -> CliError {
 fn state_of(sys: &Installed) -> Result<(OsState, Slot), CliError> {
     if sys.disk.is_legacy() {
         println!("ros os: this disk has the single-slot layout: making it slot a (no data moves)");
-        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         let state = sys
             .disk
-            .migrate_legacy(&sys.running, &user_args(&cmdline), now())
+            .migrate_legacy(&sys.running, &user_args(&sys.cmdline), now())
             .map_err(failure)?;
         return Ok((state, Slot::A));
     }
@@ -438,7 +443,7 @@ pub fn rollback(root: &Path, running: String) -> Result<(), CliError> {
 
 /// ` (slot X)` for `ros os version` on an installed disk of two slots.
 pub fn running_slot(root: &Path) -> Option<Slot> {
-    let cmdline = std::fs::read_to_string(root.join("proc/cmdline")).ok()?;
+    let cmdline = ros_config::read_cmdline(root).ok()??;
     cmdline_value(&cmdline, slots::SLOT_ARG).and_then(Slot::parse)
 }
 

@@ -36,12 +36,7 @@ pub fn index_file(root: &Path, name: &str) -> PathBuf {
 }
 
 fn read_cmdline(root: &Path) -> Option<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(paths::under(root, paths::KERNEL_CMDLINE)).ok()?;
-    let mut bytes = Vec::new();
-    let limit = u64::try_from(ros_config::MAX_CMDLINE_BYTES + 1).unwrap_or(u64::MAX);
-    file.take(limit).read_to_end(&mut bytes).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    ros_config::read_cmdline(root).ok().flatten()
 }
 
 /// Every service below `root`, by name, as PID 1 sees them (its problems are in the boot
