@@ -497,6 +497,19 @@ async fn serve(
                 .with_runtime_binary(paths::OCI_RUNTIME),
             Err(e) => fatal(&format!("system containerd never became ready: {e}")),
         };
+    // Unprivileged services see the kernel line without its secrets (rancher.password).
+    // Best-effort: without the file they see the kernel's own, as privileged ones do.
+    let redacted = Path::new(ros_config::paths::REDACTED_CMDLINE);
+    let runtime = match write_redacted_cmdline(redacted, &cmdline) {
+        Ok(()) => runtime.with_kernel_cmdline(redacted),
+        Err(e) => {
+            log::warn!(
+                "{}: {e}; services see the whole kernel line",
+                redacted.display()
+            );
+            runtime
+        }
+    };
     if let Err(e) = crate::containerd::restrict_socket(&socket) {
         log::warn!("containerd: restricting {}: {e}", socket.display());
     }
@@ -594,6 +607,27 @@ async fn serve(
     crate::power::arm_shutdown_deadline(action, shutdown_timeout, reaper_for_deadline);
     sup.stop_all(shutdown_timeout).await;
     action
+}
+
+/// Write the kernel line with its secrets hidden to `path` (0644, in a root-only
+/// directory; a symlink planted there is refused, not followed).
+fn write_redacted_cmdline(path: &Path, cmdline: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    file.write_all(ros_config::redacted_cmdline(cmdline).as_bytes())
 }
 
 async fn import_images(runtime: &Containerd, dir: &Path) {

@@ -12,6 +12,49 @@ use crate::yaml::{Mapping, Value};
 /// Longest command line read; the kernel's own limit is a few KiB.
 pub const MAX_CMDLINE_BYTES: usize = 64 << 10;
 
+/// Keys whose values are secrets: hidden from processes that need none of them.
+const SECRET_KEYS: &[&str] = &["rancher.password"];
+
+/// `text` with the value of every secret word (`rancher.password=...`) replaced by
+/// `(hidden)`, quotes and everything else as they were: the kernel line unprivileged
+/// services are shown (the kernel shows the real one to every process).
+pub fn redacted_cmdline(text: &str) -> String {
+    let mut hidden = Vec::new();
+    for word in split_words(text) {
+        let Some((key, value)) = word.text.split_once('=') else {
+            continue;
+        };
+        if value.is_empty() || !SECRET_KEYS.contains(&key) {
+            continue;
+        }
+        let skip = key.chars().count() + 1;
+        if let (Some(first), Some(last)) = (word.cols.get(skip), word.cols.last()) {
+            hidden.push((first - 1, last - 1));
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut spans = hidden.into_iter().peekable();
+    let mut skip_to = None;
+    for (i, c) in text.chars().enumerate() {
+        if let Some(end) = skip_to {
+            if i <= end {
+                continue;
+            }
+            skip_to = None;
+        }
+        if let Some(&(start, end)) = spans.peek() {
+            if i == start {
+                out.push_str("(hidden)");
+                skip_to = Some(end);
+                spans.next();
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The kernel command line as `root` shows it (`<root>/proc/cmdline`), for PID 1 and `ros`
 /// alike: at most one byte past [`MAX_CMDLINE_BYTES`] (so that [`Cmdline::parse`] still
 /// reports the truncation), decoded lossily (a stray byte that is not UTF-8 costs that
@@ -211,6 +254,40 @@ impl Cmdline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_hidden_and_the_rest_kept() {
+        let table = [
+            (
+                "quiet rancher.password=s3cret x=1",
+                "quiet rancher.password=(hidden) x=1",
+            ),
+            (
+                "rancher.password=\"a b\" rancher.hostname=h",
+                "rancher.password=\"(hidden)\" rancher.hostname=h",
+            ),
+            ("\"rancher.password=a b\"", "\"rancher.password=(hidden)\""),
+            (
+                "rancher.password= rancher.debug",
+                "rancher.password= rancher.debug",
+            ),
+            (
+                "a rancher.password=1 b rancher.password=2",
+                "a rancher.password=(hidden) b rancher.password=(hidden)",
+            ),
+            (
+                "rancher.passwords=x rancher.password",
+                "rancher.passwords=x rancher.password",
+            ),
+        ];
+        for (line, want) in table {
+            assert_eq!(redacted_cmdline(line), want, "{line}");
+        }
+        // What the config makes of a redacted line: the same, but for the password.
+        let seen = Cmdline::parse(&redacted_cmdline("rancher.password=pw rancher.debug=true"));
+        assert!(seen.debug());
+        assert_eq!(seen.password(), Some("(hidden)"));
+    }
 
     #[test]
     fn the_line_is_read_lossily_and_bounded_and_a_missing_one_is_none() {

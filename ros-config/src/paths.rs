@@ -21,6 +21,9 @@ pub const LOG_DIR: &str = "/var/log/ros";
 pub const MANIFEST: &str = "/usr/share/ros/manifest";
 /// The kernel command line, the top layer.
 pub const KERNEL_CMDLINE: &str = "/proc/cmdline";
+/// The kernel command line with its secrets hidden ([`crate::redacted_cmdline`]), written
+/// by PID 1 at boot: what unprivileged services see as their `/proc/cmdline`.
+pub const REDACTED_CMDLINE: &str = "/run/ros/cmdline";
 
 /// `well_known` below `root` (`under(Path::new("/"), X)` is `X`).
 pub fn under(root: &Path, well_known: &str) -> PathBuf {

@@ -30,7 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::archive::{self, ArchiveScan, BlobPiece, ImagePlan, CHUNK_SIZE};
 use crate::error::RuntimeError;
 use crate::local::{LocalImage, LocalImages, OverlayRoot};
-use crate::spec::{restrict_capabilities, runtime_spec, CGROUP_PARENT};
+use crate::spec::{kernel_cmdline_mount, restrict_capabilities, runtime_spec, CGROUP_PARENT};
 use crate::{
     ExitEvent, ExitEvents, ImportOutcome, Result, ServiceRuntime, ServiceState, ServiceStatus,
     Stdio, LABEL_BOOT, LABEL_IMAGE, LABEL_SERVICE,
@@ -74,6 +74,7 @@ pub struct Containerd {
     environment: BTreeMap<String, String>,
     local: Option<LocalImages>,
     runtime_binary: Option<String>,
+    kernel_cmdline: Option<PathBuf>,
 }
 
 /// The one field of containerd's `containerd.runc.v1.Options` we set: which OCI runtime
@@ -387,6 +388,7 @@ impl Containerd {
             environment: BTreeMap::new(),
             local: None,
             runtime_binary: None,
+            kernel_cmdline: None,
         })
     }
 
@@ -451,6 +453,14 @@ impl Containerd {
     /// path) instead of `runc` from its PATH.
     pub fn with_runtime_binary(mut self, binary: impl Into<String>) -> Self {
         self.runtime_binary = Some(binary.into());
+        self
+    }
+
+    /// Show unprivileged services this file, bound read-only, as their `/proc/cmdline`
+    /// (the kernel line with its secrets hidden). Privileged services, which can read the
+    /// disks anyway, see the kernel's own.
+    pub fn with_kernel_cmdline(mut self, file: impl Into<PathBuf>) -> Self {
+        self.kernel_cmdline = Some(file.into());
         self
     }
 
@@ -1282,6 +1292,11 @@ impl Containerd {
         // fewer in a sandbox), and runc refuses to grant more.
         if let Some(bounding) = own_bounding_set() {
             restrict_capabilities(&mut oci, bounding);
+        }
+        if let Some(file) = self.kernel_cmdline.as_ref().filter(|_| !spec.privileged) {
+            let mut mounts = oci.mounts().clone().unwrap_or_default();
+            mounts.push(kernel_cmdline_mount(file));
+            oci.set_mounts(Some(mounts));
         }
         if let Some(linux) = oci.linux_mut() {
             let path = self

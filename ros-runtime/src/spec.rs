@@ -4,7 +4,7 @@
 //! Must not talk to containerd or look at the host: everything it needs is passed in, so
 //! every rule here is covered by table tests without root.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
@@ -411,6 +411,17 @@ fn capabilities(service: &str, spec: &ServiceSpec) -> Result<Capabilities, SpecE
         caps.remove(&parse_capability(service, name)?);
     }
     Ok(caps)
+}
+
+/// `file` bound read-only over `/proc/cmdline` (after `/proc` is mounted: the mount goes
+/// last).
+pub(crate) fn kernel_cmdline_mount(file: &Path) -> Mount {
+    mount(
+        "/proc/cmdline",
+        "bind",
+        &file.to_string_lossy(),
+        &["bind", "ro", "nosuid", "noexec", "nodev"],
+    )
 }
 
 fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Mount {

@@ -27,7 +27,10 @@ fn marker(vm: &mut Vm, phase: &str) -> String {
 #[test]
 #[ignore = "boots QEMU: run with `make boot-test`"]
 fn boots_to_a_console_container_and_powers_off() {
-    let mut vm = Vm::boot(&BootOptions::default());
+    let mut vm = Vm::boot(&BootOptions {
+        append: "rancher.password=kernel-line-secret".into(),
+        ..Default::default()
+    });
     let start = vm.cursor();
     for phase in [
         "init",
@@ -77,6 +80,16 @@ fn boots_to_a_console_container_and_powers_off() {
         "srw------- root"
     );
     assert_eq!(vm.sh("stat -c '%a %U' /run/ros"), "700 root");
+    // An unprivileged service (syslog) sees the kernel line without its password; the
+    // console (privileged: the administrator's) sees the kernel's own.
+    let seen = vm.sh("cat /proc/$(pidof syslogd)/root/proc/cmdline");
+    assert!(
+        seen.contains("rancher.password=(hidden)") && !seen.contains("kernel-line-secret"),
+        "{seen}"
+    );
+    assert!(vm
+        .sh("cat /proc/cmdline")
+        .contains("rancher.password=kernel-line-secret"));
     let (out, status) = vm.run(
         "su rancher -s /bin/sh -c 'ros service ps' 2>&1",
         Duration::from_secs(60),
