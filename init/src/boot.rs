@@ -545,9 +545,10 @@ async fn serve(
     }));
     crate::logrotate::spawn_watcher(PathBuf::from(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);
     let reload_cmdline = cmdline.clone();
+    let kernel_debug = KernelCmdline::parse(&cmdline).debug();
     let planner: crate::control::Planner = Arc::new(move || {
         let config = load_config(&reload_cmdline);
-        console::set_debug(KernelCmdline::parse(&reload_cmdline).debug() || config.rancher.debug);
+        console::set_debug(kernel_debug || config.rancher.debug);
         plan_services(&config)
     });
     crate::control::spawn(

@@ -591,14 +591,18 @@ fn install(
         None::<&str>,
     )
     .map_err(|e| format!("mounting {} on {}: {e}", part.display(), target.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut state = ros_os::slots::OsState::installed(version, append, now);
+    state.root = Some(root);
     let result = populate(
         &target,
         boot_dir,
         &mut image,
         image_size,
         cloud_config,
-        (&root, append),
-        version,
+        &state,
     );
     let unmounted =
         nix::mount::umount(&target).map_err(|e| format!("unmounting {}: {e}", target.display()));
@@ -615,8 +619,7 @@ fn populate(
     image: &mut File,
     image_size: u64,
     cloud_config: &str,
-    (root, append): (&str, &str),
-    version: &str,
+    state: &ros_os::slots::OsState,
 ) -> Result<(), String> {
     let io_err = |what: &Path| {
         let what = what.display().to_string();
@@ -645,13 +648,8 @@ fn populate(
     }
     out.sync_all().map_err(io_err(&dest))?;
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut state = ros_os::slots::OsState::installed(version, append, now);
-    state.root = Some(root.to_string());
-    disk.write_state(&state).map_err(|e| e.to_string())?;
-    disk.write_boot_config(&state).map_err(|e| e.to_string())?;
+    disk.write_state(state).map_err(|e| e.to_string())?;
+    disk.write_boot_config(state).map_err(|e| e.to_string())?;
     run_tool(
         Command::new("/usr/bin/extlinux")
             .arg("--install")

@@ -33,24 +33,15 @@ pub fn redacted_cmdline(text: &str) -> String {
         }
     }
     let mut out = String::with_capacity(text.len());
-    let mut spans = hidden.into_iter().peekable();
-    let mut skip_to = None;
     for (i, c) in text.chars().enumerate() {
-        if let Some(end) = skip_to {
-            if i <= end {
-                continue;
-            }
-            skip_to = None;
+        match hidden
+            .iter()
+            .find(|(first, last)| (*first..=*last).contains(&i))
+        {
+            Some((first, _)) if *first == i => out.push_str("(hidden)"),
+            Some(_) => {}
+            None => out.push(c),
         }
-        if let Some(&(start, end)) = spans.peek() {
-            if i == start {
-                out.push_str("(hidden)");
-                skip_to = Some(end);
-                spans.next();
-                continue;
-            }
-        }
-        out.push(c);
     }
     out
 }
