@@ -42,7 +42,7 @@ fi
 SELF=$(cat "${BASH_SOURCE[0]}" "$REPO/initramfs/lib.sh" | sha256sum | cut -c1-16)
 
 PACKAGES=(linux-image-amd64 busybox-static libc6
-          e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux)
+          e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux isolinux syslinux-common)
 
 . "$REPO/initramfs/lib.sh"
 
@@ -138,16 +138,17 @@ module_closure() {
   done | sort -u
 }
 
-# install_modules LISTFILE DESTROOT
+# install_modules DESTROOT LISTFILE...
 install_modules() {
-  local dest=$2/lib/modules/$KVER
+  local root=$1 dest=$1/lib/modules/$KVER
+  shift
   mkdir -p "$dest"
-  module_closure "$1" | while read -r ko; do
+  cat "$@" | module_closure /dev/stdin | while read -r ko; do
     mkdir -p "$dest/$(dirname "$ko")"
     cp "$MODDIR/$ko" "$dest/$ko"
   done
   cp "$MODDIR/modules.builtin" "$MODDIR/modules.builtin.modinfo" "$MODDIR/modules.order" "$dest/" 2>/dev/null || true
-  depmod -b "$2" "$KVER"
+  depmod -b "$root" "$KVER"
   # depmod writes files we don't read; keep the image small. libkmod (udev's module loading
   # by modalias) reads the .bin indexes, init the text files.
   find "$dest" -maxdepth 1 -name 'modules.*' ! -name modules.dep ! -name modules.builtin \
@@ -402,7 +403,11 @@ rootfs() {
   # runs without the console; poweroff, reboot and halt are `ros`, as in the images.
   busybox_tree "$r" poweroff reboot halt
   for cmd in poweroff reboot halt; do ln -s /usr/bin/ros "$r/sbin/$cmd"; done
-  install_modules "$REPO/initramfs/modules.root" "$r"
+  # The network service's lease script, for PID 1's DHCP before a URL datasource
+  # (init/src/netboot.rs).
+  install -D -m 0755 "$REPO/images/network/rootfs/usr/libexec/ros/udhcpc-event" \
+    "$r/usr/libexec/ros/udhcpc-event"
+  install_modules "$r" "$REPO/initramfs/modules.root" "$REPO/initramfs/modules.storage"
   cp -r "$REPO/initramfs/etc/." "$r/etc/"
   cp "$REPO/services/"*.yml "$r/usr/share/ros/services/"
   [ -f "$REPO/configs/os-config.yml" ] && cp "$REPO/configs/os-config.yml" "$r/usr/share/ros/os-config.yml"
@@ -470,7 +475,10 @@ initrd() {
   install -m 0755 "$RELEASE/init" "$s/init"
   cp "$X/busybox-static/bin/busybox" "$s/bin/busybox"
   ln -s busybox "$s/bin/sh"
-  install_modules "$REPO/initramfs/modules.boot" "$s"
+  install_modules "$s" "$REPO/initramfs/modules.boot" "$REPO/initramfs/modules.storage"
+  # Which of them PID 1 loads only when the root is not on a virtio disk (init/src/boot.rs).
+  grep -v '^\s*#' "$REPO/initramfs/modules.storage" | grep -v '^\s*$' \
+    > "$s/lib/modules/$KVER/modules.fallback"
   # The kernel opens /dev/console for init before devtmpfs is mounted.
   mknod -m 600 "$s/dev/console" c 5 1
   local key
@@ -525,6 +533,64 @@ disk_image() {
   made "$img" "$key"
 }
 
+# live: a boot from RAM (the ISO and PXE) with the artifacts the disk boots from, plus
+# $OUT/root.cpio: the root image as ros/root.squashfs in a second cpio, uncompressed (the
+# squashfs is compressed already), which the kernel unpacks after the initrd when the
+# bootloader loads both (PID 1 then loop-mounts it: init/src/boot.rs). $OUT/pxe/ is a TFTP
+# directory: boot.ipxe and the three files it loads.
+live() {
+  local s=$STAGE/live key
+  key=$(echo "$SELF $(sha256sum < "$STAGE/root.img")" | sha256sum | cut -c1-64)
+  if ! fresh "$OUT/root.cpio" "$key"; then
+    rm -rf "$s"
+    mkdir -p "$s/ros"
+    cp "$STAGE/root.img" "$s/ros/root.squashfs"
+    (cd "$s" && touch -h -d @0 ros ros/root.squashfs &&
+     printf '%s\n' ros ros/root.squashfs | cpio --quiet -o -H newc --reproducible -R 0:0) \
+      > "$OUT/root.cpio.new"
+    mv "$OUT/root.cpio.new" "$OUT/root.cpio"
+    rm -rf "$s"
+    made "$OUT/root.cpio" "$key"
+  fi
+  mkdir -p "$OUT/pxe"
+  for f in vmlinuz initrd root.cpio; do ln -f "$OUT/$f" "$OUT/pxe/$f"; done
+  # Like the ISO's, its entry logs in on the serial console (installed disks do not).
+  printf '%s\n' '#!ipxe' \
+    '# rOS without a disk (initramfs/build.sh): the kernel, the initrd and the root image' \
+    '# (root.cpio) come from where this script came from, and everything runs from RAM.' \
+    "# The node's config: add cloud-config-url=http://HOST/PATH to the kernel line." \
+    'kernel vmlinuz console=tty0 console=ttyS0 rancher.autologin=ttyS0' \
+    'initrd initrd' 'initrd root.cpio' 'boot' > "$OUT/pxe/boot.ipxe"
+}
+
+# iso: $OUT/ros.iso, hybrid (El Torito for a CD-ROM, an MBR for a USB stick), isolinux
+# loading the kernel, the initrd and root.cpio: the whole system runs from RAM.
+iso() {
+  local s=$STAGE/iso key
+  key=$(cat "$OUT/vmlinuz" "$OUT/initrd" "$OUT/root.cpio" | sha256sum | cut -c1-64)
+  key=$(echo "$SELF $key" | sha256sum | cut -c1-64)
+  fresh "$OUT/ros.iso" "$key" && return
+  unpack isolinux
+  unpack syslinux-common
+  rm -rf "$s"
+  mkdir -p "$s/boot/isolinux"
+  install -m 0644 "$X/isolinux/usr/lib/ISOLINUX/isolinux.bin" \
+    "$X/syslinux-common/usr/lib/syslinux/modules/bios/ldlinux.c32" "$s/boot/isolinux/"
+  ln "$OUT/vmlinuz" "$OUT/initrd" "$OUT/root.cpio" "$s/boot/"
+  printf '%s\n' "# The rOS ISO's boot entry (initramfs/build.sh)." "SERIAL 0 115200" \
+    "DEFAULT ros" "PROMPT 0" "TIMEOUT 10" "" "LABEL ros" "  KERNEL /boot/vmlinuz" \
+    "  INITRD /boot/initrd,/boot/root.cpio" \
+    "  APPEND console=tty0 console=ttyS0 quiet rancher.autologin=ttyS0" \
+    > "$s/boot/isolinux/isolinux.cfg"
+  SOURCE_DATE_EPOCH=1 xorriso -as mkisofs -quiet -o "$OUT/ros.iso.new" -V ROS_LIVE -J -R \
+    -b boot/isolinux/isolinux.bin -c boot/isolinux/boot.cat -no-emul-boot \
+    -boot-load-size 4 -boot-info-table \
+    -isohybrid-mbr "$X/isolinux/usr/lib/ISOLINUX/isohdpfx.bin" "$s" 2>/dev/null
+  mv "$OUT/ros.iso.new" "$OUT/ros.iso"
+  rm -rf "$s"
+  made "$OUT/ros.iso" "$key"
+}
+
 # signing_key: SIGNING_KEY (PKCS#8) and SIGNING_PUB: ROS_SIGNING_KEY if given, else the
 # build tree's own key, made once ($BUILD/keys, out of git).
 signing_key() {
@@ -563,9 +629,11 @@ main() {
   initrd
   rootfs
   disk_image
+  live
+  iso
   bundle
   log "artifacts:"
-  for f in ros.img vmlinuz initrd; do
+  for f in ros.img vmlinuz initrd root.cpio ros.iso; do
     printf '    %-9s %6d KiB\n' "$f" $(( $(stat -c %s "$OUT/$f") / 1024 ))
   done
   printf '    %-9s %6d KiB (squashfs, partition 2 of ros.img)\n' root \

@@ -11,7 +11,7 @@ BUILD=${1:-build}
 NEEDS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils protoc:protobuf-compiler
        mksquashfs:squashfs-tools unsquashfs:squashfs-tools cpio:cpio zstd:zstd depmod:kmod readelf:binutils
        strip:binutils containerd:containerd runc:runc mke2fs:e2fsprogs
-       genisoimage:genisoimage ssh:openssh-client ssh-keygen:openssh-client
+       genisoimage:genisoimage xorriso:xorriso ssh:openssh-client ssh-keygen:openssh-client
        dpkg-source:dpkg-dev dpkg-buildflags:dpkg-dev dpkg-parsechangelog:dpkg-dev
        sfdisk:fdisk mkfs.vfat:dosfstools mcopy:mtools mmd:mtools syslinux:syslinux
        apt-get:apt gcc:gcc cc:gcc make:make sha256sum:coreutils busybox:busybox-static

@@ -36,6 +36,8 @@ use crate::sys::{Host, ModuleLoader};
 
 /// How long the system containerd may take to answer (TCG emulation is slow).
 const CONTAINERD_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long PID 1's DHCP for the URL datasources may take (`netboot::up`).
+const EARLY_DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn mountinfo() -> Vec<PathBuf> {
     mounts::mounted_targets(Path::new("/proc/self/mountinfo"))
@@ -53,24 +55,49 @@ fn in_initramfs() -> bool {
 }
 
 /// Initrd modules that only an installed disk needs: the root image is a file on its ext4
-/// partition, attached to a loop device. A squashfs root on a block device boots without
-/// them (ext4 alone takes a quarter of a second to load under emulation); the state disk
-/// loads ext4 from the root image, and only when there is one. crc32c_generic is not one
-/// of them: it is the crypto API's crc32c, which libcrc32c (nf_conntrack and nf_nat, for
-/// Docker's port publishing) asks for as ext4 does, with no modprobe to answer.
-const INSTALLED_DISK_MODULES: [&str; 2] = ["ext4", "loop"];
+/// partition, attached to a loop device (a boot from RAM attaches its root image too, and
+/// needs loop alone). A squashfs root on a block device boots without them (ext4 alone
+/// takes a quarter of a second to load under emulation); the state disk loads ext4 from
+/// the root image, and only when there is one. crc32c_generic is not one of them: it is the
+/// crypto API's crc32c, which libcrc32c (nf_conntrack and nf_nat, for Docker's port
+/// publishing) asks for as ext4 does, with no modprobe to answer.
+fn unneeded_initrd_modules(installed_disk: bool, live: bool) -> &'static [&'static str] {
+    match (installed_disk, live) {
+        (true, _) => &[],
+        (false, true) => &["ext4"],
+        (false, false) => &["ext4", "loop"],
+    }
+}
 
-/// The initrd's modules this boot loads: every top-level one (each brings its
-/// dependencies), less those only an installed disk needs when the root is not on one.
-fn initrd_modules(top_level: Vec<String>, installed_disk: bool) -> Vec<String> {
+/// The initrd's list of disk controllers other than virtio (`initramfs/modules.storage`):
+/// loaded only when the root is not found once the rest are in.
+const FALLBACK_LIST: &str = "modules.fallback";
+
+/// The initrd's modules this boot loads first: every top-level one (each brings its
+/// dependencies), less the fallback disk controllers and those this boot does not need
+/// ([`unneeded_initrd_modules`]).
+fn initrd_modules(top_level: Vec<String>, fallback: &[String], unneeded: &[&str]) -> Vec<String> {
     top_level
         .into_iter()
-        .filter(|n| installed_disk || !INSTALLED_DISK_MODULES.contains(&n.as_str()))
+        .filter(|n| !unneeded.contains(&n.as_str()))
+        .filter(|n| !fallback.contains(n))
         .collect()
 }
 
-/// Load the initrd's modules in `dir` that this boot needs (see [`initrd_modules`]).
-fn load_initrd_modules(dir: &Path, installed_disk: bool, loader: &dyn ModuleLoader) {
+/// The names in the initrd's [`FALLBACK_LIST`] (none when it is missing).
+fn fallback_modules(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join(FALLBACK_LIST))
+        .map(|text| {
+            text.lines()
+                .map(|l| l.trim().replace('-', "_"))
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Load the initrd's modules in `dir` that every boot needs (see [`initrd_modules`]).
+fn load_initrd_modules(dir: &Path, unneeded: &[&str], loader: &dyn ModuleLoader) {
     let index = match ModuleIndex::open(dir) {
         Ok(i) => i,
         Err(e) => {
@@ -79,12 +106,54 @@ fn load_initrd_modules(dir: &Path, installed_disk: bool, loader: &dyn ModuleLoad
             return;
         }
     };
-    for name in initrd_modules(index.top_level(), installed_disk) {
+    let fallback = fallback_modules(dir);
+    for name in initrd_modules(index.top_level(), &fallback, unneeded) {
         match index.load(&name, loader) {
             Ok(()) => log::debug!("module {name}: loaded"),
             Err(e) => log::warn!("{e}"),
         }
     }
+}
+
+/// Load the initrd's other disk controllers (IDE, SATA, NVMe, SCSI): the root is not on a
+/// virtio disk. Each probes only hardware that is there.
+fn load_fallback_modules(dir: &Path, loader: &dyn ModuleLoader) {
+    let Ok(index) = ModuleIndex::open(dir) else {
+        return;
+    };
+    let names = fallback_modules(dir);
+    log::info!(
+        "root: not on a virtio disk; loading the other disk drivers ({})",
+        names.join(" ")
+    );
+    for name in names {
+        match index.load(&name, loader) {
+            Ok(()) => log::debug!("module {name}: loaded"),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+}
+
+/// The root device `root=` names (a device, `LABEL=` or `PARTUUID=`), once it is there;
+/// the other disk controllers' drivers are loaded when it is not on a virtio disk.
+fn found_root(cmdline: &KernelCmdline, moddir: &Path, host: &Host) -> PathBuf {
+    // Fatal: there is nothing to boot without the root.
+    let spec = cmdline.root_device();
+    let find = |wait: Duration| {
+        if let Some(label) = spec.strip_prefix("LABEL=") {
+            root::wait_for_label(label, wait)
+        } else if let Some(id) = spec.strip_prefix("PARTUUID=") {
+            root::wait_for_partuuid(id, wait)
+        } else {
+            root::wait_for_device(Path::new(&spec), wait).map(|()| PathBuf::from(&spec))
+        }
+    };
+    // A virtio disk is there once its driver is loaded; any other waits for its own.
+    let found = find(Duration::ZERO).or_else(|_| {
+        load_fallback_modules(moddir, host);
+        find(cmdline.root_wait())
+    });
+    found.unwrap_or_else(|e| fatal(&e.to_string()))
 }
 
 /// Enable every available cgroup v2 controller for the children of the root cgroup.
@@ -291,15 +360,31 @@ fn cloud_init(
     // The datasources to read come from the config itself (defaults + cmdline).
     let first = ros_config::load(root, Some(cmdline), Mode::Boot);
     let host = ros_cloudinit::SystemHost;
+    let url = first.cmdline.cloud_config_url();
+    let url = url.as_deref();
+    // A `url:` or `cmdline` datasource: a network first, for as long as they take.
+    let net = ros_cloudinit::needs_network(&first.config, url).then(|| {
+        crate::netboot::up(modules, reaper, EARLY_DHCP_TIMEOUT)
+            .map_err(|e| log::error!("network: {e}; the URL datasources will fail"))
+    });
     let fetched = ros_cloudinit::fetch_user_data(
         root,
         &first.config,
-        first.cmdline.cloud_config_url(),
+        url,
         &host,
         modules,
         &ros_cloudinit::FetchOptions::default(),
     );
+    if let Some(Ok(net)) = &net {
+        crate::netboot::down(net, reaper);
+    }
     crate::cloudinit::print(&fetched);
+    // Over the network: what each datasource gave, and how long it took, on the console.
+    if net.is_some() {
+        for line in fetched.applied_lines() {
+            log::info!("{line}");
+        }
+    }
     let config = load_config(cmdline);
     let applied = ros_cloudinit::apply(root, &config, &host, modules);
     crate::cloudinit::print(&applied.report);
@@ -348,6 +433,8 @@ pub fn run() -> ! {
     console::init_logging(cmdline.debug());
     // An installed disk: the root image is a file on its ext4 partition.
     let installed_disk = cmdline.root_image().is_some() || cmdline.root_fstype() == "ext4";
+    // The ISO and PXE: the root image came in the initramfs, and no `root=` names another.
+    let live = cmdline.get("root").is_none() && Path::new(paths::LIVE_ROOT_IMAGE).is_file();
     recovery::set_offer_shell(recovery::offer_shell(cmdline.recovery(), installed_disk));
 
     let reaper = Reaper::default();
@@ -369,26 +456,28 @@ pub fn run() -> ! {
     let kver = kernel_release();
     if in_initramfs() {
         let moddir = Path::new(paths::MODULES_DIR).join(&kver);
-        load_initrd_modules(&moddir, installed_disk, &host);
+        load_initrd_modules(
+            &moddir,
+            unneeded_initrd_modules(installed_disk, live),
+            &host,
+        );
         console::marker(BootPhase::Modules, "");
 
-        // Fatal: there is nothing to boot without the root.
-        let spec = cmdline.root_device();
-        let found = if let Some(label) = spec.strip_prefix("LABEL=") {
-            root::wait_for_label(label, cmdline.root_wait())
-        } else if let Some(id) = spec.strip_prefix("PARTUUID=") {
-            root::wait_for_partuuid(id, cmdline.root_wait())
+        let device = if live {
+            log::info!(
+                "root: {} from the initramfs, in RAM",
+                paths::LIVE_ROOT_IMAGE
+            );
+            root::attach_loop(Path::new(paths::LIVE_ROOT_IMAGE))
+                .unwrap_or_else(|e| fatal(&e.to_string()))
         } else {
-            root::wait_for_device(Path::new(&spec), cmdline.root_wait())
-                .map(|()| PathBuf::from(&spec))
-        };
-        let disk = found.unwrap_or_else(|e| fatal(&e.to_string()));
-        // An installed disk: the root image is a file on it.
-        let device = match cmdline.root_image() {
-            Some(image) => {
-                root::attach_image(&disk, &image, &host).unwrap_or_else(|e| fatal(&e.to_string()))
+            let disk = found_root(&cmdline, &moddir, &host);
+            // An installed disk: the root image is a file on it.
+            match cmdline.root_image() {
+                Some(image) => root::attach_image(&disk, &image, &host)
+                    .unwrap_or_else(|e| fatal(&e.to_string())),
+                None => disk,
             }
-            None => disk,
         };
         let device = device.display().to_string();
         let newroot = Path::new(paths::NEWROOT);
@@ -684,11 +773,43 @@ mod tests {
             "squashfs",
             "virtio_blk",
         ]);
+        let load = |installed, live| {
+            initrd_modules(top.clone(), &[], unneeded_initrd_modules(installed, live))
+        };
         assert_eq!(
-            initrd_modules(top.clone(), false),
+            load(false, false),
             names(&["crc32c_generic", "overlay", "squashfs", "virtio_blk"])
         );
-        assert_eq!(initrd_modules(top.clone(), true), top);
+        assert_eq!(load(true, false), top);
+        // From RAM: the root image is a file of the initramfs, on a loop device.
+        assert_eq!(
+            load(false, true),
+            names(&[
+                "crc32c_generic",
+                "loop",
+                "overlay",
+                "squashfs",
+                "virtio_blk"
+            ])
+        );
+    }
+
+    #[test]
+    fn the_other_disk_controllers_wait_for_a_root_that_is_not_on_virtio() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(fallback_modules(dir.path()).is_empty());
+        fs::write(
+            dir.path().join(FALLBACK_LIST),
+            "ata_piix\n\n# c\nvmw-pvscsi\n",
+        )
+        .unwrap();
+        let fallback = fallback_modules(dir.path());
+        assert_eq!(fallback, names(&["ata_piix", "vmw_pvscsi"]));
+        let top = names(&["ata_piix", "squashfs", "virtio_blk", "vmw_pvscsi"]);
+        assert_eq!(
+            initrd_modules(top, &fallback, &[]),
+            names(&["squashfs", "virtio_blk"])
+        );
     }
 
     #[test]

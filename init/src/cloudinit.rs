@@ -35,6 +35,13 @@ impl InitModules {
     }
 }
 
+impl InitModules {
+    /// The index, when there is one.
+    pub fn index(&self) -> Option<&ModuleIndex> {
+        self.index.as_ref()
+    }
+}
+
 impl ModuleLoader for InitModules {
     fn load_module(&self, name: &str, params: &str) -> Result<(), String> {
         let index = self

@@ -11,6 +11,7 @@ mod logfile;
 mod logrotate;
 mod modules;
 mod mounts;
+mod netboot;
 mod paths;
 mod power;
 mod readiness;

@@ -133,6 +133,37 @@ impl ModuleIndex {
         self.load_with_params(name, "", loader)
     }
 
+    /// The modules whose `modules.alias` patterns (shell globs, as modprobe matches them)
+    /// match a device's `modalias`, and whose file is under `subtree` of the modules
+    /// directory (`kernel/drivers/net/`: network drivers only), sorted.
+    pub fn matching(&self, aliases: &str, modalias: &str, subtree: &str) -> Vec<String> {
+        let mut names: Vec<String> = aliases
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                match (words.next(), words.next(), words.next()) {
+                    (Some("alias"), Some(pattern), Some(module)) => Some((pattern, module)),
+                    _ => None,
+                }
+            })
+            .filter(|(pattern, _)| glob_matches(pattern, modalias))
+            .map(|(_, module)| normalize(module))
+            .filter(|name| {
+                self.deps
+                    .get(name)
+                    .is_some_and(|(path, _)| path.starts_with(subtree))
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The text of this kernel's `modules.alias` (empty when there is none).
+    pub fn aliases(&self) -> String {
+        fs::read_to_string(self.dir.join("modules.alias")).unwrap_or_default()
+    }
+
     /// Load `name` with module parameters (`max_part=8`) after its dependencies.
     pub fn load_with_params(
         &self,
@@ -152,6 +183,19 @@ impl ModuleIndex {
         }
         Ok(())
     }
+}
+
+/// Whether the shell glob `pattern` matches `text` (fnmatch(3), as libkmod matches
+/// aliases).
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (Ok(p), Ok(t)) = (
+        std::ffi::CString::new(pattern),
+        std::ffi::CString::new(text),
+    ) else {
+        return false;
+    };
+    // SAFETY: both are NUL-terminated strings that live across the call.
+    unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), 0) == 0 }
 }
 
 /// The kernel release (`uname -r`), which names the modules directory.
@@ -175,6 +219,29 @@ kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 kernel/fs/squashfs/squashfs.ko:
 kernel/net/netfilter/nf_conntrack-netlink.ko: kernel/net/netfilter/nf_conntrack.ko
 ";
+
+    #[test]
+    fn a_device_finds_its_network_driver_by_alias() {
+        let dep = "kernel/drivers/net/ethernet/intel/e1000/e1000.ko:\n\
+                   kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\n\
+                   kernel/drivers/ata/ata_piix.ko:\n";
+        let idx = ModuleIndex::parse(Path::new("/m"), dep, "");
+        let aliases = "# Aliases extracted from modules themselves.\n\
+            alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+            alias pci:v00008086d00007010sv*sd*bc*sc*i* ata_piix\n\
+            alias virtio:d00000001v* virtio_net\n";
+        let net = "kernel/drivers/net/";
+        let e1000 = "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00";
+        assert_eq!(idx.matching(aliases, e1000, net), ["e1000"]);
+        assert_eq!(
+            idx.matching(aliases, "virtio:d00000001v00001AF4", net),
+            ["virtio_net"]
+        );
+        // A disk controller matches its alias but is not a network driver.
+        let piix = "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80";
+        assert!(idx.matching(aliases, piix, net).is_empty());
+        assert_eq!(idx.matching(aliases, piix, "kernel/"), ["ata_piix"]);
+    }
 
     #[test]
     fn resolves_dependencies_first() {

@@ -85,17 +85,16 @@ fn missing(device: String, waited: Duration) -> RootError {
     }
 }
 
-/// The block devices the kernel has, for the error when the root is not among them. The
-/// initrd drives virtio disks only, so a root on an IDE, SATA, SCSI or NVMe disk is never
-/// seen: with no disk at all, say that.
+/// The block devices the kernel has, for the error when the root is not among them; with
+/// no disk at all, say which controllers the initrd drives.
 pub fn seen_disks(sys_block: &Path) -> String {
     let disks: Vec<String> = crate::state::block_devices(sys_block)
         .into_iter()
         .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
         .collect();
     if disks.is_empty() {
-        "the kernel found no disk: this initrd drives virtio disks only \
-         (QEMU: -drive ...,if=virtio)"
+        "the kernel found no disk: this initrd drives virtio (blk and scsi), IDE, \
+         SATA (AHCI), NVMe and VMware pvscsi disks"
             .to_string()
     } else {
         format!("block devices: {}", disks.join(" "))
@@ -244,9 +243,13 @@ pub fn attach_image(disk: &Path, image: &str, m: &dyn Mounter) -> Result<PathBuf
         target: target.to_path_buf(),
         source,
     })?;
-    let file = target.join(image.trim_start_matches('/'));
+    attach_loop(&target.join(image.trim_start_matches('/')))
+}
+
+/// Attach `file` to a free loop device, read-only. Returns the loop device.
+pub fn attach_loop(file: &Path) -> Result<PathBuf, RootError> {
     let step = |what: String| move |source: io::Error| RootError::Switch { step: what, source };
-    let backing = fs::File::open(&file).map_err(step(format!("opening {}", file.display())))?;
+    let backing = fs::File::open(file).map_err(step(format!("opening {}", file.display())))?;
     let control =
         fs::File::open("/dev/loop-control").map_err(step("opening /dev/loop-control".into()))?;
     use std::os::fd::AsRawFd as _;

@@ -260,6 +260,19 @@ pub fn plan(config: &CloudConfig, report: &mut Report) -> Vec<(Datasource, bool)
         .collect()
 }
 
+/// Whether the datasources of `config` (see [`plan`]) fetch over the network: a `url:`,
+/// or `cmdline` with the kernel's `cloud-config-url=` given. PID 1 brings up a network for
+/// them before [`fetch_user_data`]; a boot without them pays nothing.
+pub fn needs_network(config: &CloudConfig, cloud_config_url: Option<&str>) -> bool {
+    plan(config, &mut Report::default())
+        .iter()
+        .any(|(source, _)| match source {
+            Datasource::Url(_) => true,
+            Datasource::Cmdline => cloud_config_url.is_some(),
+            _ => false,
+        })
+}
+
 /// Fetch user-data from every datasource of `config` (see [`plan`]) and save it under
 /// `root` (see the module docs). `cloud_config_url` is the kernel's `cloud-config-url=`
 /// (`Loaded::cmdline.cloud_config_url()`). Reload the config afterwards to see the new
@@ -290,6 +303,7 @@ pub fn fetch_user_data(
             timeout: http_deadline.saturating_duration_since(Instant::now()),
             ..options.http
         };
+        let began = Instant::now();
         let fetched = fetch_one(
             root,
             source,
@@ -318,11 +332,22 @@ pub fn fetch_user_data(
             Err(e) => Err(e),
         };
         match saved {
-            Ok(Some(path)) => report.done(
-                Step::Datasource,
-                &subject,
-                format!("user-data saved to {}", path.display()),
-            ),
+            Ok(Some(path)) => {
+                // Over the network: how long it took, against its bound.
+                let took = match source {
+                    Datasource::Url(_) | Datasource::Cmdline => format!(
+                        " (fetched in {:.1} s of at most {} s)",
+                        began.elapsed().as_secs_f64(),
+                        options.http.timeout.as_secs()
+                    ),
+                    _ => String::new(),
+                };
+                report.done(
+                    Step::Datasource,
+                    &subject,
+                    format!("user-data saved to {}{took}", path.display()),
+                )
+            }
             Ok(None) => {}
             Err(e) => {
                 let mut message = e.to_string();

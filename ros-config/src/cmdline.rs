@@ -8,6 +8,7 @@ use crate::paths;
 use crate::resolve::Layer;
 use crate::tree::{self, insert, InsertMode};
 use crate::yaml::{Mapping, Value};
+use std::borrow::Cow;
 
 /// Longest command line read; the kernel's own limit is a few KiB.
 pub const MAX_CMDLINE_BYTES: usize = 64 << 10;
@@ -82,7 +83,22 @@ pub struct Cmdline {
     tree: Value,
     words: Vec<WordPos>,
     cloud_config_url: Option<String>,
+    nocloud_seed: Option<String>,
     diagnostics: Vec<Diagnostic>,
+}
+
+/// The seed URL of cloud-init's `ds=nocloud;s=URL` (also `nocloud-net`, `seedfrom=`): NoCloud
+/// over HTTP, whose user-data is `URL` + `user-data`.
+fn nocloud_seed(value: &str) -> Option<&str> {
+    let mut parts = value.split(';');
+    if !matches!(parts.next(), Some("nocloud" | "nocloud-net")) {
+        return None;
+    }
+    parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| matches!(*k, "s" | "seedfrom"))
+        .map(|(_, url)| url)
+        .filter(|url| url.starts_with("http://") || url.starts_with("https://"))
 }
 
 struct Word {
@@ -154,6 +170,10 @@ impl Cmdline {
                 out.cloud_config_url = value.map(str::to_string);
                 continue;
             }
+            if key == "ds" {
+                out.nocloud_seed = value.and_then(nocloud_seed).map(str::to_string);
+                continue;
+            }
             if !key.starts_with("rancher.") {
                 continue;
             }
@@ -212,9 +232,14 @@ impl Cmdline {
         &self.diagnostics
     }
 
-    /// `cloud-config-url=URL`: fetch user-data from there.
-    pub fn cloud_config_url(&self) -> Option<&str> {
-        self.cloud_config_url.as_deref()
+    /// `cloud-config-url=URL`: fetch user-data from there. Without it, NoCloud over HTTP
+    /// (`ds=nocloud;s=URL/`) gives `URL/user-data`.
+    pub fn cloud_config_url(&self) -> Option<Cow<'_, str>> {
+        match (&self.cloud_config_url, &self.nocloud_seed) {
+            (Some(url), _) => Some(Cow::Borrowed(url.as_str())),
+            (None, Some(seed)) => Some(Cow::Owned(format!("{seed}user-data"))),
+            (None, None) => None,
+        }
     }
 
     /// `rancher.password=`: the console user's password, verbatim.
@@ -373,11 +398,38 @@ mod tests {
         assert_eq!(c.autologin(), Some("ttyS0"));
         assert!(c.recovery());
         assert!(c.debug());
-        assert_eq!(c.cloud_config_url(), Some("http://10.0.0.1/cc.yml"));
+        assert_eq!(
+            c.cloud_config_url().as_deref(),
+            Some("http://10.0.0.1/cc.yml")
+        );
         let none = Cmdline::parse("quiet");
         assert_eq!(none.password(), None);
         assert!(!none.recovery() && !none.debug());
         assert_eq!(none.cloud_config_url(), None);
+    }
+
+    #[test]
+    fn nocloud_over_http_gives_its_user_data_url() {
+        let seed = |line: &str| {
+            Cmdline::parse(line)
+                .cloud_config_url()
+                .map(|u| u.into_owned())
+        };
+        assert_eq!(
+            seed("ds=nocloud;s=http://10.0.2.2:8000/"),
+            Some("http://10.0.2.2:8000/user-data".into())
+        );
+        assert_eq!(
+            seed("ds=nocloud-net;seedfrom=http://h/n/"),
+            Some("http://h/n/user-data".into())
+        );
+        // cloud-config-url= wins; a local NoCloud seed is a config drive, not a URL.
+        assert_eq!(
+            seed("ds=nocloud;s=http://h/ cloud-config-url=http://c/cc"),
+            Some("http://c/cc".into())
+        );
+        assert_eq!(seed("ds=nocloud;s=file:///seed/"), None);
+        assert_eq!(seed("ds=ec2"), None);
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn layers_merge_lowest_first_and_the_command_line_wins() {
     );
     assert_eq!(loaded.cmdline.password(), Some("pw"));
     assert_eq!(
-        loaded.cmdline.cloud_config_url(),
+        loaded.cmdline.cloud_config_url().as_deref(),
         Some("http://10.0.0.2/cc.yml")
     );
     assert_eq!(

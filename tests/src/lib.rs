@@ -30,6 +30,9 @@ pub fn blank_qcow2(path: &std::path::Path, size: &str) {
     assert!(ok, "qemu-img create {} failed", path.display());
 }
 
+/// The system services that run for as long as the machine does.
+pub const SYSTEM_SERVICES: [&str; 6] = ["udev", "syslog", "network", "ntp", "acpid", "console"];
+
 /// Options for one boot.
 #[derive(Debug, Clone)]
 pub struct BootOptions {
@@ -55,6 +58,45 @@ pub struct BootOptions {
     /// and the image's own boot entry have it) when the kernel is passed directly. An
     /// installed disk (`boot_disk`) asks for a login: see [`Vm::login_as_root`].
     pub autologin: bool,
+    /// With the kernel passed directly: attach the image on this disk controller instead
+    /// of virtio-blk (see [`controller_args`]).
+    pub controller: Option<&'static str>,
+    /// Boot through the machine's firmware from what `qemu_args` attach (an ISO, the
+    /// network): no `-kernel`, no `-initrd`, no image drive.
+    pub firmware: bool,
+    /// The user network's options (`-netdev user,id=n0,...`): `tftp=`, `bootfile=` for PXE.
+    pub netdev: String,
+    /// The network card's QEMU device.
+    pub nic: &'static str,
+}
+
+/// QEMU arguments that attach the drive `d0` on `controller`: `ide` (PIIX, QEMU's `pc`),
+/// `ahci` (SATA), `nvme`, `virtio-scsi`, `pvscsi` (VMware's).
+pub fn controller_args(controller: &str) -> Vec<String> {
+    let args: &[&str] = match controller {
+        "ide" => &["-device", "ide-hd,drive=d0,bus=ide.0"],
+        "ahci" => &[
+            "-device",
+            "ahci,id=a0",
+            "-device",
+            "ide-hd,drive=d0,bus=a0.0",
+        ],
+        "nvme" => &["-device", "nvme,serial=ros0,drive=d0"],
+        "virtio-scsi" => &[
+            "-device",
+            "virtio-scsi-pci,id=s0",
+            "-device",
+            "scsi-hd,drive=d0,bus=s0.0",
+        ],
+        "pvscsi" => &[
+            "-device",
+            "pvscsi,id=p0",
+            "-device",
+            "scsi-hd,drive=d0,bus=p0.0",
+        ],
+        other => panic!("no such controller in the tests: {other}"),
+    };
+    args.iter().map(|a| a.to_string()).collect()
 }
 
 impl Default for BootOptions {
@@ -68,6 +110,10 @@ impl Default for BootOptions {
             bios: false,
             rng: true,
             autologin: true,
+            controller: None,
+            firmware: false,
+            netdev: "user,id=n0".into(),
+            nic: "virtio-net-pci",
         }
     }
 }
@@ -119,12 +165,10 @@ impl Vm {
                 "none",
                 "-no-reboot",
             ])
-            .args([
-                "-netdev",
-                "user,id=n0",
-                "-device",
-                "virtio-net-pci,netdev=n0",
-            ]);
+            .arg("-netdev")
+            .arg(&opts.netdev)
+            .arg("-device")
+            .arg(format!("{},netdev=n0", opts.nic));
         if opts.rng {
             qemu.args(["-cpu", "qemu64,+rdrand"]);
         }
@@ -133,6 +177,7 @@ impl Vm {
                 qemu.arg("-drive")
                     .arg(format!("file={},if=virtio,format=qcow2", disk.display()));
             }
+            None if opts.firmware => {}
             None if opts.bios => {
                 qemu.arg("-drive").arg(format!(
                     "file={},if=virtio,format=raw,readonly=on",
@@ -158,12 +203,22 @@ impl Vm {
                     .arg(dir.join("vmlinuz"))
                     .arg("-initrd")
                     .arg(dir.join("initrd"))
-                    .arg("-drive")
-                    .arg(format!(
-                        "file={},if=virtio,format=raw,readonly=on",
-                        dir.join("ros.img").display()
-                    ))
                     .args(["-append", &append]);
+                let image = dir.join("ros.img");
+                match opts.controller {
+                    None => qemu.arg("-drive").arg(format!(
+                        "file={},if=virtio,format=raw,readonly=on",
+                        image.display()
+                    )),
+                    // IDE and AHCI disks refuse readonly=on: a throwaway overlay instead.
+                    Some(c) => qemu
+                        .arg("-drive")
+                        .arg(format!(
+                            "if=none,id=d0,file={},format=raw,snapshot=on",
+                            image.display()
+                        ))
+                        .args(controller_args(c)),
+                };
             }
         }
         let mut child = qemu
@@ -393,6 +448,18 @@ impl Vm {
         );
     }
 
+    /// Wait until every system service is Up and the one-shot udev-cold Exited (0), in
+    /// `ros service ps`; returns what it shows.
+    pub fn all_services_up(&mut self) -> String {
+        let mut cond: Vec<String> = SYSTEM_SERVICES
+            .iter()
+            .map(|s| format!("ros service ps | grep -q '^{s} .*Up '"))
+            .collect();
+        cond.push("ros service ps | grep -q '^udev-cold .*Exited (0)'".into());
+        self.until(&cond.join(" && "));
+        self.sh("ros service ps")
+    }
+
     /// [`Vm::until_within`] a minute.
     pub fn until(&mut self, cond: &str) {
         self.until_within(cond, Duration::from_secs(60));
@@ -587,4 +654,48 @@ pub fn monitor(socket: &std::path::Path, cmd: &str) -> String {
         .filter(|l| !l.contains(cmd))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `python3 -m http.server` on the host's loopback, serving a directory; killed on drop.
+pub struct HttpServer {
+    child: std::process::Child,
+    /// The port it serves on, on 127.0.0.1 (the guest's 10.0.2.2).
+    pub port: u16,
+}
+
+impl HttpServer {
+    /// Serve `dir`.
+    pub fn serve(dir: &std::path::Path) -> HttpServer {
+        // A free port: the kernel picks one, the server binds it right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 (make deps installs it)");
+        // Serving once it accepts a connection (bounded: the deadline is the test's).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the HTTP server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

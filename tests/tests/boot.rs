@@ -53,6 +53,12 @@ fn boots_to_a_console_container_and_powers_off() {
         out.contains("ROS BOOT state ") && out.contains("running from RAM"),
         "no RAM notice"
     );
+    // A virtio boot loads no other disk driver, and without a URL datasource PID 1
+    // brings up no network of its own (issue 21: neither costs this boot anything).
+    assert!(
+        !out.contains("not on a virtio disk") && !out.contains("leased by DHCP"),
+        "{out}"
+    );
     // Let the shell start reading: the first command is echoed once it does.
     vm.sh("true");
     // The hardware RNG initialised the kernel's random pool during boot.

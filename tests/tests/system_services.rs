@@ -7,23 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use boot_tests::{config_drive, monitor, monitor_args, BootOptions, TempDir, Vm};
+use boot_tests::{config_drive, monitor, monitor_args, BootOptions, TempDir, Vm, SYSTEM_SERVICES};
 
 const BOOT: Duration = Duration::from_secs(240);
 const STEP: Duration = Duration::from_secs(60);
-
-const LONG_RUNNING: [&str; 6] = ["udev", "syslog", "network", "ntp", "acpid", "console"];
-
-/// Every system service Up and the one-shot udev-cold Exited (0), in `ros service ps`.
-fn all_services_up(vm: &mut Vm) -> String {
-    let mut cond: Vec<String> = LONG_RUNNING
-        .iter()
-        .map(|s| format!("ros service ps | grep -q '^{s} .*Up '"))
-        .collect();
-    cond.push("ros service ps | grep -q '^udev-cold .*Exited (0)'".into());
-    vm.until(&cond.join(" && "));
-    vm.sh("ros service ps")
-}
 
 /// How far ahead of the host's clock the fake NTP server's time is.
 const NTP_OFFSET: Duration = Duration::from_secs(300);
@@ -136,8 +123,8 @@ fn system_services_dhcp_syslog_hotplug_and_power_button() {
         ..Default::default()
     });
     vm.console_up(BOOT);
-    let ps = all_services_up(&mut vm);
-    for s in LONG_RUNNING {
+    let ps = vm.all_services_up();
+    for s in SYSTEM_SERVICES {
         assert!(
             ps.lines()
                 .any(|l| l.starts_with(&format!("{s} ")) && l.contains("Up ")),
@@ -247,7 +234,7 @@ fn static_address_on_a_second_nic_and_ssh_with_the_configured_key() {
         ..Default::default()
     });
     vm.console_up(BOOT);
-    all_services_up(&mut vm);
+    vm.all_services_up();
 
     // Exactly the configured address and MTU on eth1; eth0 still has its DHCP lease.
     vm.until("ip -4 -o addr show eth1 | grep -q ' 10.0.3.15/24 '");

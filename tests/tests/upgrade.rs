@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use boot_tests::{blank_qcow2, image_dir, BootOptions, TempDir, Vm};
+use boot_tests::{blank_qcow2, image_dir, BootOptions, HttpServer, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(300);
 /// A whole trial that fails its health gate: boot, the gate's window, the reboot.
@@ -162,48 +162,6 @@ fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
         .arg(&out));
     fs::remove_dir_all(&work).unwrap();
     out
-}
-
-/// `python3 -m http.server` on the host's loopback, serving a directory; killed on drop.
-struct HttpServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn serve(dir: &Path) -> HttpServer {
-        // A free port: the kernel picks one, the server binds it right after.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 (make deps installs it)");
-        // Serving once it accepts a connection (bounded: the deadline is the test's).
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the HTTP server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HttpServer { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Boot the installed `disk`, with `bundle` attached as the raw disk /dev/vdb.

@@ -1,0 +1,210 @@
+//! Boot tests for issue 21: booting where users' machines are. The root on IDE, SATA, NVMe
+//! and SCSI disks with the network cards of the hypervisors that use them; the ISO on QEMU's
+//! `pc` and `q35`, from RAM; a diskless PXE boot through QEMU's TFTP server and iPXE with the
+//! node's config from a URL; the `url:`, `cmdline` and NoCloud-over-HTTP datasources after
+//! PID 1's early DHCP, and an unreachable one that does not stop the boot.
+
+use std::fs;
+use std::time::Duration;
+
+use boot_tests::{image_dir, BootOptions, HttpServer, TempDir, Vm};
+
+const BOOT: Duration = Duration::from_secs(240);
+
+/// The image's root partition, whatever the controller calls the disk.
+const ROOT: &str = "root=PARTUUID=524f5330-02";
+
+/// Wait until the first NIC has QEMU's DHCP address (the network service's lease).
+fn leased(vm: &mut Vm) {
+    vm.until("ip -4 addr show dev eth0 | grep -q 'inet 10.0.2.15/'");
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn the_root_boots_from_ide_sata_nvme_and_scsi_disks_with_their_network_cards() {
+    // (controller, machine, NIC, the root device the kernel names): as QEMU's pc and q35,
+    // VMware, Proxmox/GCE and AWS have them.
+    let cases = [
+        ("ide", "pc", "e1000", "/dev/sda2"),
+        ("ahci", "q35", "e1000e", "/dev/sda2"),
+        ("nvme", "pc", "vmxnet3", "/dev/nvme0n1p2"),
+        ("virtio-scsi", "pc", "rtl8139", "/dev/sda2"),
+        ("pvscsi", "pc", "virtio-net-pci", "/dev/sda2"),
+    ];
+    for (controller, machine, nic, device) in cases {
+        let mut vm = Vm::boot(&BootOptions {
+            root_arg: ROOT.into(),
+            controller: Some(controller),
+            nic,
+            qemu_args: vec!["-machine".into(), machine.into()],
+            ..Default::default()
+        });
+        vm.console_up(BOOT);
+        let out = vm.output();
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("ROS BOOT root ") && l.ends_with(&format!(" {device}"))),
+            "{controller}: the root is not {device}\n{}",
+            vm.tail(40)
+        );
+        assert!(
+            out.contains("root: not on a virtio disk; loading the other disk drivers"),
+            "{controller}: {}",
+            vm.tail(40)
+        );
+        vm.all_services_up();
+        // The NIC's driver came from the root image (udev), and the network service leased.
+        leased(&mut vm);
+        drop(vm);
+    }
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn the_iso_boots_from_ram_on_pc_and_q35() {
+    let iso = image_dir().join("ros.iso");
+    for machine in ["pc", "q35"] {
+        let mut vm = Vm::boot(&BootOptions {
+            firmware: true,
+            qemu_args: ["-machine", machine, "-boot", "d", "-cdrom"]
+                .map(String::from)
+                .into_iter()
+                .chain([iso.display().to_string()])
+                .collect(),
+            ..Default::default()
+        });
+        // Its own bootloader, then the whole system from RAM: no disk at all.
+        vm.wait_for("ISOLINUX", BOOT);
+        vm.console_up(BOOT);
+        let out = vm.output();
+        assert!(
+            out.contains("root: /ros/root.squashfs from the initramfs, in RAM")
+                && out.contains("ROS BOOT root ")
+                && out.contains("running from RAM"),
+            "{machine}: {}",
+            vm.tail(40)
+        );
+        // Like RancherOS's ISO it logs in by itself (console_up ran a command).
+        vm.all_services_up();
+        assert_eq!(
+            vm.sh("ls /sys/block | grep -c -e '^sd' -e '^vd' || true"),
+            "0"
+        );
+        drop(vm);
+    }
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn pxe_boots_without_a_disk_and_takes_its_config_from_a_url() {
+    let out = image_dir().join("pxe");
+    let tftp = TempDir::new("pxe");
+    // The build's TFTP directory, with the node's config URL added to its kernel line as
+    // its comment says.
+    for f in ["vmlinuz", "initrd", "root.cpio"] {
+        std::os::unix::fs::symlink(out.join(f), tftp.path().join(f)).unwrap();
+    }
+    let web = TempDir::new("pxe-web");
+    fs::write(
+        web.path().join("node.yml"),
+        "#cloud-config\nhostname: pxe-node\nwrite_files:\n  - path: /etc/pxe-marker\n    content: from the URL\n",
+    )
+    .unwrap();
+    let server = HttpServer::serve(web.path());
+    let script = fs::read_to_string(out.join("boot.ipxe")).unwrap();
+    let url = format!("http://10.0.2.2:{}/node.yml", server.port);
+    assert!(script.contains("\nkernel vmlinuz "), "{script}");
+    let script = script.replace(
+        "\nkernel vmlinuz ",
+        &format!("\nkernel vmlinuz cloud-config-url={url} "),
+    );
+    fs::write(tftp.path().join("boot.ipxe"), script).unwrap();
+
+    let mut vm = Vm::boot(&BootOptions {
+        firmware: true,
+        netdev: format!(
+            "user,id=n0,tftp={},bootfile=boot.ipxe",
+            tftp.path().display()
+        ),
+        qemu_args: ["-boot", "n"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    vm.console_up(Duration::from_secs(420));
+    let console = vm.output();
+    // PID 1 leased an address for the datasource, fetched it and said how long it took.
+    assert!(
+        console.contains("leased by DHCP in") && console.contains("fetched in"),
+        "{}",
+        vm.tail(40)
+    );
+    assert!(console.contains("running from RAM"), "{}", vm.tail(40));
+    assert_eq!(vm.sh("hostname"), "pxe-node");
+    // write_files writes the host's files (PID 1's root, seen from the console).
+    assert_eq!(vm.sh("cat /proc/1/root/etc/pxe-marker"), "from the URL");
+    vm.all_services_up();
+    leased(&mut vm);
+    assert_eq!(
+        vm.sh("ls /sys/block | grep -c -e '^sd' -e '^vd' || true"),
+        "0"
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn url_and_nocloud_datasources_are_fetched_after_an_early_dhcp() {
+    let web = TempDir::new("ds-web");
+    fs::write(
+        web.path().join("cc.yml"),
+        "#cloud-config\nhostname: from-url\n",
+    )
+    .unwrap();
+    fs::create_dir(web.path().join("seed")).unwrap();
+    fs::write(
+        web.path().join("seed/user-data"),
+        "#cloud-config\nhostname: from-nocloud\n",
+    )
+    .unwrap();
+    let server = HttpServer::serve(web.path());
+    let base = format!("http://10.0.2.2:{}", server.port);
+    // A port nothing listens on: refused at every attempt until the datasources' bound.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+
+    // url: first, then an unreachable one: the first is applied, the second fails with an
+    // error on the console within the bound (60 s), and the boot goes on.
+    let mut vm = Vm::boot(&BootOptions {
+        append: format!(
+            "rancher.cloud_init.datasources=[url:{base}/cc.yml,url:http://10.0.2.2:{dead_port}/none.yml]"
+        ),
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    let console = vm.output();
+    assert!(console.contains("leased by DHCP in"), "{}", vm.tail(40));
+    assert!(
+        console.contains(&format!("url:{base}/cc.yml")) && console.contains("fetched in"),
+        "{}",
+        vm.tail(40)
+    );
+    assert!(
+        console.contains(&format!(
+            "GET http://10.0.2.2:{dead_port}/none.yml: gave up after"
+        )),
+        "{}",
+        vm.tail(40)
+    );
+    assert_eq!(vm.sh("hostname"), "from-url");
+    // The network service owns the network afterwards: its own lease on eth0.
+    vm.all_services_up();
+    leased(&mut vm);
+    drop(vm);
+
+    // NoCloud over HTTP, as cloud-init's `ds=` has it on the kernel line.
+    let mut vm = Vm::boot(&BootOptions {
+        append: format!("ds=nocloud;s={base}/seed/"),
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    assert_eq!(vm.sh("hostname"), "from-nocloud");
+}
