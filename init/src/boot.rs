@@ -373,7 +373,12 @@ fn cloud_init(
         url,
         &host,
         modules,
-        &ros_cloudinit::FetchOptions::default(),
+        &ros_cloudinit::FetchOptions {
+            http: ros_cloudinit::RetryPolicy {
+                timeout: first.config.rancher.cloud_init.timeout(),
+                ..Default::default()
+            },
+        },
     );
     if let Some(Ok(net)) = &net {
         crate::netboot::down(net, reaper);

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use crate::diagnostic::Severity;
 use crate::keypath::KeyPath;
 use crate::schema::{
-    CloudConfig, CommandSpec, InterfaceConfig, NetworkConfig, RancherConfig, MAX_DHCP_TIMEOUT_SECS,
-    MAX_SHUTDOWN_TIMEOUT_SECS,
+    CloudConfig, CommandSpec, InterfaceConfig, NetworkConfig, RancherConfig,
+    MAX_DATASOURCE_TIMEOUT_SECS, MAX_DHCP_TIMEOUT_SECS, MAX_SHUTDOWN_TIMEOUT_SECS,
 };
 
 /// One problem found by [`check`].
@@ -206,6 +206,12 @@ fn rancher(f: &mut Findings, r: &RancherConfig) {
         r.shutdown_timeout,
         MAX_SHUTDOWN_TIMEOUT_SECS,
     );
+    seconds(
+        f,
+        at.key("cloud_init").key("timeout"),
+        r.cloud_init.timeout,
+        MAX_DATASOURCE_TIMEOUT_SECS,
+    );
     if r.ssh.port == Some(0) {
         f.error(at.key("ssh").key("port"), "port 0 is not a port");
     }
@@ -384,7 +390,7 @@ mod tests {
 
     #[test]
     fn durations_are_bounded() {
-        let cases: [(&str, &[&str]); 7] = [
+        let cases: [(&str, &[&str]); 9] = [
             // (cloud-config, diagnostics)
             ("rancher:\n  shutdown_timeout: 3600\n", &[]),
             (
@@ -405,6 +411,11 @@ mod tests {
                 &["t.yml:3:29: rancher.defaults.network.dhcp_timeout: 18446744073709551615 seconds is longer than the most allowed, 3600 seconds"],
             ),
             ("rancher:\n  shutdown_timeout: 0\n", &[]),
+            ("rancher:\n  cloud_init: {timeout: 600}\n", &[]),
+            (
+                "rancher:\n  cloud_init: {timeout: 601}\n",
+                &["t.yml:2:25: rancher.cloud_init.timeout: 601 seconds is longer than the most allowed, 600 seconds"],
+            ),
         ];
         for (text, want) in cases {
             let shown: Vec<String> = crate::validate_text("t.yml", text, crate::Mode::Strict)

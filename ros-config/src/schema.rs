@@ -19,6 +19,12 @@ use serde::Deserialize;
 
 use crate::service::ServiceSpec;
 
+/// `rancher.cloud_init.timeout` when unset: how long the network datasources may delay
+/// the boot, all together.
+pub const DEFAULT_DATASOURCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest `rancher.cloud_init.timeout`, in seconds (ten minutes): the boot waits for it,
+/// and a config server that has not answered in ten minutes is down.
+pub const MAX_DATASOURCE_TIMEOUT_SECS: u64 = 600;
 /// `rancher.shutdown_timeout` when unset.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest `rancher.shutdown_timeout`, in seconds (an hour). A service that has not
@@ -793,6 +799,19 @@ pub struct CloudInitConfig {
     /// Where to fetch user-data: `configdrive:PATH`, `file:PATH`, `url:URL`, `cmdline`,
     /// `ec2`, `digitalocean`, ...
     pub datasources: Vec<Text>,
+    /// How long the network datasources (`url:`, `cmdline`) may take, all together, in
+    /// seconds (new in rOS): 60 by default, at most [`MAX_DATASOURCE_TIMEOUT_SECS`]. The
+    /// boot goes on without what they did not deliver in time.
+    pub timeout: Option<u64>,
+}
+
+impl CloudInitConfig {
+    /// [`CloudInitConfig::timeout`], or 60 s; at most [`MAX_DATASOURCE_TIMEOUT_SECS`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout.map_or(DEFAULT_DATASOURCE_TIMEOUT, |secs| {
+            Duration::from_secs(secs.min(MAX_DATASOURCE_TIMEOUT_SECS))
+        })
+    }
 }
 
 /// `rancher.upgrade`.

@@ -172,10 +172,12 @@ fn url_and_nocloud_datasources_are_fetched_after_an_early_dhcp() {
     drop(dead);
 
     // url: first, then an unreachable one: the first is applied, the second fails with an
-    // error on the console within the bound (60 s), and the boot goes on.
+    // error on the console within the bound (rancher.cloud_init.timeout, 60 s unless set),
+    // and the boot goes on.
     let mut vm = Vm::boot(&BootOptions {
         append: format!(
-            "rancher.cloud_init.datasources=[url:{base}/cc.yml,url:http://10.0.2.2:{dead_port}/none.yml]"
+            "rancher.cloud_init.timeout=15 \
+             rancher.cloud_init.datasources=[url:{base}/cc.yml,url:http://10.0.2.2:{dead_port}/none.yml]"
         ),
         ..Default::default()
     });
@@ -190,7 +192,7 @@ fn url_and_nocloud_datasources_are_fetched_after_an_early_dhcp() {
     assert!(
         console.contains(&format!(
             "GET http://10.0.2.2:{dead_port}/none.yml: gave up after"
-        )),
+        )) && console.contains("(timeout 1"),
         "{}",
         vm.tail(40)
     );
