@@ -435,7 +435,7 @@ rootfs() {
   fi
   log "mksquashfs (zstd -19)"
   rm -f "$STAGE/root.img"
-  mksquashfs "$r" "$STAGE/root.img" -comp zstd -Xcompression-level 19 -all-root \
+  mksquashfs "$r" "$STAGE/root.img" -comp zstd -Xcompression-level 19 -b 1M -all-root \
     -reproducible -noappend -quiet >/dev/null
   made "$STAGE/root.img" "$key"
 }
