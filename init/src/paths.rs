@@ -8,9 +8,8 @@ pub const NEWROOT: &str = "/newroot";
 /// Where the disk holding the root image (`rootimg=`) is mounted; under /run, so it is
 /// carried into the new root.
 pub const BOOT_DISK: &str = "/run/ros/boot-disk";
-/// The root image inside the initramfs, for a boot from RAM (the ISO and PXE: a second cpio,
-/// `root.cpio`, appended to the initrd; `initramfs/build.sh`).
-pub const LIVE_ROOT_IMAGE: &str = "/ros/root.squashfs";
+/// The root image inside the initramfs, for a boot from RAM.
+pub const LIVE_ROOT_IMAGE: &str = ros_config::paths::LIVE_ROOT_IMAGE;
 /// Kernel modules (both in the initrd and in the root image).
 pub const MODULES_DIR: &str = "/lib/modules";
 /// The system containerd binary in the root image.

@@ -363,7 +363,15 @@ impl BootSource {
     fn find(root: &Path) -> Result<BootSource, String> {
         let name = root.file_name().unwrap_or_default();
         let sys = Path::new("/sys/class/block").join(name);
-        let source = if let Ok(backing) = fs::read_to_string(sys.join("loop/backing_file")) {
+        let backing = fs::read_to_string(sys.join("loop/backing_file"));
+        let source = if let Ok(backing) = backing {
+            // A boot from RAM: the root image came in the initramfs (which PID 1 emptied
+            // when it switched root: the kernel says the file is deleted).
+            let file = backing.trim();
+            if file.strip_suffix(" (deleted)").unwrap_or(file) == ros_config::paths::LIVE_ROOT_IMAGE
+            {
+                return BootSource::live_medium();
+            }
             let dir = Path::new(backing.trim())
                 .parent()
                 .unwrap_or(Path::new("/"))
@@ -415,6 +423,48 @@ impl BootSource {
             }
         }
         Ok(source)
+    }
+}
+
+impl BootSource {
+    /// On a boot from RAM, the ISO it booted from: the CD-ROM whose `/boot` holds
+    /// [`BOOT_FILES`] (iso9660, mounted read-only here).
+    fn live_medium() -> Result<BootSource, String> {
+        // The CD-ROM's drivers and filesystem, if udev has not loaded them yet.
+        let _ = Command::new("/bin/busybox")
+            .args(["modprobe", "-a", "ata_piix", "ahci", "sr_mod", "isofs"])
+            .status();
+        let target = PathBuf::from(format!("/run/ros/install-boot-{}", std::process::id()));
+        fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let flags = nix::mount::MsFlags::MS_RDONLY
+            | nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC;
+        for name in entries(Path::new("/sys/class/block")) {
+            if !name.starts_with("sr") {
+                continue;
+            }
+            let cd = Path::new("/dev").join(&name);
+            if nix::mount::mount(Some(&cd), &target, Some("iso9660"), flags, None::<&str>).is_err()
+            {
+                continue;
+            }
+            let dir = target.join("boot");
+            if BOOT_FILES.iter().all(|f| dir.join(f).is_file()) {
+                return Ok(BootSource {
+                    dir,
+                    mounted: Some(target),
+                });
+            }
+            let _ = nix::mount::umount(&target);
+        }
+        let _ = fs::remove_dir(&target);
+        Err(
+            "this system runs from RAM (the ISO or PXE), and no CD-ROM holds the rOS \
+             ISO's /boot/vmlinuz and /boot/initrd to install from: attach the ISO (or boot \
+             the disk image, ros.img) and run ros install again"
+                .into(),
+        )
     }
 }
 

@@ -25,6 +25,11 @@ pub const KERNEL_CMDLINE: &str = "/proc/cmdline";
 /// by PID 1 at boot: what unprivileged services see as their `/proc/cmdline`.
 pub const REDACTED_CMDLINE: &str = "/run/ros/cmdline";
 
+/// The root image inside the initramfs, for a boot from RAM (the ISO and PXE: `root.cpio`,
+/// appended to the initrd by the bootloader; `initramfs/build.sh`). PID 1 attaches it to a
+/// loop device; `ros install` on such a boot reads the kernel and initrd from the ISO.
+pub const LIVE_ROOT_IMAGE: &str = "/ros/root.squashfs";
+
 /// `well_known` below `root` (`under(Path::new("/"), X)` is `X`).
 pub fn under(root: &Path, well_known: &str) -> PathBuf {
     root.join(well_known.trim_start_matches('/'))

@@ -59,39 +59,96 @@ fn the_root_boots_from_ide_sata_nvme_and_scsi_disks_with_their_network_cards() {
     }
 }
 
+/// QEMU arguments for `machine` with the ISO in its CD-ROM drive, booted from it, and
+/// `more` after them.
+fn iso_args(machine: &str, more: &[String]) -> Vec<String> {
+    let iso = image_dir().join("ros.iso");
+    ["-machine", machine, "-boot", "d", "-cdrom"]
+        .map(String::from)
+        .into_iter()
+        .chain([iso.display().to_string()])
+        .chain(more.iter().cloned())
+        .collect()
+}
+
+/// Boot the ISO on `machine` up to its console, which logs in by itself as RancherOS's did;
+/// the whole system runs from RAM.
+fn boot_iso(machine: &str, more: &[String]) -> Vm {
+    let mut vm = Vm::boot(&BootOptions {
+        firmware: true,
+        qemu_args: iso_args(machine, more),
+        ..Default::default()
+    });
+    // Its own bootloader, on the serial console too.
+    vm.wait_for("ISOLINUX", BOOT);
+    vm.console_up(BOOT);
+    let out = vm.output();
+    assert!(
+        out.contains("root: /ros/root.squashfs from the initramfs, in RAM")
+            && out.contains("running from RAM"),
+        "{machine}: {}",
+        vm.tail(40)
+    );
+    vm
+}
+
 #[test]
 #[ignore = "boots QEMU: run with `make boot-test`"]
-fn the_iso_boots_from_ram_on_pc_and_q35() {
-    let iso = image_dir().join("ros.iso");
-    for machine in ["pc", "q35"] {
-        let mut vm = Vm::boot(&BootOptions {
-            firmware: true,
-            qemu_args: ["-machine", machine, "-boot", "d", "-cdrom"]
-                .map(String::from)
-                .into_iter()
-                .chain([iso.display().to_string()])
-                .collect(),
-            ..Default::default()
-        });
-        // Its own bootloader, then the whole system from RAM: no disk at all.
-        vm.wait_for("ISOLINUX", BOOT);
-        vm.console_up(BOOT);
-        let out = vm.output();
-        assert!(
-            out.contains("root: /ros/root.squashfs from the initramfs, in RAM")
-                && out.contains("ROS BOOT root ")
-                && out.contains("running from RAM"),
-            "{machine}: {}",
-            vm.tail(40)
-        );
-        // Like RancherOS's ISO it logs in by itself (console_up ran a command).
-        vm.all_services_up();
-        assert_eq!(
-            vm.sh("ls /sys/block | grep -c -e '^sd' -e '^vd' || true"),
-            "0"
-        );
-        drop(vm);
-    }
+fn the_iso_boots_from_ram_without_a_disk() {
+    let mut vm = boot_iso("pc", &[]);
+    vm.all_services_up();
+    assert_eq!(
+        vm.sh("ls /sys/block | grep -c -e '^sd' -e '^vd' || true"),
+        "0"
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn ros_install_from_the_iso_makes_a_sata_disk_that_boots_by_itself() {
+    let tmp = TempDir::new("iso-install");
+    let target = tmp.path().join("sata.qcow2");
+    boot_tests::blank_qcow2(&target, "1G");
+    // q35: its AHCI controller holds the CD-ROM and the disk.
+    let disk = [
+        "-drive".to_string(),
+        format!("if=none,id=d1,file={},format=qcow2", target.display()),
+        "-device".to_string(),
+        "ide-hd,drive=d1,bus=ide.0".to_string(),
+    ];
+    let mut vm = boot_iso("q35", &disk);
+    vm.all_services_up();
+    vm.sh("printf 'hostname: from-iso\\nrancher:\\n  password: t3st-Pw\\n' > /tmp/cc.yml");
+    let (out, status) = vm.run(
+        "ros install -d /dev/sda -c /tmp/cc.yml -f --no-reboot 2>&1",
+        Duration::from_secs(600),
+    );
+    assert_eq!(status, 0, "{out}\n{}", vm.tail(30));
+    // The kernel and initrd came from the CD it booted from.
+    assert!(
+        out.contains("installed to /dev/sda") && out.contains("copying /run/ros/install-boot-"),
+        "{out}"
+    );
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+
+    // The disk alone, on the same controller: its bootloader, then a login prompt.
+    let mut vm = Vm::boot(&BootOptions {
+        firmware: true,
+        autologin: false,
+        qemu_args: ["-machine", "q35"]
+            .map(String::from)
+            .into_iter()
+            .chain(disk)
+            .collect(),
+        ..Default::default()
+    });
+    vm.login_as_root("rancher", "t3st-Pw", BOOT);
+    assert_eq!(vm.sh("hostname"), "from-iso");
+    let mounts = vm.sh("awk '$2==\"/\" || $2==\"/mnt/state\" {print $1, $2, $3}' /proc/1/mounts");
+    assert!(mounts.contains("/dev/loop0 / squashfs"), "{mounts}");
+    assert!(mounts.contains("/dev/sda1 /mnt/state ext4"), "{mounts}");
+    vm.all_services_up();
 }
 
 #[test]
