@@ -475,10 +475,11 @@ initrd() {
   install -m 0755 "$RELEASE/init" "$s/init"
   cp "$X/busybox-static/bin/busybox" "$s/bin/busybox"
   ln -s busybox "$s/bin/sh"
-  install_modules "$s" "$REPO/initramfs/modules.boot" "$REPO/initramfs/modules.storage"
+  install_modules "$s" "$REPO/initramfs/modules.boot" "$REPO/initramfs/modules.storage" \
+    "$REPO/initramfs/modules.ata"
   # Which of them PID 1 loads only when the root is not on a virtio disk (init/src/boot.rs).
-  grep -v '^\s*#' "$REPO/initramfs/modules.storage" | grep -v '^\s*$' \
-    > "$s/lib/modules/$KVER/modules.fallback"
+  cat "$REPO/initramfs/modules.ata" "$REPO/initramfs/modules.storage" | grep -v '^\s*#' |
+    grep -v '^\s*$' > "$s/lib/modules/$KVER/modules.fallback"
   # The kernel opens /dev/console for init before devtmpfs is mounted.
   mknod -m 600 "$s/dev/console" c 5 1
   local key

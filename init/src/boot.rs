@@ -116,16 +116,13 @@ fn load_initrd_modules(dir: &Path, unneeded: &[&str], loader: &dyn ModuleLoader)
 }
 
 /// Load the initrd's other disk controllers (IDE, SATA, NVMe, SCSI): the root is not on a
-/// virtio disk. Each probes only hardware that is there.
+/// virtio disk, or came in the initramfs. Each probes only hardware that is there.
 fn load_fallback_modules(dir: &Path, loader: &dyn ModuleLoader) {
     let Ok(index) = ModuleIndex::open(dir) else {
         return;
     };
     let names = fallback_modules(dir);
-    log::info!(
-        "root: not on a virtio disk; loading the other disk drivers ({})",
-        names.join(" ")
-    );
+    log::info!("root: loading the other disk drivers ({})", names.join(" "));
     for name in names {
         match index.load(&name, loader) {
             Ok(()) => log::debug!("module {name}: loaded"),
@@ -150,6 +147,7 @@ fn found_root(cmdline: &KernelCmdline, moddir: &Path, host: &Host) -> PathBuf {
     };
     // A virtio disk is there once its driver is loaded; any other waits for its own.
     let found = find(Duration::ZERO).or_else(|_| {
+        log::info!("root: {spec} is not on a virtio disk");
         load_fallback_modules(moddir, host);
         find(cmdline.root_wait())
     });
@@ -342,19 +340,14 @@ fn cloud_init(
     modules: &crate::cloudinit::InitModules,
     reaper: &Reaper,
 ) -> CloudConfig {
-    // Quietly: the drivers for config drives, a missing one only hides that drive. They load
-    // while containerd starts, on the CPUs it needs: only what can find a drive (its
-    // filesystem is loaded once one is found).
-    let load_quietly = |names: &[&str]| {
-        for name in names {
-            if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, name, "") {
-                log::debug!("{e}");
-            }
-        }
-    };
-    load_quietly(ros_cloudinit::CONFIG_DRIVE_HOST_MODULES);
+    // Quietly: the CD-ROM driver, when an adapter a CD-ROM may sit on is there (a missing
+    // module only hides that drive). It loads while containerd starts, on the CPUs it
+    // needs: only what can find a drive (its filesystem is loaded once one is found).
     if has_entries(Path::new("/sys/class/scsi_host")) {
-        load_quietly(&[ros_cloudinit::CDROM_MODULE]);
+        let cdrom = ros_cloudinit::CDROM_MODULE;
+        if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, cdrom, "") {
+            log::debug!("{e}");
+        }
     }
     let root = Path::new("/");
     // The datasources to read come from the config itself (defaults + cmdline).
@@ -473,6 +466,9 @@ pub fn run() -> ! {
                 "root: {} from the initramfs, in RAM",
                 paths::LIVE_ROOT_IMAGE
             );
+            // No disk held the root; the state disk, an install target or a CD-ROM config
+            // drive may be on any controller.
+            load_fallback_modules(&moddir, &host);
             root::attach_loop(Path::new(paths::LIVE_ROOT_IMAGE))
                 .unwrap_or_else(|e| fatal(&e.to_string()))
         } else {

@@ -34,11 +34,11 @@ use crate::label::{detect_label, is_config_drive_label, FsKind, PROBE_BYTES};
 use crate::paths::{self, under};
 use crate::report::{Report, Step};
 
-/// Host adapters an emulated CD-ROM sits on (QEMU `-cdrom`: ATA or AHCI). The image does not
-/// ship them yet, so a config drive on a CD-ROM is not found; one on a virtio disk is.
-pub const CONFIG_DRIVE_HOST_MODULES: &[&str] = &["ata_piix", "ahci"];
 /// The SCSI CD-ROM driver: init loads it only when a host adapter (a `scsi_host`) is there
-/// for it to use, since with the SCSI core it costs 0.16 s of the boot under emulation.
+/// for it to use, since with the SCSI core it costs 0.16 s of the boot under emulation. The
+/// IDE and SATA adapters a CD-ROM sits on are loaded by the initrd when the root is not on
+/// a virtio disk or came in the initramfs (the ISO); a virtio boot does not probe them (a
+/// second under emulation), so there a config drive is found on a virtio disk, not a CD.
 pub const CDROM_MODULE: &str = "sr_mod";
 
 /// Prefix of datasource drop-in names: sorts after other drop-ins.

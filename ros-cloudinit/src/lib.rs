@@ -10,7 +10,7 @@
 //! (its reaper owns child exits).
 //!
 //! Boot order as init uses it:
-//! 1. load [`CONFIG_DRIVE_HOST_MODULES`], and [`CDROM_MODULE`] if a SCSI host is there;
+//! 1. load [`CDROM_MODULE`] if a SCSI host is there;
 //!    [`fetch_user_data`] (it loads a found drive's filesystem); reload the config
 //!    (`ros_config::load`) so the new drop-ins count;
 //! 2. [`apply`] (modules, sysctl, hostname, write_files, mounts, ssh keys);
@@ -46,7 +46,7 @@ pub use commands::{
 pub use confined::{ConfinedError, ContainerRoot, HomeFile};
 pub use datasource::{
     fetch_user_data, find_config_drive, needs_network, plan, ConfigDrive, Datasource,
-    DatasourceError, FetchOptions, CDROM_MODULE, CONFIG_DRIVE_HOST_MODULES,
+    DatasourceError, FetchOptions, CDROM_MODULE,
 };
 pub use host::{
     write_file_atomic, CommandRunner, Exit, Host, Invocation, ModuleLoader, MsFlags, Owner,

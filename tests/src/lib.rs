@@ -536,11 +536,27 @@ pub fn lines(s: &str) -> Vec<String> {
 /// Build an ISO9660 config drive labelled `label` holding `openstack/latest/user_data`,
 /// in `dir`; returns the QEMU arguments that attach it as a virtio disk.
 pub fn config_drive(dir: &std::path::Path, label: &str, user_data: &str) -> Vec<String> {
-    let tree = dir.join("drive");
-    let latest = tree.join("openstack/latest");
-    std::fs::create_dir_all(&latest).expect("creating the config drive tree");
-    std::fs::write(latest.join("user_data"), user_data).expect("writing user_data");
-    let iso = dir.join("config.iso");
+    let iso = config_drive_iso(dir, label, user_data);
+    vec![
+        "-drive".into(),
+        format!("file={},if=virtio,format=raw,readonly=on", iso.display()),
+    ]
+}
+
+/// The ISO9660 image of [`config_drive`]: OpenStack's layout for `config-2`, NoCloud's
+/// (`user-data`, `meta-data`) for any other label, as `cloud-localds` makes it.
+pub fn config_drive_iso(dir: &std::path::Path, label: &str, user_data: &str) -> PathBuf {
+    let tree = dir.join(format!("drive-{label}"));
+    if label == "config-2" {
+        let latest = tree.join("openstack/latest");
+        std::fs::create_dir_all(&latest).expect("creating the config drive tree");
+        std::fs::write(latest.join("user_data"), user_data).expect("writing user_data");
+    } else {
+        std::fs::create_dir_all(&tree).expect("creating the config drive tree");
+        std::fs::write(tree.join("user-data"), user_data).expect("writing user-data");
+        std::fs::write(tree.join("meta-data"), "instance-id: ros-test\n").expect("meta-data");
+    }
+    let iso = dir.join(format!("{label}.iso"));
     let status = Command::new("genisoimage")
         .args(["-quiet", "-r", "-J", "-V", label, "-o"])
         .arg(&iso)
@@ -548,10 +564,7 @@ pub fn config_drive(dir: &std::path::Path, label: &str, user_data: &str) -> Vec<
         .status()
         .expect("running genisoimage (make deps installs it)");
     assert!(status.success(), "genisoimage failed");
-    vec![
-        "-drive".into(),
-        format!("file={},if=virtio,format=raw,readonly=on", iso.display()),
-    ]
+    iso
 }
 
 /// Like [`config_drive`], but FAT (`mkfs.vfat -n LABEL`, as `cloud-localds -f vfat`

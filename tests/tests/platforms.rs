@@ -22,21 +22,77 @@ fn leased(vm: &mut Vm) {
 #[test]
 #[ignore = "boots QEMU: run with `make boot-test`"]
 fn the_root_boots_from_ide_sata_nvme_and_scsi_disks_with_their_network_cards() {
-    // (controller, machine, NIC, the root device the kernel names): as QEMU's pc and q35,
-    // VMware, Proxmox/GCE and AWS have them.
+    let tmp = TempDir::new("controllers");
+    // Config drives on CD-ROMs, as Proxmox (NoCloud on IDE) and OpenStack (config-2) attach
+    // them: each sets the hostname, the NoCloud one an ssh key too.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheCdromTest cd@test";
+    let cidata = boot_tests::config_drive_iso(
+        tmp.path(),
+        "cidata",
+        &format!("#cloud-config\nhostname: from-cidata\nssh_authorized_keys:\n  - {key}\n"),
+    );
+    let config2 = boot_tests::config_drive_iso(
+        tmp.path(),
+        "config-2",
+        "#cloud-config\nhostname: from-config-2\n",
+    );
+    let cd = |iso: &std::path::Path, bus: &str| {
+        vec![
+            "-drive".to_string(),
+            format!(
+                "if=none,id=cd,file={},format=raw,media=cdrom,readonly=on",
+                iso.display()
+            ),
+            "-device".to_string(),
+            format!("ide-cd,drive=cd,bus={bus}"),
+        ]
+    };
+    // (controller, machine, NIC, the root device the kernel names, a CD-ROM and the
+    // hostname it gives): as QEMU's pc and q35, VMware, Proxmox/GCE and AWS have them.
     let cases = [
-        ("ide", "pc", "e1000", "/dev/sda2"),
-        ("ahci", "q35", "e1000e", "/dev/sda2"),
-        ("nvme", "pc", "vmxnet3", "/dev/nvme0n1p2"),
-        ("virtio-scsi", "pc", "rtl8139", "/dev/sda2"),
-        ("pvscsi", "pc", "virtio-net-pci", "/dev/sda2"),
+        (
+            "ide",
+            "pc",
+            "e1000",
+            "/dev/sda2",
+            cd(&cidata, "ide.1"),
+            "from-cidata",
+        ),
+        (
+            "ahci",
+            "q35",
+            "e1000e",
+            "/dev/sda2",
+            cd(&config2, "ide.2"),
+            "from-config-2",
+        ),
+        ("nvme", "pc", "vmxnet3", "/dev/nvme0n1p2", vec![], "rancher"),
+        (
+            "virtio-scsi",
+            "pc",
+            "rtl8139",
+            "/dev/sda2",
+            vec![],
+            "rancher",
+        ),
+        (
+            "pvscsi",
+            "pc",
+            "virtio-net-pci",
+            "/dev/sda2",
+            vec![],
+            "rancher",
+        ),
     ];
-    for (controller, machine, nic, device) in cases {
+    for (controller, machine, nic, device, cdrom, hostname) in cases {
         let mut vm = Vm::boot(&BootOptions {
             root_arg: ROOT.into(),
             controller: Some(controller),
             nic,
-            qemu_args: vec!["-machine".into(), machine.into()],
+            qemu_args: ["-machine".to_string(), machine.to_string()]
+                .into_iter()
+                .chain(cdrom)
+                .collect(),
             ..Default::default()
         });
         vm.console_up(BOOT);
@@ -48,13 +104,21 @@ fn the_root_boots_from_ide_sata_nvme_and_scsi_disks_with_their_network_cards() {
             vm.tail(40)
         );
         assert!(
-            out.contains("root: not on a virtio disk; loading the other disk drivers"),
+            out.contains("is not on a virtio disk")
+                && out.contains("root: loading the other disk drivers"),
             "{controller}: {}",
             vm.tail(40)
         );
         vm.all_services_up();
         // The NIC's driver came from the root image (udev), and the network service leased.
         leased(&mut vm);
+        assert_eq!(vm.sh("hostname"), hostname, "{controller}");
+        if hostname == "from-cidata" {
+            assert_eq!(
+                vm.sh("grep -c CdromTest /home/rancher/.ssh/authorized_keys"),
+                "1"
+            );
+        }
         drop(vm);
     }
 }
