@@ -9,7 +9,9 @@ import time
 class Vm:
     """One QEMU boot of OUT_DIR's kernel and initrd, with the image (ros.img) as its disk."""
 
-    def __init__(self, out, mem=512, append="", extra=(), timeout=300):
+    def __init__(self, out, mem=512, append="", extra=(), timeout=300, firmware=None):
+        """`firmware`: QEMU arguments that boot through the machine's firmware instead (an
+        ISO, the network) with no kernel, initrd or image disk passed."""
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
                "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
                "-kernel", os.path.join(out, "vmlinuz"), "-initrd", os.path.join(out, "initrd"),
@@ -20,6 +22,10 @@ class Vm:
                # dropbearkey spin the CPU in the kernel until it is.
                "-cpu", "qemu64,+rdrand",
                "-append", f"console=ttyS0 quiet panic=-1 root=/dev/vda2 rancher.autologin=ttyS0 {append}", *extra]
+        if firmware is not None:
+            cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
+                   "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+                   "-cpu", "qemu64,+rdrand", *firmware, *extra]
         self.start = time.monotonic()
         self.deadline = self.start + timeout
         self.buf = b""
