@@ -42,7 +42,8 @@ fi
 SELF=$(cat "${BASH_SOURCE[0]}" "$REPO/initramfs/lib.sh" | sha256sum | cut -c1-16)
 
 PACKAGES=(linux-image-amd64 busybox-static libc6
-          e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux isolinux syslinux-common)
+          e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 extlinux isolinux syslinux-common
+          grub-efi-amd64-bin)
 
 . "$REPO/initramfs/lib.sh"
 
@@ -564,8 +565,35 @@ live() {
     'initrd initrd' 'initrd root.cpio' 'boot' > "$OUT/pxe/boot.ipxe"
 }
 
-# iso: $OUT/ros.iso, hybrid (El Torito for a CD-ROM, an MBR for a USB stick), isolinux
-# loading the kernel, the initrd and root.cpio: the whole system runs from RAM.
+# efi_image FILE: a FAT image holding /EFI/BOOT/BOOTX64.EFI, GRUB (from Debian's
+# grub-efi-amd64-bin, made by grub-mkimage) with the modules the ISO's entry needs and an
+# early config that finds the ISO by its label and reads its /boot/grub/grub.cfg: the El
+# Torito EFI entry UEFI firmware boots.
+efi_image() {
+  local fat=$1 dir=$STAGE/efi
+  unpack grub-efi-amd64-bin
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  printf '%s\n' 'search --no-floppy --set=root --label ROS_LIVE' \
+    'set prefix=($root)/boot/grub' 'configfile $prefix/grub.cfg' > "$dir/early.cfg"
+  grub-mkimage -O x86_64-efi -d "$X/grub-efi-amd64-bin/usr/lib/grub/x86_64-efi" \
+    -c "$dir/early.cfg" -p /boot/grub -o "$dir/BOOTX64.EFI" \
+    iso9660 part_msdos part_gpt fat search search_label configfile normal linux echo \
+    serial terminal efi_gop all_video
+  rm -f "$fat"
+  mkfs.vfat -C -n ROS_EFI "$fat" $(( ($(stat -c %s "$dir/BOOTX64.EFI") / 1024 + 256) )) >/dev/null
+  mmd -i "$fat" ::/EFI ::/EFI/BOOT
+  mcopy -i "$fat" "$dir/BOOTX64.EFI" ::/EFI/BOOT/
+  rm -rf "$dir"
+}
+
+# iso: $OUT/ros.iso, hybrid (El Torito for a CD-ROM, an MBR for a USB stick), booting under
+# BIOS through isolinux and under UEFI through GRUB (efi_image), each loading the kernel,
+# the initrd and root.cpio: the whole system runs from RAM.
+# The kernel line of the ISO's entries: like RancherOS's ISO, it logs in on the serial
+# console by itself (an installed disk does not).
+LIVE_ARGS="console=tty0 console=ttyS0 quiet rancher.autologin=ttyS0"
+
 iso() {
   local s=$STAGE/iso key
   key=$(cat "$OUT/vmlinuz" "$OUT/initrd" "$OUT/root.cpio" | sha256sum | cut -c1-64)
@@ -581,11 +609,18 @@ iso() {
   printf '%s\n' "# The rOS ISO's boot entry (initramfs/build.sh)." "SERIAL 0 115200" \
     "DEFAULT ros" "PROMPT 0" "TIMEOUT 10" "" "LABEL ros" "  KERNEL /boot/vmlinuz" \
     "  INITRD /boot/initrd,/boot/root.cpio" \
-    "  APPEND console=tty0 console=ttyS0 quiet rancher.autologin=ttyS0" \
-    > "$s/boot/isolinux/isolinux.cfg"
+    "  APPEND $LIVE_ARGS" > "$s/boot/isolinux/isolinux.cfg"
+  mkdir -p "$s/boot/grub"
+  printf '%s\n' "# The rOS ISO's UEFI boot entry (initramfs/build.sh)." \
+    'serial --unit=0 --speed=115200' 'terminal_input serial console' \
+    'terminal_output serial console' 'set timeout=1' 'menuentry "rOS" {' \
+    "  linux /boot/vmlinuz $LIVE_ARGS" '  initrd /boot/initrd /boot/root.cpio' '}' \
+    > "$s/boot/grub/grub.cfg"
+  efi_image "$s/boot/efiboot.img"
   SOURCE_DATE_EPOCH=1 xorriso -as mkisofs -quiet -o "$OUT/ros.iso.new" -V ROS_LIVE -J -R \
     -b boot/isolinux/isolinux.bin -c boot/isolinux/boot.cat -no-emul-boot \
     -boot-load-size 4 -boot-info-table \
+    -eltorito-alt-boot -e boot/efiboot.img -no-emul-boot -isohybrid-gpt-basdat \
     -isohybrid-mbr "$X/isolinux/usr/lib/ISOLINUX/isohdpfx.bin" "$s" 2>/dev/null
   mv "$OUT/ros.iso.new" "$OUT/ros.iso"
   rm -rf "$s"

@@ -6,16 +6,19 @@
 set -euo pipefail
 BUILD=${1:-build}
 
-# command:package for everything the Makefile, initramfs/*.sh and the tests run on the host.
+# command:package (or /file:package) for everything the Makefile, initramfs/*.sh and the tests
+# run or read on the host.
 # Go, crun's, chrony's and kmod's build dependencies come from initramfs/from-source.sh deps.
 NEEDS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils protoc:protobuf-compiler
        mksquashfs:squashfs-tools unsquashfs:squashfs-tools cpio:cpio zstd:zstd depmod:kmod readelf:binutils
        strip:binutils containerd:containerd runc:runc mke2fs:e2fsprogs
-       genisoimage:genisoimage xorriso:xorriso ssh:openssh-client ssh-keygen:openssh-client
+       genisoimage:genisoimage xorriso:xorriso grub-mkimage:grub-common ssh:openssh-client ssh-keygen:openssh-client
        dpkg-source:dpkg-dev dpkg-buildflags:dpkg-dev dpkg-parsechangelog:dpkg-dev
        sfdisk:fdisk mkfs.vfat:dosfstools mcopy:mtools mmd:mtools syslinux:syslinux
        apt-get:apt gcc:gcc cc:gcc make:make sha256sum:coreutils busybox:busybox-static
-       python3:python3)
+       python3:python3
+       # Files rather than commands: UEFI firmware (the ISO's UEFI boot test), iPXE's ROM.
+       /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu)
 
 log() { echo "==> $*"; }
 
@@ -23,7 +26,11 @@ missing_packages() {
   local n cmd pkg
   for n in "${NEEDS[@]}"; do
     cmd=${n%%:*} pkg=${n#*:}
-    command -v "$cmd" >/dev/null || echo "$pkg"
+    if [[ $cmd == /* ]]; then
+      [ -e "$cmd" ] || echo "$pkg"
+    else
+      command -v "$cmd" >/dev/null || echo "$pkg"
+    fi
   done
 }
 

@@ -136,15 +136,21 @@ fn iso_args(machine: &str, more: &[String]) -> Vec<String> {
 }
 
 /// Boot the ISO on `machine` up to its console, which logs in by itself as RancherOS's did;
-/// the whole system runs from RAM.
-fn boot_iso(machine: &str, more: &[String]) -> Vm {
+/// the whole system runs from RAM. `firmware`: more QEMU arguments (UEFI's), and what its
+/// bootloader prints on the serial console.
+fn boot_iso(machine: &str, more: &[String], firmware: (&[String], &str)) -> Vm {
+    let (uefi, bootloader) = firmware;
     let mut vm = Vm::boot(&BootOptions {
         firmware: true,
-        qemu_args: iso_args(machine, more),
+        qemu_args: uefi
+            .iter()
+            .cloned()
+            .chain(iso_args(machine, more))
+            .collect(),
         ..Default::default()
     });
     // Its own bootloader, on the serial console too.
-    vm.wait_for("ISOLINUX", BOOT);
+    vm.wait_for(bootloader, BOOT);
     vm.console_up(BOOT);
     let out = vm.output();
     assert!(
@@ -156,15 +162,38 @@ fn boot_iso(machine: &str, more: &[String]) -> Vm {
     vm
 }
 
+/// BIOS: SeaBIOS, QEMU's default, and the ISO's isolinux.
+const BIOS: (&[String], &str) = (&[], "ISOLINUX");
+
 #[test]
 #[ignore = "boots QEMU: run with `make boot-test`"]
-fn the_iso_boots_from_ram_without_a_disk() {
-    let mut vm = boot_iso("pc", &[]);
+fn the_iso_boots_from_ram_without_a_disk_under_bios_and_uefi() {
+    let mut vm = boot_iso("pc", &[], BIOS);
     vm.all_services_up();
     assert_eq!(
         vm.sh("ls /sys/block | grep -c -e '^sd' -e '^vd' || true"),
         "0"
     );
+    drop(vm);
+
+    // UEFI: Debian's OVMF on q35, its variables in a copy of their own; the ISO's El Torito
+    // EFI entry (GRUB).
+    let tmp = TempDir::new("uefi");
+    let vars = tmp.path().join("vars.fd");
+    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF (make deps installs ovmf)");
+    let uefi: Vec<String> = [
+        "-drive".to_string(),
+        "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".to_string(),
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ]
+    .to_vec();
+    let mut vm = boot_iso("q35", &[], (&uefi, "GNU GRUB"));
+    assert!(
+        vm.sh("ls /sys/firmware/efi/").contains("efivars"),
+        "not booted under UEFI"
+    );
+    vm.all_services_up();
 }
 
 #[test]
@@ -180,7 +209,7 @@ fn ros_install_from_the_iso_makes_a_sata_disk_that_boots_by_itself() {
         "-device".to_string(),
         "ide-hd,drive=d1,bus=ide.0".to_string(),
     ];
-    let mut vm = boot_iso("q35", &disk);
+    let mut vm = boot_iso("q35", &disk, BIOS);
     vm.all_services_up();
     vm.sh("printf 'hostname: from-iso\\nrancher:\\n  password: t3st-Pw\\n' > /tmp/cc.yml");
     let (out, status) = vm.run(
