@@ -53,29 +53,12 @@ pub struct KernelCmdline {
 }
 
 impl KernelCmdline {
-    /// Split the command line into `key[=value]` words; double quotes group spaces.
+    /// Split the command line into `key[=value]` words (`ros_config::cmdline_words`: the
+    /// one splitter `ros` uses too; double quotes group spaces).
     pub fn parse(text: &str) -> Self {
-        let mut words = Vec::new();
-        let mut cur = String::new();
-        let mut quoted = false;
-        let mut push = |w: &mut String| {
-            if !w.is_empty() {
-                let word = std::mem::take(w);
-                match word.split_once('=') {
-                    Some((k, v)) => words.push((k.to_string(), Some(v.to_string()))),
-                    None => words.push((word, None)),
-                }
-            }
-        };
-        for c in text.chars() {
-            match c {
-                '"' => quoted = !quoted,
-                c if c.is_whitespace() && !quoted => push(&mut cur),
-                c => cur.push(c),
-            }
+        KernelCmdline {
+            words: ros_config::cmdline_words(text),
         }
-        push(&mut cur);
-        KernelCmdline { words }
     }
 
     /// The value of the last `key=value` word for `key`.

@@ -139,6 +139,20 @@ fn split_words(text: &str) -> Vec<Word> {
     words
 }
 
+/// The words of a kernel command line as `(key, value)`: split at whitespace outside double
+/// quotes, the quotes removed, `key=value` split at its first `=`. The one splitter of the
+/// line, for PID 1's boot questions (`root=`, `rootdelay=`, ...) and for [`Cmdline`].
+pub fn cmdline_words(text: &str) -> Vec<(String, Option<String>)> {
+    split_words(text)
+        .into_iter()
+        .filter(|w| !w.text.is_empty())
+        .map(|w| match w.text.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (w.text, None),
+        })
+        .collect()
+}
+
 impl Cmdline {
     /// Parse the text of `/proc/cmdline`. `rancher.a.b=VALUE` sets `rancher.a.b`; VALUE is a
     /// YAML scalar or a `[a,b]` list and may be double-quoted to hold spaces; a bare
@@ -406,6 +420,18 @@ mod tests {
         assert_eq!(none.password(), None);
         assert!(!none.recovery() && !none.debug());
         assert_eq!(none.cloud_config_url(), None);
+    }
+
+    #[test]
+    fn words_split_outside_quotes_at_their_first_equals() {
+        let words = cmdline_words(r#"quiet root=LABEL=RANCHER_STATE rancher.a="x y" "" b="#);
+        let want: Vec<(String, Option<String>)> = vec![
+            ("quiet".into(), None),
+            ("root".into(), Some("LABEL=RANCHER_STATE".into())),
+            ("rancher.a".into(), Some("x y".into())),
+            ("b".into(), Some(String::new())),
+        ];
+        assert_eq!(words, want);
     }
 
     #[test]

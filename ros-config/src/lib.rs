@@ -27,7 +27,7 @@ mod userdata;
 mod yaml;
 
 pub use atomic::{write_atomic, AtomicWriteError, SECRET_MODE};
-pub use cmdline::{read_cmdline, redacted_cmdline, Cmdline, MAX_CMDLINE_BYTES};
+pub use cmdline::{cmdline_words, read_cmdline, redacted_cmdline, Cmdline, MAX_CMDLINE_BYTES};
 pub use diagnostic::{Diagnostic, Severity};
 pub use export::export;
 pub use graph::{start_order, stop_order, Graph, GraphError};
