@@ -290,6 +290,13 @@ pub fn fetch_user_data(
     let mut report = Report::default();
     let http_deadline = Instant::now() + options.http.timeout;
     let planned = plan(config, &mut report);
+    let ca_certs: Vec<String> = config
+        .rancher
+        .cloud_init
+        .ca_certs
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     let drop_in_dir = under(root, paths::DROP_IN_DIR);
     let scripts_dir = under(root, paths::SCRIPTS_DIR);
     let mut slots = HashSet::new();
@@ -310,7 +317,10 @@ pub fn fetch_user_data(
             *listed,
             cloud_config_url,
             &Mounter { host, modules },
-            &http,
+            &Net {
+                http,
+                ca_certs: &ca_certs,
+            },
             &mut report,
         )
         .and_then(|bytes| match bytes {
@@ -457,21 +467,29 @@ struct Mounter<'a> {
     modules: &'a dyn ModuleLoader,
 }
 
+/// How the network datasources fetch: the retries left, and the CAs https trusts
+/// (`rancher.cloud_init.ca_certs`; none: the public roots).
+struct Net<'a> {
+    http: RetryPolicy,
+    ca_certs: &'a [String],
+}
+
 fn fetch_one(
     root: &Path,
     source: &Datasource,
     listed: bool,
     cloud_config_url: Option<&str>,
     mounter: &Mounter,
-    http: &RetryPolicy,
+    net: &Net,
     report: &mut Report,
 ) -> Result<Option<Vec<u8>>, DatasourceError> {
     let subject = source.to_string();
+    let (http, ca_certs) = (&net.http, net.ca_certs);
     match source {
         Datasource::File(p) => read_capped(&under_path(root, p)).map(Some),
-        Datasource::Url(url) => Ok(Some(http::get(url, http)?)),
+        Datasource::Url(url) => Ok(Some(http::get(url, http, ca_certs)?)),
         Datasource::Cmdline => match cloud_config_url {
-            Some(url) => Ok(Some(http::get(url, http)?)),
+            Some(url) => Ok(Some(http::get(url, http, ca_certs)?)),
             None if listed => Err(DatasourceError::NoCmdlineUrl),
             None => Ok(None),
         },

@@ -1,15 +1,25 @@
-//! Plain-HTTP GET of user-data with retries, exponential backoff and one overall deadline,
-//! so that a slow or dead server delays boot by at most that deadline. Owns the retry
-//! policy; must not keep state between calls or speak TLS.
+//! HTTP(S) GET of user-data with retries, exponential backoff and one overall deadline,
+//! so that a slow or dead server delays boot by at most that deadline. https is rustls
+//! (ring) with Mozilla's roots, or only the CAs given (`rancher.cloud_init.ca_certs`).
+//! Owns the retry policy; must not keep state between calls.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ros_config::MAX_FILE_BYTES;
+use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
 
 /// Why a URL gave no user-data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
+    /// A CA certificate given to trust is not PEM.
+    #[error("CA certificate {index} (rancher.cloud_init.ca_certs): {reason}")]
+    BadCa {
+        /// Its position in the list.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
     /// The URL cannot be fetched by this client (bad form, or https).
     #[error("GET {url}: {reason}")]
     Unsupported {
@@ -78,15 +88,41 @@ enum Failure {
     Permanent(HttpError),
 }
 
-/// GET `url` (http only) and return its body, at most [`MAX_FILE_BYTES`]. Connection
-/// errors, timeouts, 408, 429 and 5xx are retried with exponential backoff until
-/// `policy.timeout` has passed in all; other 4xx answers are final at once. Returns within
+/// The roots https trusts: Mozilla's (webpki-roots), or only `ca_pems` when given (PEM
+/// certificates, each one or more).
+fn roots(ca_pems: &[String]) -> Result<RootCerts, HttpError> {
+    if ca_pems.is_empty() {
+        return Ok(RootCerts::WebPki);
+    }
+    let mut certs = Vec::new();
+    for (index, pem) in ca_pems.iter().enumerate() {
+        let bad = |reason: String| HttpError::BadCa { index, reason };
+        let before = certs.len();
+        for item in parse_pem(pem.as_bytes()) {
+            match item.map_err(|e| bad(e.to_string()))? {
+                PemItem::Certificate(c) => certs.push(c),
+                _ => return Err(bad("not a certificate".into())),
+            }
+        }
+        if certs.len() == before {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+    }
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
+/// GET `url` (http or https) and return its body, at most [`MAX_FILE_BYTES`]. https trusts
+/// `ca_pems` when given, else the public roots. Connection errors, timeouts, 408, 429 and
+/// 5xx are retried with exponential backoff until `policy.timeout` has passed in all; other
+/// 4xx answers and certificates that do not verify are final at once. Returns within
 /// `policy.timeout` plus scheduling slack.
-pub fn get(url: &str, policy: &RetryPolicy) -> Result<Vec<u8>, HttpError> {
+pub fn get(url: &str, policy: &RetryPolicy, ca_pems: &[String]) -> Result<Vec<u8>, HttpError> {
     check_url(url)?;
     let start = Instant::now();
     let deadline = start + policy.timeout;
+    let tls = TlsConfig::builder().root_certs(roots(ca_pems)?).build();
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
         .http_status_as_error(false)
         .max_redirects(5)
         .user_agent(concat!("ros-cloudinit/", env!("CARGO_PKG_VERSION")))
@@ -96,18 +132,18 @@ pub fn get(url: &str, policy: &RetryPolicy) -> Result<Vec<u8>, HttpError> {
         .into();
     let mut delay = policy.first_delay;
     let mut attempts = 0;
+    // Why the last attempt failed: what the error says once time is up.
+    let mut last = "no time left for an attempt".to_string();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let last = if remaining.is_zero() {
-            "no time left for an attempt".to_string()
-        } else {
+        if !remaining.is_zero() {
             attempts += 1;
             match attempt(&agent, url, remaining) {
                 Ok(body) => return Ok(body),
                 Err(Failure::Permanent(e)) => return Err(e),
-                Err(Failure::Transient(why)) => why,
+                Err(Failure::Transient(why)) => last = why,
             }
-        };
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(HttpError::TimedOut {
@@ -131,14 +167,12 @@ fn check_url(url: &str) -> Result<(), HttpError> {
         reason: reason.to_string(),
     };
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(unsupported(
-            "https is not supported (this build has no TLS); serve user-data over http",
-        ));
-    }
-    match lower.strip_prefix("http://") {
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
-        _ => Err(unsupported("expected http://HOST[:PORT]/PATH")),
+        _ => Err(unsupported("expected http(s)://HOST[:PORT]/PATH")),
     }
 }
 
@@ -154,11 +188,17 @@ fn attempt(agent: &ureq::Agent, url: &str, budget: Duration) -> Result<Vec<u8>, 
         Ok(r) => r,
         Err(e) => {
             return Err(match e {
-                ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::TooManyRedirects => {
+                // A certificate that does not verify will not verify on the next try (the
+                // TLS stream reports it as invalid data).
+                ureq::Error::BadUri(_)
+                | ureq::Error::Http(_)
+                | ureq::Error::TooManyRedirects
+                | ureq::Error::Rustls(_) => permanent(e.to_string()),
+                ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
                     permanent(e.to_string())
                 }
                 other => Failure::Transient(other.to_string()),
-            })
+            });
         }
     };
     let status = response.status().as_u16();
@@ -192,11 +232,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn given_cas_must_be_pem_certificates() {
+        assert!(matches!(roots(&[]), Ok(RootCerts::WebPki)));
+        let e = roots(&["not a certificate".into()]).unwrap_err();
+        assert!(e.to_string().contains("CA certificate 0"), "{e}");
+    }
+
+    #[test]
     fn url_forms() {
         assert!(check_url("http://10.0.0.1/cc.yml").is_ok());
         assert!(check_url("HTTP://host:8080/").is_ok());
-        let e = check_url("https://example.com/cc").unwrap_err();
-        assert!(e.to_string().contains("https is not supported"), "{e}");
+        assert!(check_url("https://example.com/cc").is_ok());
+        assert!(check_url("https://").is_err());
         assert!(check_url("ftp://x/y").is_err());
         assert!(check_url("http://").is_err());
         assert!(check_url("/var/x").is_err());

@@ -475,7 +475,10 @@ fn url_5xx_is_retried_with_backoff() {
         first_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(200),
     };
-    assert_eq!(http_get(&server.url, &policy).unwrap(), b"#cloud-config\n");
+    assert_eq!(
+        http_get(&server.url, &policy, &[]).unwrap(),
+        b"#cloud-config\n"
+    );
     assert_eq!(
         server.connections.load(std::sync::atomic::Ordering::SeqCst),
         3
@@ -519,7 +522,7 @@ fn url_that_never_answers_is_bounded_by_the_timeout() {
     );
 
     // And the same through the client directly: a timeout, not a status.
-    let err = http_get(&server.url, &fast(Duration::from_millis(300)).http).unwrap_err();
+    let err = http_get(&server.url, &fast(Duration::from_millis(300)).http, &[]).unwrap_err();
     assert!(matches!(err, HttpError::TimedOut { .. }), "{err}");
 }
 
@@ -533,7 +536,7 @@ fn refused_connection_retries_until_the_timeout() {
         .port();
     let url = format!("http://127.0.0.1:{port}/x");
     let start = Instant::now();
-    let err = http_get(&url, &fast(Duration::from_millis(600)).http).unwrap_err();
+    let err = http_get(&url, &fast(Duration::from_millis(600)).http, &[]).unwrap_err();
     assert!(
         start.elapsed() < Duration::from_millis(1600),
         "{:?}",
@@ -543,4 +546,98 @@ fn refused_connection_retries_until_the_timeout() {
         HttpError::TimedOut { attempts, .. } => assert!(attempts >= 2, "{attempts}"),
         other => panic!("{other}"),
     }
+}
+
+/// An https server (python3's ssl module) for a certificate of a fresh private CA: its
+/// port and the CA's PEM. Killed on drop.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    fn start() -> TlsServer {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("cc.yml"), "#cloud-config\n").unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Names of their own: a certificate whose issuer is its own subject is self-signed.
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "rOS test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = server_params("127.0.0.1")
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+        fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = "import functools, http.server, ssl, sys\n\
+            d, port = sys.argv[1:]\n\
+            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)\n\
+            s = http.server.HTTPServer(('127.0.0.1', int(port)), h)\n\
+            c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+            c.load_cert_chain(d + '/server.pem', d + '/server.key')\n\
+            s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+            s.serve_forever()\n";
+        let child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 (make deps installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the https server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsServer {
+            child,
+            port,
+            ca: ca.pem(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_trusts_the_given_ca_and_refuses_an_unknown_one_at_once() {
+    let server = TlsServer::start();
+    let url = format!("https://127.0.0.1:{}/cc.yml", server.port);
+    let policy = fast(Duration::from_secs(20)).http;
+    assert_eq!(
+        http_get(&url, &policy, std::slice::from_ref(&server.ca)).unwrap(),
+        b"#cloud-config\n"
+    );
+    // The public roots do not know this CA: final at once, not retried for 20 s.
+    let start = Instant::now();
+    let err = http_get(&url, &policy, &[]).unwrap_err().to_string();
+    assert!(start.elapsed() < Duration::from_secs(5), "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}
+
+/// A server certificate's parameters for `host` (an IP address), named after it.
+fn server_params(host: &str) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, host);
+    params
 }

@@ -212,6 +212,14 @@ fn rancher(f: &mut Findings, r: &RancherConfig) {
         r.cloud_init.timeout,
         MAX_DATASOURCE_TIMEOUT_SECS,
     );
+    for (i, pem) in r.cloud_init.ca_certs.iter().enumerate() {
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            f.error(
+                at.key("cloud_init").key("ca_certs").index(i),
+                "not a PEM certificate (-----BEGIN CERTIFICATE----- ...)",
+            );
+        }
+    }
     if r.ssh.port == Some(0) {
         f.error(at.key("ssh").key("port"), "port 0 is not a port");
     }
@@ -390,7 +398,7 @@ mod tests {
 
     #[test]
     fn durations_are_bounded() {
-        let cases: [(&str, &[&str]); 9] = [
+        let cases: [(&str, &[&str]); 10] = [
             // (cloud-config, diagnostics)
             ("rancher:\n  shutdown_timeout: 3600\n", &[]),
             (
@@ -412,6 +420,10 @@ mod tests {
             ),
             ("rancher:\n  shutdown_timeout: 0\n", &[]),
             ("rancher:\n  cloud_init: {timeout: 600}\n", &[]),
+            (
+                "rancher:\n  cloud_init: {ca_certs: [not-a-pem]}\n",
+                &["t.yml:2:27: rancher.cloud_init.ca_certs[0]: not a PEM certificate (-----BEGIN CERTIFICATE----- ...)"],
+            ),
             (
                 "rancher:\n  cloud_init: {timeout: 601}\n",
                 &["t.yml:2:25: rancher.cloud_init.timeout: 601 seconds is longer than the most allowed, 600 seconds"],

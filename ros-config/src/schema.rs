@@ -803,6 +803,10 @@ pub struct CloudInitConfig {
     /// seconds (new in rOS): 60 by default, at most [`MAX_DATASOURCE_TIMEOUT_SECS`]. The
     /// boot goes on without what they did not deliver in time.
     pub timeout: Option<u64>,
+    /// CA certificates (PEM) that https datasources trust instead of the public roots (new
+    /// in rOS): a config server with a private CA. Read from the layers present before the
+    /// datasources: the image's, the user config on the state disk, the kernel line.
+    pub ca_certs: Vec<Text>,
 }
 
 impl CloudInitConfig {

@@ -706,6 +706,50 @@ impl HttpServer {
     }
 }
 
+impl HttpServer {
+    /// Serve `dir` over https with the certificate chain and key in the PEM files `cert`
+    /// and `key` (python3's ssl module).
+    pub fn serve_tls(
+        dir: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = "import functools, http.server, ssl, sys\n\
+            d, port, cert, key = sys.argv[1:]\n\
+            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)\n\
+            s = http.server.HTTPServer(('127.0.0.1', int(port)), h)\n\
+            c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+            c.load_cert_chain(cert, key)\n\
+            s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+            s.serve_forever()\n";
+        let child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(dir)
+            .arg(port.to_string())
+            .arg(cert)
+            .arg(key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 (make deps installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the HTTPS server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { child, port }
+    }
+}
+
 impl Drop for HttpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

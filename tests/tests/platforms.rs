@@ -360,3 +360,95 @@ fn url_and_nocloud_datasources_are_fetched_after_an_early_dhcp() {
     vm.console_up(BOOT);
     assert_eq!(vm.sh("hostname"), "from-nocloud");
 }
+
+/// A CA, and a certificate it signs for 10.0.2.2 (the host, seen from the guest): the CA's
+/// PEM, and the server's chain and key written to `dir`.
+fn private_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: a certificate whose issuer is its own subject is self-signed.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "rOS test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = server_params("10.0.2.2")
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    fs::write(&cert_file, server.pem()).unwrap();
+    fs::write(&key_file, key.serialize_pem()).unwrap();
+    (ca.pem(), cert_file, key_file)
+}
+
+#[test]
+#[ignore = "boots QEMU: run with `make boot-test`"]
+fn an_https_datasource_trusts_the_configured_ca_and_refuses_others() {
+    let tmp = TempDir::new("https");
+    let web = tmp.path().join("web");
+    fs::create_dir(&web).unwrap();
+    fs::write(web.join("cc.yml"), "#cloud-config\nhostname: over-https\n").unwrap();
+    let (ca, cert, key) = private_ca(tmp.path());
+    let server = HttpServer::serve_tls(&web, &cert, &key);
+    let url = format!("https://10.0.2.2:{}/cc.yml", server.port);
+
+    // Without the CA (the public roots only): refused at once, said on the console, and the
+    // boot goes on.
+    let mut vm = Vm::boot(&BootOptions {
+        append: format!("rancher.cloud_init.datasources=[url:{url}]"),
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    let out = vm.output();
+    assert!(
+        out.contains(&format!("url:{url}"))
+            && out.contains("invalid peer certificate: UnknownIssuer"),
+        "{}",
+        vm.tail(40)
+    );
+    assert_eq!(vm.sh("hostname"), "rancher");
+    drop(vm);
+
+    // With it, in the user config on the state disk (read before the datasources).
+    let state = tmp.path().join("state");
+    let conf = state.join("var/lib/rancher/conf");
+    fs::create_dir_all(&conf).unwrap();
+    let indented: String = ca.lines().map(|l| format!("        {l}\n")).collect();
+    fs::write(
+        conf.join("cloud-config.yml"),
+        format!(
+            "rancher:\n  cloud_init:\n    datasources: [\"url:{url}\"]\n    ca_certs:\n      - |\n{indented}"
+        ),
+    )
+    .unwrap();
+    let disk = tmp.path().join("state.img");
+    let made = std::process::Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-L", "RANCHER_STATE", "-d"])
+        .arg(&state)
+        .arg(&disk)
+        .arg("64M")
+        .status()
+        .expect("mke2fs (make deps installs e2fsprogs)");
+    assert!(made.success());
+    let mut vm = Vm::boot(&BootOptions {
+        qemu_args: vec![
+            "-drive".into(),
+            format!("file={},if=virtio,format=raw", disk.display()),
+        ],
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    assert!(vm.output().contains("fetched in"), "{}", vm.tail(40));
+    assert_eq!(vm.sh("hostname"), "over-https");
+}
+
+/// A server certificate's parameters for `host` (an IP address), named after it.
+fn server_params(host: &str) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, host);
+    params
+}
