@@ -679,16 +679,51 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serve `dir`.
     pub fn serve(dir: &std::path::Path) -> HttpServer {
+        HttpServer::start(|port| {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+                .arg(dir)
+                .arg(port.to_string());
+            cmd
+        })
+    }
+
+    /// Serve `dir` over https with the certificate chain and key in the PEM files `cert`
+    /// and `key` (python3's ssl module).
+    pub fn serve_tls(
+        dir: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> HttpServer {
+        let script = "import functools, http.server, ssl, sys\n\
+            d, port, cert, key = sys.argv[1:]\n\
+            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)\n\
+            s = http.server.HTTPServer(('127.0.0.1', int(port)), h)\n\
+            c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+            c.load_cert_chain(cert, key)\n\
+            s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+            s.serve_forever()\n";
+        HttpServer::start(|port| {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.arg("-c")
+                .arg(script)
+                .arg(dir)
+                .arg(port.to_string())
+                .arg(cert)
+                .arg(key);
+            cmd
+        })
+    }
+
+    /// Run the server `command` makes for a free port, until it accepts a connection.
+    fn start(command: impl FnOnce(u16) -> std::process::Command) -> HttpServer {
         // A free port: the kernel picks one, the server binds it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = std::process::Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .arg(port.to_string())
+        let child = command(port)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -699,50 +734,6 @@ impl HttpServer {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the HTTP server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HttpServer { child, port }
-    }
-}
-
-impl HttpServer {
-    /// Serve `dir` over https with the certificate chain and key in the PEM files `cert`
-    /// and `key` (python3's ssl module).
-    pub fn serve_tls(
-        dir: &std::path::Path,
-        cert: &std::path::Path,
-        key: &std::path::Path,
-    ) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let script = "import functools, http.server, ssl, sys\n\
-            d, port, cert, key = sys.argv[1:]\n\
-            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)\n\
-            s = http.server.HTTPServer(('127.0.0.1', int(port)), h)\n\
-            c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-            c.load_cert_chain(cert, key)\n\
-            s.socket = c.wrap_socket(s.socket, server_side=True)\n\
-            s.serve_forever()\n";
-        let child = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(dir)
-            .arg(port.to_string())
-            .arg(cert)
-            .arg(key)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 (make deps installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the HTTPS server did not start"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
