@@ -493,6 +493,18 @@ initrd() {
   made "$OUT/initrd" "$key"
 }
 
+# The kernel line of a live medium's entries (the image's and the ISO's): like RancherOS's
+# ISO, it logs in on the serial console by itself (`ros install` writes an entry that does
+# not).
+LIVE_ARGS="console=tty0 console=ttyS0 quiet rancher.autologin=ttyS0"
+
+# syslinux_cfg WHAT INITRDS ARGS: the syslinux (or isolinux) config of a live medium's one
+# entry, on the serial console too.
+syslinux_cfg() {
+  printf '%s\n' "# $1 (initramfs/build.sh)." "SERIAL 0 115200" "DEFAULT ros" "PROMPT 0" \
+    "TIMEOUT 10" "" "LABEL ros" "  KERNEL /boot/vmlinuz" "  INITRD $2" "  APPEND $3"
+}
+
 # The image's MBR disk signature: its root partition is root=PARTUUID=$DISK_ID-02, whatever
 # the disk is called (vda, sda, nvme0n1).
 DISK_ID=524f5330
@@ -515,13 +527,8 @@ disk_image() {
   mkfs.vfat -C -F 16 -n "$BOOT_LABEL" -i "$DISK_ID" "$fat" $(( boot_mib * 1024 )) >/dev/null
   mmd -i "$fat" ::/boot ::/boot/syslinux
   mcopy -i "$fat" "$OUT/vmlinuz" "$OUT/initrd" ::/boot/
-  # A live medium, like RancherOS's ISO: it logs in on the serial console by itself
-  # (`ros install` writes an entry that does not).
-  printf '%s\n' "# The rOS image's boot entry (initramfs/build.sh)." "SERIAL 0 115200" \
-    "DEFAULT ros" "PROMPT 0" "TIMEOUT 10" "" "LABEL ros" "  KERNEL /boot/vmlinuz" \
-    "  INITRD /boot/initrd" \
-    "  APPEND console=tty0 console=ttyS0 quiet root=PARTUUID=$DISK_ID-02 rancher.autologin=ttyS0" |
-    mcopy -i "$fat" - ::/boot/syslinux/syslinux.cfg
+  syslinux_cfg "The rOS image's boot entry" /boot/initrd \
+    "$LIVE_ARGS root=PARTUUID=$DISK_ID-02" | mcopy -i "$fat" - ::/boot/syslinux/syslinux.cfg
   syslinux --install --directory /boot/syslinux "$fat"
   truncate -s $(( (1 + boot_mib + root_mib) * mib )) "$img"
   printf '%s\n' "label: dos" "label-id: 0x$DISK_ID" \
@@ -590,10 +597,6 @@ efi_image() {
 # iso: $OUT/ros.iso, hybrid (El Torito for a CD-ROM, an MBR for a USB stick), booting under
 # BIOS through isolinux and under UEFI through GRUB (efi_image), each loading the kernel,
 # the initrd and root.cpio: the whole system runs from RAM.
-# The kernel line of the ISO's entries: like RancherOS's ISO, it logs in on the serial
-# console by itself (an installed disk does not).
-LIVE_ARGS="console=tty0 console=ttyS0 quiet rancher.autologin=ttyS0"
-
 iso() {
   local s=$STAGE/iso key
   key=$(cat "$OUT/vmlinuz" "$OUT/initrd" "$OUT/root.cpio" | sha256sum | cut -c1-64)
@@ -606,10 +609,8 @@ iso() {
   install -m 0644 "$X/isolinux/usr/lib/ISOLINUX/isolinux.bin" \
     "$X/syslinux-common/usr/lib/syslinux/modules/bios/ldlinux.c32" "$s/boot/isolinux/"
   ln "$OUT/vmlinuz" "$OUT/initrd" "$OUT/root.cpio" "$s/boot/"
-  printf '%s\n' "# The rOS ISO's boot entry (initramfs/build.sh)." "SERIAL 0 115200" \
-    "DEFAULT ros" "PROMPT 0" "TIMEOUT 10" "" "LABEL ros" "  KERNEL /boot/vmlinuz" \
-    "  INITRD /boot/initrd,/boot/root.cpio" \
-    "  APPEND $LIVE_ARGS" > "$s/boot/isolinux/isolinux.cfg"
+  syslinux_cfg "The rOS ISO's boot entry" /boot/initrd,/boot/root.cpio "$LIVE_ARGS" \
+    > "$s/boot/isolinux/isolinux.cfg"
   mkdir -p "$s/boot/grub"
   printf '%s\n' "# The rOS ISO's UEFI boot entry (initramfs/build.sh)." \
     'serial --unit=0 --speed=115200' 'terminal_input serial console' \

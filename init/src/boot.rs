@@ -96,44 +96,59 @@ fn fallback_modules(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Load the initrd's modules in `dir` that every boot needs (see [`initrd_modules`]).
-fn load_initrd_modules(dir: &Path, unneeded: &[&str], loader: &dyn ModuleLoader) {
-    let index = match ModuleIndex::open(dir) {
-        Ok(i) => i,
-        Err(e) => {
-            // Best-effort: a kernel with these drivers built in needs no modules.
-            log::warn!("{e}");
-            return;
-        }
-    };
-    let fallback = fallback_modules(dir);
-    for name in initrd_modules(index.top_level(), &fallback, unneeded) {
-        match index.load(&name, loader) {
-            Ok(()) => log::debug!("module {name}: loaded"),
-            Err(e) => log::warn!("{e}"),
-        }
-    }
+/// The initrd's modules, read once: its index and the fallback disk controllers.
+struct InitrdModules {
+    /// `None`: no index (a kernel with these drivers built in needs no modules).
+    index: Option<ModuleIndex>,
+    fallback: Vec<String>,
 }
 
-/// Load the initrd's other disk controllers (IDE, SATA, NVMe, SCSI): the root is not on a
-/// virtio disk, or came in the initramfs. Each probes only hardware that is there.
-fn load_fallback_modules(dir: &Path, loader: &dyn ModuleLoader) {
-    let Ok(index) = ModuleIndex::open(dir) else {
-        return;
-    };
-    let names = fallback_modules(dir);
-    log::info!("root: loading the other disk drivers ({})", names.join(" "));
-    for name in names {
-        match index.load(&name, loader) {
-            Ok(()) => log::debug!("module {name}: loaded"),
-            Err(e) => log::warn!("{e}"),
+impl InitrdModules {
+    /// Read the index and [`FALLBACK_LIST`] in `dir`.
+    fn open(dir: &Path) -> Self {
+        let index = ModuleIndex::open(dir).map_err(|e| log::warn!("{e}")).ok();
+        InitrdModules {
+            index,
+            fallback: fallback_modules(dir),
+        }
+    }
+
+    /// Load the modules every boot needs (see [`initrd_modules`]).
+    fn load_boot(&self, unneeded: &[&str], loader: &dyn ModuleLoader) {
+        if let Some(index) = &self.index {
+            self.load(
+                initrd_modules(index.top_level(), &self.fallback, unneeded),
+                loader,
+            );
+        }
+    }
+
+    /// Load the other disk controllers (IDE, SATA, NVMe, SCSI): the root is not on a virtio
+    /// disk, or came in the initramfs. Each probes only hardware that is there.
+    fn load_fallback(&self, loader: &dyn ModuleLoader) {
+        log::info!(
+            "root: loading the other disk drivers ({})",
+            self.fallback.join(" ")
+        );
+        self.load(self.fallback.clone(), loader);
+    }
+
+    fn load(&self, names: Vec<String>, loader: &dyn ModuleLoader) {
+        let Some(index) = &self.index else {
+            return;
+        };
+        for name in names {
+            match index.load(&name, loader) {
+                Ok(()) => log::debug!("module {name}: loaded"),
+                Err(e) => log::warn!("{e}"),
+            }
         }
     }
 }
 
 /// The root device `root=` names (a device, `LABEL=` or `PARTUUID=`), once it is there;
 /// the other disk controllers' drivers are loaded when it is not on a virtio disk.
-fn found_root(cmdline: &KernelCmdline, moddir: &Path, host: &Host) -> PathBuf {
+fn found_root(cmdline: &KernelCmdline, modules: &InitrdModules, host: &Host) -> PathBuf {
     // Fatal: there is nothing to boot without the root.
     let spec = cmdline.root_device();
     let find = |wait: Duration| {
@@ -148,7 +163,7 @@ fn found_root(cmdline: &KernelCmdline, moddir: &Path, host: &Host) -> PathBuf {
     // A virtio disk is there once its driver is loaded; any other waits for its own.
     let found = find(Duration::ZERO).or_else(|_| {
         log::info!("root: {spec} is not on a virtio disk");
-        load_fallback_modules(moddir, host);
+        modules.load_fallback(host);
         find(cmdline.root_wait())
     });
     found.unwrap_or_else(|e| fatal(&e.to_string()))
@@ -453,12 +468,8 @@ pub fn run() -> ! {
 
     let kver = kernel_release();
     if in_initramfs() {
-        let moddir = Path::new(paths::MODULES_DIR).join(&kver);
-        load_initrd_modules(
-            &moddir,
-            unneeded_initrd_modules(installed_disk, live),
-            &host,
-        );
+        let modules = InitrdModules::open(&Path::new(paths::MODULES_DIR).join(&kver));
+        modules.load_boot(unneeded_initrd_modules(installed_disk, live), &host);
         console::marker(BootPhase::Modules, "");
 
         let device = if live {
@@ -468,11 +479,11 @@ pub fn run() -> ! {
             );
             // No disk held the root; the state disk, an install target or a CD-ROM config
             // drive may be on any controller.
-            load_fallback_modules(&moddir, &host);
+            modules.load_fallback(&host);
             root::attach_loop(Path::new(paths::LIVE_ROOT_IMAGE))
                 .unwrap_or_else(|e| fatal(&e.to_string()))
         } else {
-            let disk = found_root(&cmdline, &moddir, &host);
+            let disk = found_root(&cmdline, &modules, &host);
             // An installed disk: the root image is a file on it.
             match cmdline.root_image() {
                 Some(image) => root::attach_image(&disk, &image, &host)

@@ -4,7 +4,7 @@
 //! set up here is taken down again once the datasources are read.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
@@ -175,10 +175,9 @@ pub fn up(modules: &InitModules, reaper: &Reaper, budget: Duration) -> Result<Ea
 
 /// Give the lease's address back to the network service: it applies `rancher.network`.
 pub fn down(net: &EarlyNet, reaper: &Reaper) {
-    let script = PathBuf::from(LEASE_SCRIPT);
     let ok = run(
         reaper,
-        &script.to_string_lossy(),
+        LEASE_SCRIPT,
         &["deconfig".to_string()],
         &[("interface", net.interface.as_str())],
         Duration::from_secs(10),

@@ -389,18 +389,8 @@ impl BootSource {
             let _ = Command::new("/bin/busybox")
                 .args(["modprobe", "-a", "vfat", "nls_cp437", "nls_ascii"])
                 .status();
-            let target = PathBuf::from(format!("/run/ros/install-boot-{}", std::process::id()));
-            fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-            if let Err(e) = nix::mount::mount(
-                Some(&boot),
-                &target,
-                Some("vfat"),
-                nix::mount::MsFlags::MS_RDONLY
-                    | nix::mount::MsFlags::MS_NOSUID
-                    | nix::mount::MsFlags::MS_NODEV
-                    | nix::mount::MsFlags::MS_NOEXEC,
-                None::<&str>,
-            ) {
+            let target = mount_point()?;
+            if let Err(e) = mount_read_only(&boot, "vfat", &target) {
                 let _ = fs::remove_dir(&target);
                 return Err(format!(
                     "mounting the boot partition {} on {}: {e}",
@@ -430,23 +420,15 @@ impl BootSource {
     /// On a boot from RAM, the ISO it booted from: the CD-ROM whose `/boot` holds
     /// [`BOOT_FILES`] (iso9660, mounted read-only here).
     fn live_medium() -> Result<BootSource, String> {
-        // The CD-ROM's drivers and filesystem, if udev has not loaded them yet.
+        // The CD-ROM driver and its filesystem, if udev has not loaded them yet (the IDE and
+        // SATA adapters' the initrd loaded for a boot from RAM).
         let _ = Command::new("/bin/busybox")
-            .args(["modprobe", "-a", "ata_piix", "ahci", "sr_mod", "isofs"])
+            .args(["modprobe", "-a", "sr_mod", "isofs"])
             .status();
-        let target = PathBuf::from(format!("/run/ros/install-boot-{}", std::process::id()));
-        fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-        let flags = nix::mount::MsFlags::MS_RDONLY
-            | nix::mount::MsFlags::MS_NOSUID
-            | nix::mount::MsFlags::MS_NODEV
-            | nix::mount::MsFlags::MS_NOEXEC;
+        let target = mount_point()?;
         for name in entries(Path::new("/sys/class/block")) {
-            if !name.starts_with("sr") {
-                continue;
-            }
             let cd = Path::new("/dev").join(&name);
-            if nix::mount::mount(Some(&cd), &target, Some("iso9660"), flags, None::<&str>).is_err()
-            {
+            if !name.starts_with("sr") || mount_read_only(&cd, "iso9660", &target).is_err() {
                 continue;
             }
             let dir = target.join("boot");
@@ -466,6 +448,26 @@ impl BootSource {
                 .into(),
         )
     }
+}
+
+/// A directory of this process's own to mount the install's source on.
+fn mount_point() -> Result<PathBuf, String> {
+    let target = PathBuf::from(format!("/run/ros/install-boot-{}", std::process::id()));
+    fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    Ok(target)
+}
+
+/// Mount `device` (`fstype`) read-only on `target`, with nothing on it to run or open as a
+/// device.
+fn mount_read_only(device: &Path, fstype: &str, target: &Path) -> nix::Result<()> {
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some(device),
+        target,
+        Some(fstype),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
 }
 
 impl Drop for BootSource {
