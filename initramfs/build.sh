@@ -400,6 +400,8 @@ rootfs() {
   unpack extlinux
   install -m 0755 "$X/extlinux/usr/bin/extlinux" "$r/usr/bin/extlinux"
   install -D -m 0644 "$X/extlinux/usr/lib/EXTLINUX/mbr.bin" "$r/usr/lib/EXTLINUX/mbr.bin"
+  # ... and the EFI system partition it writes, for UEFI.
+  esp_image "$r/usr/lib/ros/esp.img"
   # busybox with its applets, for bootcmd (run before any container) and a runcmd that
   # runs without the console; poweroff, reboot and halt are `ros`, as in the images.
   busybox_tree "$r" poweroff reboot halt
@@ -478,9 +480,11 @@ initrd() {
   ln -s busybox "$s/bin/sh"
   install_modules "$s" "$REPO/initramfs/modules.boot" "$REPO/initramfs/modules.storage" \
     "$REPO/initramfs/modules.ata"
-  # Which of them PID 1 loads only when the root is not on a virtio disk (init/src/boot.rs).
+  # Which of them PID 1 loads only when the root is not on a virtio disk, and which it
+  # starts without waiting for their probe when it is, for a CD-ROM (init/src/boot.rs).
   cat "$REPO/initramfs/modules.ata" "$REPO/initramfs/modules.storage" | grep -v '^\s*#' |
     grep -v '^\s*$' > "$s/lib/modules/$KVER/modules.fallback"
+  grep -v -e '^\s*#' -e '^\s*$' "$REPO/initramfs/modules.ata" > "$s/lib/modules/$KVER/modules.cdrom"
   # The kernel opens /dev/console for init before devtmpfs is mounted.
   mknod -m 600 "$s/dev/console" c 5 1
   local key
@@ -572,26 +576,52 @@ live() {
     'initrd initrd' 'initrd root.cpio' 'boot' > "$OUT/pxe/boot.ipxe"
 }
 
-# efi_image FILE: a FAT image holding /EFI/BOOT/BOOTX64.EFI, GRUB (from Debian's
-# grub-efi-amd64-bin, made by grub-mkimage) with the modules the ISO's entry needs and an
-# early config that finds the ISO by its label and reads its /boot/grub/grub.cfg: the El
-# Torito EFI entry UEFI firmware boots.
+# efi_image FILE KIB EARLY_CFG MODULES...: a FAT image of KIB KiB (0: just large enough)
+# holding /EFI/BOOT/BOOTX64.EFI, GRUB made by grub-mkimage from Debian's grub-efi-amd64-bin
+# with MODULES and the early config EARLY_CFG (lines), which finds its grub.cfg. The same
+# inputs give the same bytes (fixed volume id and times), so the root image that holds one
+# is not rebuilt for nothing.
 efi_image() {
-  local fat=$1 dir=$STAGE/efi
+  local fat=$1 kib=$2 early=$3 dir=$STAGE/efi
+  shift 3
   unpack grub-efi-amd64-bin
   rm -rf "$dir"
   mkdir -p "$dir"
-  printf '%s\n' 'search --no-floppy --set=root --label ROS_LIVE' \
-    'set prefix=($root)/boot/grub' 'configfile $prefix/grub.cfg' > "$dir/early.cfg"
+  printf '%s\n' "$early" > "$dir/early.cfg"
   grub-mkimage -O x86_64-efi -d "$X/grub-efi-amd64-bin/usr/lib/grub/x86_64-efi" \
-    -c "$dir/early.cfg" -p /boot/grub -o "$dir/BOOTX64.EFI" \
-    iso9660 part_msdos part_gpt fat search search_label configfile normal linux echo \
-    serial terminal efi_gop all_video
+    -c "$dir/early.cfg" -p /boot/grub -o "$dir/BOOTX64.EFI" "$@"
+  [ "$kib" -gt 0 ] || kib=$(( $(stat -c %s "$dir/BOOTX64.EFI") / 1024 + 256 ))
   rm -f "$fat"
-  mkfs.vfat -C -n ROS_EFI "$fat" $(( ($(stat -c %s "$dir/BOOTX64.EFI") / 1024 + 256) )) >/dev/null
-  mmd -i "$fat" ::/EFI ::/EFI/BOOT
-  mcopy -i "$fat" "$dir/BOOTX64.EFI" ::/EFI/BOOT/
+  touch -d @1 "$dir/BOOTX64.EFI"
+  SOURCE_DATE_EPOCH=1 mkfs.vfat --invariant -C -n ROS_EFI "$fat" "$kib" >/dev/null
+  SOURCE_DATE_EPOCH=1 mmd -i "$fat" ::/EFI ::/EFI/BOOT
+  SOURCE_DATE_EPOCH=1 mcopy -m -i "$fat" "$dir/BOOTX64.EFI" ::/EFI/BOOT/
   rm -rf "$dir"
+}
+
+# The modules of both GRUBs.
+GRUB_MODULES="part_msdos part_gpt fat search search_label configfile normal linux echo
+  serial terminal efi_gop all_video test"
+
+# esp_image FILE: the EFI system partition `ros install` writes (16 MiB, FAT16): GRUB,
+# which reads /boot/grub/grub.cfg on partition 1 of the disk it was loaded from (the
+# RANCHER_STATE partition; the entries and the boot-once grubenv that ros-os/src/grub.rs
+# writes there), or failing that on the partition labelled RANCHER_STATE.
+esp_image() {
+  local early
+  early=$(cat <<'EOF'
+if regexp --set=1:disk '^\((hd[0-9]+),' "$cmdpath"; then
+  set root=($disk,msdos1)
+else
+  search --no-floppy --set=root --label RANCHER_STATE
+fi
+set prefix=($root)/boot/grub
+configfile $prefix/grub.cfg
+EOF
+)
+  mkdir -p "$(dirname "$1")"
+  # shellcheck disable=SC2086 # a list of words
+  efi_image "$1" 16384 "$early" $GRUB_MODULES ext2 regexp loadenv
 }
 
 # iso: $OUT/ros.iso, hybrid (El Torito for a CD-ROM, an MBR for a USB stick), booting under
@@ -617,7 +647,10 @@ iso() {
     'terminal_output serial console' 'set timeout=1' 'menuentry "rOS" {' \
     "  linux /boot/vmlinuz $LIVE_ARGS" '  initrd /boot/initrd /boot/root.cpio' '}' \
     > "$s/boot/grub/grub.cfg"
-  efi_image "$s/boot/efiboot.img"
+  # shellcheck disable=SC2086 # a list of words
+  efi_image "$s/boot/efiboot.img" 0 "$(printf '%s\n' \
+    'search --no-floppy --set=root --label ROS_LIVE' \
+    'set prefix=($root)/boot/grub' 'configfile $prefix/grub.cfg')" $GRUB_MODULES iso9660
   SOURCE_DATE_EPOCH=1 xorriso -as mkisofs -quiet -o "$OUT/ros.iso.new" -V ROS_LIVE -J -R \
     -b boot/isolinux/isolinux.bin -c boot/isolinux/boot.cat -no-emul-boot \
     -boot-load-size 4 -boot-info-table \

@@ -84,9 +84,15 @@ fn initrd_modules(top_level: Vec<String>, fallback: &[String], unneeded: &[&str]
         .collect()
 }
 
-/// The names in the initrd's [`FALLBACK_LIST`] (none when it is missing).
-fn fallback_modules(dir: &Path) -> Vec<String> {
-    fs::read_to_string(dir.join(FALLBACK_LIST))
+/// The initrd's list of the controllers CD-ROMs sit on (IDE, SATA: `initramfs/modules.ata`,
+/// a part of [`FALLBACK_LIST`]): a boot from a virtio disk loads them without waiting for
+/// their probe, so that a config drive on a CD-ROM is found.
+const CDROM_LIST: &str = "modules.cdrom";
+
+/// The names in the initrd's `list` ([`FALLBACK_LIST`], [`CDROM_LIST`]; none when it is
+/// missing).
+fn module_list(dir: &Path, list: &str) -> Vec<String> {
+    fs::read_to_string(dir.join(list))
         .map(|text| {
             text.lines()
                 .map(|l| l.trim().replace('-', "_"))
@@ -101,6 +107,7 @@ struct InitrdModules {
     /// `None`: no index (a kernel with these drivers built in needs no modules).
     index: Option<ModuleIndex>,
     fallback: Vec<String>,
+    cdrom: Vec<String>,
 }
 
 impl InitrdModules {
@@ -109,7 +116,8 @@ impl InitrdModules {
         let index = ModuleIndex::open(dir).map_err(|e| log::warn!("{e}")).ok();
         InitrdModules {
             index,
-            fallback: fallback_modules(dir),
+            fallback: module_list(dir, FALLBACK_LIST),
+            cdrom: module_list(dir, CDROM_LIST),
         }
     }
 
@@ -133,6 +141,17 @@ impl InitrdModules {
         self.load(self.fallback.clone(), loader);
     }
 
+    /// Start the CD-ROM controllers' drivers ([`CDROM_LIST`]) on a boot from a virtio disk:
+    /// their probe (a second under emulation) goes on in the background, and cloud-init's
+    /// CD-ROM driver waits for what is left of it.
+    fn start_cdrom_controllers(&self, loader: &dyn ModuleLoader) {
+        if let Some(index) = &self.index {
+            for e in index.load_without_waiting(&self.cdrom, loader) {
+                log::warn!("{e}");
+            }
+        }
+    }
+
     fn load(&self, names: Vec<String>, loader: &dyn ModuleLoader) {
         let Some(index) = &self.index else {
             return;
@@ -147,7 +166,8 @@ impl InitrdModules {
 }
 
 /// The root device `root=` names (a device, `LABEL=` or `PARTUUID=`), once it is there;
-/// the other disk controllers' drivers are loaded when it is not on a virtio disk.
+/// the other disk controllers' drivers are loaded when it is not on a virtio disk, and
+/// only the CD-ROM controllers' started when it is.
 fn found_root(cmdline: &KernelCmdline, modules: &InitrdModules, host: &Host) -> PathBuf {
     // Fatal: there is nothing to boot without the root.
     let spec = cmdline.root_device();
@@ -161,11 +181,13 @@ fn found_root(cmdline: &KernelCmdline, modules: &InitrdModules, host: &Host) -> 
         }
     };
     // A virtio disk is there once its driver is loaded; any other waits for its own.
-    let found = find(Duration::ZERO).or_else(|_| {
-        log::info!("root: {spec} is not on a virtio disk");
-        modules.load_fallback(host);
-        find(cmdline.root_wait())
-    });
+    let found = find(Duration::ZERO)
+        .inspect(|_| modules.start_cdrom_controllers(host))
+        .or_else(|_| {
+            log::info!("root: {spec} is not on a virtio disk");
+            modules.load_fallback(host);
+            find(cmdline.root_wait())
+        });
     found.unwrap_or_else(|e| fatal(&e.to_string()))
 }
 
@@ -355,10 +377,11 @@ fn cloud_init(
     modules: &crate::cloudinit::InitModules,
     reaper: &Reaper,
 ) -> CloudConfig {
-    // Quietly: the CD-ROM driver, when an adapter a CD-ROM may sit on is there (a missing
-    // module only hides that drive). It loads while containerd starts, on the CPUs it
-    // needs: only what can find a drive (its filesystem is loaded once one is found).
-    if has_entries(Path::new("/sys/class/scsi_host")) {
+    // Quietly: the CD-ROM driver, when an adapter a CD-ROM may sit on is there, or its
+    // driver is still probing (a missing module only hides that drive). It loads while
+    // containerd starts, on the CPUs it needs: only what can find a drive (its filesystem
+    // is loaded once one is found). Its load waits for the controllers' probe.
+    if has_entries(Path::new("/sys/class/scsi_host")) || Path::new("/sys/module/libata").exists() {
         let cdrom = ros_cloudinit::CDROM_MODULE;
         if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, cdrom, "") {
             log::debug!("{e}");
@@ -809,13 +832,13 @@ mod tests {
     #[test]
     fn the_other_disk_controllers_wait_for_a_root_that_is_not_on_virtio() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(fallback_modules(dir.path()).is_empty());
+        assert!(module_list(dir.path(), FALLBACK_LIST).is_empty());
         fs::write(
             dir.path().join(FALLBACK_LIST),
             "ata_piix\n\n# c\nvmw-pvscsi\n",
         )
         .unwrap();
-        let fallback = fallback_modules(dir.path());
+        let fallback = module_list(dir.path(), FALLBACK_LIST);
         assert_eq!(fallback, names(&["ata_piix", "vmw_pvscsi"]));
         let top = names(&["ata_piix", "squashfs", "virtio_blk", "vmw_pvscsi"]);
         assert_eq!(

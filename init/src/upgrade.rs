@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ros_config::schema::{CloudConfig, HEALTH_CHECK_DEADLINE_SECS};
 use ros_control::PowerAction;
-use ros_os::disk::{Disk, BOOT_DISK};
+use ros_os::disk::{Disk, Firmware, BOOT_DISK};
 use ros_os::slots::{self, BootKind, OsState, Slot, TrialPhase, Verdict};
 use ros_runtime::ServiceRuntime;
 use tokio::sync::mpsc::UnboundedSender;
@@ -123,10 +123,7 @@ pub fn at_boot(cmdline: &KernelCmdline, modules: &dyn ros_cloudinit::ModuleLoade
             return Boot::NotSlotted;
         }
     };
-    let armed = disk
-        .adv()
-        .ok()
-        .and_then(|a| a.boot_once().map(String::from));
+    let armed = disk.boot_once(Firmware::current());
     let kind = slots::on_boot(&state, booted, armed.as_deref());
     let mut next = state.clone();
     let mut trial = None;

@@ -1,17 +1,21 @@
-//! `ros install`: put rOS on a disk that boots by itself. One MBR partition (ext4,
-//! labelled RANCHER_STATE, so it is also the state disk), holding `/boot/vmlinuz`,
-//! `/boot/initrd`, `/boot/root.img` (the running root image), extlinux from Debian's
-//! syslinux, and the given cloud-config as the user config. The kernel finds its root as
-//! `root=LABEL=RANCHER_STATE rootimg=/boot/root.img`.
+//! `ros install`: put rOS on a disk that boots by itself, under BIOS and under UEFI. An
+//! MBR with two partitions: 1, ext4 labelled RANCHER_STATE (so it is also the state disk),
+//! holding the slots (`/boot/slot-a/{vmlinuz,initrd,root.img}`: the running root image),
+//! extlinux from Debian's syslinux and GRUB's entries (`/boot/grub`), and the given
+//! cloud-config as the user config; 2, a small EFI system partition (type 0xEF, FAT) first
+//! on the disk, holding `/EFI/BOOT/BOOTX64.EFI`: GRUB, which reads partition 1's
+//! `/boot/grub/grub.cfg` (the image's `/usr/lib/ros/esp.img`, written as it is). The kernel
+//! finds its root as `root=PARTUUID=... rootimg=/boot/slot-a/root.img`.
 //!
 //! What is copied is what runs: the root image from the root's device, the kernel and
-//! initrd from beside it (the image's FAT boot partition, or the installed disk's `/boot`).
+//! initrd from beside it (the image's FAT boot partition, the installed disk's slot, or the
+//! CD-ROM of a boot from RAM).
 //!
 //! Nothing is written before the cloud-config validates, the device checks pass and the
 //! user confirms. The device is resolved to its kernel device (a `/dev/disk/by-id/` link
 //! too) and checked by its major:minor, then held with an exclusive open (`O_EXCL`) whose
-//! descriptor makes every write to the disk. Runs in PID 1's mount namespace (the host's tools and mounts), which the
-//! privileged console can enter.
+//! descriptor makes every write to the disk. Runs in PID 1's mount namespace (the host's
+//! tools and mounts), which the privileged console can enter.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead as _, Read, Seek, SeekFrom, Write};
@@ -30,9 +34,15 @@ pub const BOOT_FILES: [&str; 2] = ["vmlinuz", "initrd"];
 pub const MBR_CODE: &str = "/usr/lib/EXTLINUX/mbr.bin";
 /// The label of the installed partition (root image and state).
 pub const LABEL: &str = "RANCHER_STATE";
-/// The first partition starts at 1 MiB.
+/// The EFI system partition's contents: a FAT image holding GRUB (initramfs/build.sh).
+pub const ESP_IMAGE: &str = "/usr/lib/ros/esp.img";
+/// The EFI system partition (partition 2) starts at 1 MiB...
 const FIRST_LBA: u32 = 2048;
+/// ... and takes 16 MiB; partition 1 follows it to the end of the disk.
+const ESP_SECTORS: u32 = 32768;
 const SECTOR: u64 = 512;
+/// Partition 1's smallest size.
+const MIN_STATE_BYTES: u64 = 256 << 20;
 
 /// `ros install`.
 #[derive(Debug, clap::Args)]
@@ -506,22 +516,24 @@ pub fn squashfs_size(r: &mut impl Read) -> Result<u64, String> {
     Ok(u64::from_le_bytes(used).div_ceil(4096) * 4096)
 }
 
-/// Write an MBR with `boot_code` and one bootable Linux partition from 1 MiB to the end
-/// of a disk of `size` bytes; returns how a kernel line names that partition
-/// (`PARTUUID=SSSSSSSS-01`, from the new disk signature).
+/// Write an MBR with `boot_code`, the EFI system partition (2) from 1 MiB, and the
+/// bootable Linux partition (1) after it to the end of a disk of `size` bytes; returns how
+/// a kernel line names partition 1 (`PARTUUID=SSSSSSSS-01`, from the new disk signature).
 pub fn write_partition_table<W: Write + Seek>(
     disk: &mut W,
     size: u64,
     boot_code: &[u8],
 ) -> Result<String, String> {
     let sectors = size / SECTOR;
-    if sectors < u64::from(FIRST_LBA) + 256 * 1024 * 1024 / SECTOR {
+    let state_lba = FIRST_LBA + ESP_SECTORS;
+    if sectors < u64::from(state_lba) + MIN_STATE_BYTES / SECTOR {
         return Err(format!(
-            "the disk is too small ({} MiB; at least 257 MiB)",
-            size >> 20
+            "the disk is too small ({} MiB; at least {} MiB)",
+            size >> 20,
+            (u64::from(state_lba) * SECTOR + MIN_STATE_BYTES) >> 20
         ));
     }
-    let count = u32::try_from(sectors - u64::from(FIRST_LBA)).unwrap_or(u32::MAX);
+    let count = u32::try_from(sectors - u64::from(state_lba)).unwrap_or(u32::MAX);
     // The disk signature: the boot entries name the partition by it (`root=PARTUUID=`),
     // so it must differ from every other disk's (random, not the pid: two installs from
     // the same image run as the same pid).
@@ -541,12 +553,33 @@ pub fn write_partition_table<W: Write + Seek>(
         first_chs: mbrman::CHS::empty(),
         sys: 0x83,
         last_chs: mbrman::CHS::empty(),
-        starting_lba: FIRST_LBA,
+        starting_lba: state_lba,
         sectors: count,
+    };
+    mbr[2] = mbrman::MBRPartitionEntry {
+        boot: mbrman::BOOT_INACTIVE,
+        first_chs: mbrman::CHS::empty(),
+        sys: 0xef,
+        last_chs: mbrman::CHS::empty(),
+        starting_lba: FIRST_LBA,
+        sectors: ESP_SECTORS,
     };
     mbr.write_into(disk)
         .map_err(|e| format!("writing the partition table: {e}"))?;
     Ok(format!("PARTUUID={:08x}-01", u32::from_le_bytes(signature)))
+}
+
+/// Write the EFI system partition's image `esp` where [`write_partition_table`] puts it.
+pub fn write_esp<W: Write + Seek>(disk: &mut W, esp: &[u8]) -> Result<(), String> {
+    if esp.len() as u64 > u64::from(ESP_SECTORS) * SECTOR {
+        return Err(format!(
+            "{ESP_IMAGE}: {} bytes, larger than the EFI system partition",
+            esp.len()
+        ));
+    }
+    disk.seek(SeekFrom::Start(u64::from(FIRST_LBA) * SECTOR))
+        .and_then(|_| disk.write_all(esp))
+        .map_err(|e| format!("writing the EFI system partition: {e}"))
 }
 
 /// The first partition of `disk` (`/dev/vdb1`, `/dev/nvme0n1p1`).
@@ -570,6 +603,7 @@ fn install(
 ) -> Result<(), String> {
     let io_err = |what: String| move |e: io::Error| format!("{what}: {e}");
     let boot_code = fs::read(MBR_CODE).map_err(io_err(MBR_CODE.into()))?;
+    let esp = fs::read(ESP_IMAGE).map_err(io_err(ESP_IMAGE.into()))?;
     let mut image = File::open(root_image).map_err(io_err(root_image.display().to_string()))?;
     let image_size = squashfs_size(&mut image)?;
     image
@@ -581,18 +615,18 @@ fn install(
     let size = dev
         .seek(SeekFrom::End(0))
         .map_err(io_err(disk.display().to_string()))?;
-    // Old signatures (filesystems, partition tables) in the first MiB go, and the
-    // partition's first MiB too (the second of the disk), so that no stale superblock
-    // fools a later probe: both through the claimed descriptor, before the partition
-    // exists for anyone to open.
+    // Old signatures (filesystems, partition tables) in the first MiB go, and those in the
+    // partitions' first MiB too, so that no stale superblock fools a later probe: through
+    // the claimed descriptor, before the partitions exist for anyone to open.
     dev.seek(SeekFrom::Start(0))
         .map_err(io_err(disk.display().to_string()))?;
-    let wipe = u64::from(FIRST_LBA) * SECTOR + (1 << 20);
-    dev.write_all(&vec![0u8; usize::try_from(wipe).unwrap_or(2 << 20)])
+    let wipe = u64::from(FIRST_LBA + ESP_SECTORS) * SECTOR + (1 << 20);
+    dev.write_all(&vec![0u8; usize::try_from(wipe).unwrap_or(18 << 20)])
         .map_err(io_err(disk.display().to_string()))?;
     dev.seek(SeekFrom::Start(0))
         .map_err(io_err(disk.display().to_string()))?;
     let root = write_partition_table(&mut dev, size, &boot_code)?;
+    write_esp(&mut dev, &esp)?;
     dev.sync_all().map_err(io_err(disk.display().to_string()))?;
     let reread_err =
         |e: io::Error| format!("re-reading the partition table of {}: {e}", disk.display());
@@ -761,29 +795,35 @@ mod tests {
     use std::io::Cursor;
 
     #[test]
-    fn partition_table_is_one_bootable_linux_partition_with_the_boot_code() {
+    fn partition_table_is_a_bootable_linux_partition_after_an_efi_system_partition() {
         let size = 300u64 << 20;
-        let mut disk = Cursor::new(vec![0u8; 1 << 20]);
+        let mut disk = Cursor::new(vec![0u8; 18 << 20]);
         let code: Vec<u8> = (0..440u32).map(|i| (i % 251) as u8).collect();
         let root = write_partition_table(&mut disk, size, &code).unwrap();
+        write_esp(&mut disk, &[0xe5; 4096]).unwrap();
         let bytes = disk.into_inner();
         let signature = u32::from_le_bytes(bytes[440..444].try_into().unwrap());
         assert_eq!(root, format!("PARTUUID={signature:08x}-01"));
         assert_ne!(signature, 0);
         assert_eq!(&bytes[..440], &code[..]);
         assert_eq!(&bytes[510..512], &[0x55, 0xAA]);
-        let entry = &bytes[446..462];
-        assert_eq!(entry[0], 0x80, "bootable");
-        assert_eq!(entry[4], 0x83, "Linux");
-        assert_eq!(u32::from_le_bytes(entry[8..12].try_into().unwrap()), 2048);
-        assert_eq!(
-            u64::from(u32::from_le_bytes(entry[12..16].try_into().unwrap())),
-            size / 512 - 2048
-        );
-        assert!(
-            bytes[462..510].iter().all(|b| *b == 0),
-            "one partition only"
-        );
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let state = &bytes[446..462];
+        assert_eq!(state[0], 0x80, "bootable");
+        assert_eq!(state[4], 0x83, "Linux");
+        assert_eq!(word(446 + 8), 2048 + 32768);
+        assert_eq!(u64::from(word(446 + 12)), size / 512 - 2048 - 32768);
+        let esp = &bytes[462..478];
+        assert_eq!(esp[0], 0, "not bootable");
+        assert_eq!(esp[4], 0xef, "EFI system partition");
+        assert_eq!((word(462 + 8), word(462 + 12)), (2048, 32768));
+        assert!(bytes[478..510].iter().all(|b| *b == 0), "two partitions");
+        // The ESP's image, at its partition's start.
+        assert!(bytes[(1 << 20) - 1] == 0 && bytes[1 << 20] == 0xe5);
+        assert!(bytes[(1 << 20) + 4095] == 0xe5 && bytes[(1 << 20) + 4096] == 0);
+        let mut disk = Cursor::new(Vec::new());
+        let e = write_esp(&mut disk, &vec![0; 17 << 20]).unwrap_err();
+        assert!(e.contains("larger than the EFI system partition"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The files of an installed disk's partition (mounted at `/run/ros/boot-disk` by PID 1):
-//! the state file, the boot entries, the slots' files, syslinux's ADV. Every write is
+//! the state file, the boot entries of both bootloaders (syslinux under BIOS, GRUB under
+//! UEFI), the slots' files, syslinux's ADV and GRUB's environment block. Every write is
 //! atomic (a temporary file, fsync, rename, fsync of the directory), and [`Disk::settle`]
-//! checkpoints the ext4 journal afterwards: extlinux reads the filesystem without
-//! replaying the journal, so a rename that is only in the journal is not there for it.
+//! checkpoints the ext4 journal afterwards: extlinux and GRUB read the filesystem without
+//! replaying the journal, so a rename that is only in the journal is not there for them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -13,6 +14,7 @@ use std::process::Command;
 
 use crate::adv::{self, Adv};
 use crate::bundle::{Part, PartSink};
+use crate::grub::{self, GRUB_DIR};
 use crate::slots::{OsState, Slot, SLOT_FILES};
 
 /// Where PID 1 mounts an installed disk's partition.
@@ -25,6 +27,28 @@ pub const SYSLINUX_DIR: &str = "boot/syslinux";
 pub const LEGACY_FILES: [&str; 3] = ["boot/vmlinuz", "boot/initrd", "boot/root.img"];
 /// extlinux, in the root image.
 pub const EXTLINUX: &str = "/usr/bin/extlinux";
+
+/// The firmware that booted this machine, and so the bootloader that reads the disk and
+/// whose boot-once entry arms a trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// A PC BIOS: the MBR's code, then extlinux (syslinux.cfg, the ADV).
+    Bios,
+    /// UEFI: GRUB on the EFI system partition (grub.cfg, grubenv).
+    Uefi,
+}
+
+impl Firmware {
+    /// This machine's: UEFI when the kernel was started through UEFI (it then has
+    /// `/sys/firmware/efi`).
+    pub fn current() -> Firmware {
+        if Path::new("/sys/firmware/efi").exists() {
+            Firmware::Uefi
+        } else {
+            Firmware::Bios
+        }
+    }
+}
 
 /// Why something on the disk could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -97,19 +121,42 @@ impl Disk {
         write_atomic(&self.path(STATE_FILE), state.to_text().as_bytes())
     }
 
-    /// Replace syslinux.cfg with the entries of `state`.
-    pub fn write_boot_config(&self, state: &OsState) -> Result<(), DiskError> {
-        write_atomic(
-            &self.path(&format!("{SYSLINUX_DIR}/syslinux.cfg")),
-            state.boot_config().as_bytes(),
-        )
+    /// The two bootloaders' configs and what `state` says they must hold.
+    fn boot_configs(&self, state: &OsState) -> [(PathBuf, String); 2] {
+        [
+            (
+                self.path(&format!("{SYSLINUX_DIR}/syslinux.cfg")),
+                state.boot_config(),
+            ),
+            (
+                self.path(&format!("{GRUB_DIR}/grub.cfg")),
+                state.grub_config(),
+            ),
+        ]
     }
 
-    /// Whether syslinux.cfg holds exactly the entries of `state` (a power cut between the
-    /// two writes of [`Disk::commit`] leaves it behind the state).
+    /// Replace syslinux.cfg and grub.cfg with the entries of `state`.
+    pub fn write_boot_config(&self, state: &OsState) -> Result<(), DiskError> {
+        for (path, text) in self.boot_configs(state) {
+            if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+                fs::create_dir_all(dir).map_err(io("creating", dir))?;
+            }
+            write_atomic(&path, text.as_bytes())?;
+        }
+        // GRUB rewrites its environment block in place: it must be there beforehand.
+        let env = self.path(&format!("{GRUB_DIR}/grubenv"));
+        if !env.exists() {
+            write_atomic(&env, &grub::boot_once_env(None))?;
+        }
+        Ok(())
+    }
+
+    /// Whether syslinux.cfg and grub.cfg hold exactly the entries of `state` (a power cut
+    /// between the writes of [`Disk::commit`] leaves them behind the state).
     pub fn boot_config_matches(&self, state: &OsState) -> bool {
-        fs::read_to_string(self.path(&format!("{SYSLINUX_DIR}/syslinux.cfg")))
-            .is_ok_and(|text| text == state.boot_config())
+        self.boot_configs(state)
+            .iter()
+            .all(|(path, text)| fs::read_to_string(path).is_ok_and(|t| t == *text))
     }
 
     /// Write the state, then the boot entries it implies, then [`Disk::settle`]: the
@@ -161,9 +208,28 @@ impl Disk {
         adv::read(&mut file).map_err(io("reading", &path))
     }
 
-    /// Arm `slot` for the next boot, once (`extlinux --once`). Not for PID 1: it waits for
-    /// extlinux itself.
-    pub fn arm(&self, slot: Slot) -> Result<(), DiskError> {
+    /// The boot-once label armed for the bootloader `firmware` starts (syslinux's ADV, or
+    /// GRUB's `next_entry`), and not yet consumed by it.
+    pub fn boot_once(&self, firmware: Firmware) -> Option<String> {
+        match firmware {
+            Firmware::Bios => self.adv().ok()?.boot_once().map(String::from),
+            Firmware::Uefi => {
+                grub::boot_once(&fs::read(self.path(&format!("{GRUB_DIR}/grubenv"))).ok()?)
+            }
+        }
+    }
+
+    /// Arm `slot` for the next boot, once, in the bootloader `firmware` starts: only there,
+    /// so that no other bootloader keeps an entry armed after the trial (`extlinux --once`;
+    /// GRUB's environment block). Not for PID 1: it waits for extlinux itself.
+    pub fn arm(&self, slot: Slot, firmware: Firmware) -> Result<(), DiskError> {
+        if firmware == Firmware::Uefi {
+            write_atomic(
+                &self.path(&format!("{GRUB_DIR}/grubenv")),
+                &grub::boot_once_env(Some(slot)),
+            )?;
+            return self.settle();
+        }
         self.extlinux(&[&format!("--once={}", slot.label())])?;
         match self.adv()?.boot_once() {
             Some(l) if l == slot.label() => Ok(()),
@@ -174,8 +240,13 @@ impl Disk {
         }
     }
 
-    /// Clear the boot-once entry (`extlinux --reset-adv`). Not for PID 1.
+    /// Clear the boot-once entry of both bootloaders (`extlinux --reset-adv`, an empty
+    /// environment block). Not for PID 1.
     pub fn disarm(&self) -> Result<(), DiskError> {
+        write_atomic(
+            &self.path(&format!("{GRUB_DIR}/grubenv")),
+            &grub::boot_once_env(None),
+        )?;
         self.extlinux(&["--reset-adv"])
     }
 

@@ -30,6 +30,20 @@ pub fn blank_qcow2(path: &std::path::Path, size: &str) {
     assert!(ok, "qemu-img create {} failed", path.display());
 }
 
+/// QEMU arguments for UEFI firmware: Debian's OVMF (no Secure Boot), its variables in a
+/// copy of their own in `dir`.
+pub fn uefi_args(dir: &std::path::Path) -> Vec<String> {
+    let vars = dir.join("ovmf-vars.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
+        .expect("OVMF's variables (make deps installs ovmf)");
+    vec![
+        "-drive".to_string(),
+        "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".to_string(),
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ]
+}
+
 /// The system services that run for as long as the machine does.
 pub const SYSTEM_SERVICES: [&str; 6] = ["udev", "syslog", "network", "ntp", "acpid", "console"];
 

@@ -164,12 +164,19 @@ fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
     out
 }
 
-/// Boot the installed `disk`, with `bundle` attached as the raw disk /dev/vdb.
+/// Boot the installed `disk` under BIOS, with `bundle` attached as the raw disk /dev/vdb.
 fn boot_disk(disk: &Path, bundle: Option<&Path>) -> Vm {
+    boot_disk_under(disk, bundle, &[])
+}
+
+/// [`boot_disk`] with the firmware's QEMU arguments (none: SeaBIOS).
+fn boot_disk_under(disk: &Path, bundle: Option<&Path>, firmware: &[String]) -> Vm {
     // A hardware watchdog, as a server has: a trial boot arms it.
     let mut qemu_args: Vec<String> = ["-device", "i6300esb", "-action", "watchdog=reset"]
         .map(String::from)
-        .to_vec();
+        .into_iter()
+        .chain(firmware.iter().cloned())
+        .collect();
     if let Some(b) = bundle {
         qemu_args.extend([
             "-drive".to_string(),
@@ -302,20 +309,31 @@ fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
     vm.send("reboot");
     assert!(vm.wait_exit(Duration::from_secs(180)).success());
 
-    // A kernel that panics before PID 1: the bootloader's boot-once is spent, so the
-    // next boot is the good slot, which says why.
-    let mut vm = boot_disk(&disk, Some(&panics));
+    // The same disk under UEFI (GRUB from its EFI system partition; the boot-once in
+    // grubenv). A kernel that panics before PID 1: GRUB spent the boot-once, so the next
+    // boot is the good slot, which says why.
+    let uefi = boot_tests::uefi_args(tmp.path());
+    let mut vm = boot_disk_under(&disk, Some(&panics), &uefi);
     vm.console_up(BOOT);
+    assert!(vm.output().contains("GNU GRUB"), "{}", vm.tail(40));
+    assert_eq!(vm.sh("test -d /sys/firmware/efi && echo uefi"), "uefi");
     assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
-    upgrade_and_reboot(&mut vm);
-    let mut vm = boot_disk(&disk, None);
+    let out = vm.sh("ros os upgrade -i /dev/vdb --no-reboot 2>&1");
+    assert!(out.contains("armed for one trial boot"), "{out}");
+    assert!(vm
+        .sh("ros os list --format json")
+        .contains("\"next_boot\": \"b\""));
+    vm.send("reboot");
+    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    let mut vm = boot_disk_under(&disk, None, &uefi);
     // The trial boot: the kernel panics and reboots by itself (QEMU exits).
     let _ = vm.wait_exit(TRIAL);
     assert!(
-        !vm.output().contains("ROS BOOT init"),
-        "PID 1 ran in the panicking trial"
+        vm.output().contains("Kernel panic") && !vm.output().contains("ROS BOOT init"),
+        "the trial did not panic before PID 1: {}",
+        vm.tail(40)
     );
-    let mut vm = boot_disk(&disk, None);
+    let mut vm = boot_disk_under(&disk, None, &uefi);
     vm.console_up(BOOT);
     let out = vm.output();
     assert!(

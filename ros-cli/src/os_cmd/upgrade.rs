@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ros_os::bundle::{self, BundleError, Check, Meta};
-use ros_os::disk::{Disk, BOOT_DISK, STATE_FILE};
+use ros_os::disk::{Disk, Firmware, BOOT_DISK, STATE_FILE};
 use ros_os::slots::{self, OsState, Rollback, Slot, SlotInfo, Trial, TrialPhase, Verdict};
 
 use crate::exit::{CliError, ExitStatus};
@@ -263,7 +263,7 @@ fn upgrade_from(
         failure: None,
     });
     sys.disk.commit(&state).map_err(failure)?;
-    if let Err(e) = sys.disk.arm(target) {
+    if let Err(e) = sys.disk.arm(target, Firmware::current()) {
         state.trial = None;
         let _ = sys.disk.commit(&state);
         return Err(CliError::failure(format!(
@@ -324,9 +324,8 @@ pub fn list(
     };
     let armed = sys
         .disk
-        .adv()
-        .ok()
-        .and_then(|a| a.boot_once().and_then(Slot::from_label));
+        .boot_once(Firmware::current())
+        .and_then(|l| Slot::from_label(&l));
     let next = armed.unwrap_or(state.good);
     let listing = Listing {
         slots: [Slot::A, Slot::B]
