@@ -479,12 +479,12 @@ initrd() {
   cp "$X/busybox-static/bin/busybox" "$s/bin/busybox"
   ln -s busybox "$s/bin/sh"
   install_modules "$s" "$REPO/initramfs/modules.boot" "$REPO/initramfs/modules.storage" \
-    "$REPO/initramfs/modules.ata"
-  # Which of them PID 1 loads only when the root is not on a virtio disk, and which it
-  # starts without waiting for their probe when it is, for a CD-ROM (init/src/boot.rs).
+    "$REPO/initramfs/modules.ata" "$REPO/initramfs/modules.cdrom"
+  # Which of them PID 1 loads only when the root is not on a virtio disk, and which drive
+  # the controllers CD-ROMs sit on (init/src/boot.rs).
   cat "$REPO/initramfs/modules.ata" "$REPO/initramfs/modules.storage" | grep -v '^\s*#' |
     grep -v '^\s*$' > "$s/lib/modules/$KVER/modules.fallback"
-  grep -v -e '^\s*#' -e '^\s*$' "$REPO/initramfs/modules.ata" > "$s/lib/modules/$KVER/modules.cdrom"
+  grep -v -e '^\s*#' -e '^\s*$' "$REPO/initramfs/modules.ata" > "$s/lib/modules/$KVER/modules.ata"
   # The kernel opens /dev/console for init before devtmpfs is mounted.
   mknod -m 600 "$s/dev/console" c 5 1
   local key

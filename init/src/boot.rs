@@ -74,22 +74,22 @@ fn unneeded_initrd_modules(installed_disk: bool, live: bool) -> &'static [&'stat
 const FALLBACK_LIST: &str = "modules.fallback";
 
 /// The initrd's modules this boot loads first: every top-level one (each brings its
-/// dependencies), less the fallback disk controllers and those this boot does not need
-/// ([`unneeded_initrd_modules`]).
+/// dependencies), less the fallback disk controllers, the CD-ROM driver (cloud-init's) and
+/// those this boot does not need ([`unneeded_initrd_modules`]).
 fn initrd_modules(top_level: Vec<String>, fallback: &[String], unneeded: &[&str]) -> Vec<String> {
     top_level
         .into_iter()
         .filter(|n| !unneeded.contains(&n.as_str()))
-        .filter(|n| !fallback.contains(n))
+        .filter(|n| !fallback.contains(n) && n != ros_cloudinit::CDROM_MODULE)
         .collect()
 }
 
 /// The initrd's list of the controllers CD-ROMs sit on (IDE, SATA: `initramfs/modules.ata`,
-/// a part of [`FALLBACK_LIST`]): a boot from a virtio disk loads them without waiting for
-/// their probe, so that a config drive on a CD-ROM is found.
-const CDROM_LIST: &str = "modules.cdrom";
+/// a part of [`FALLBACK_LIST`]): a boot from a virtio disk loads them only when the
+/// datasources list `configdrive`.
+const ATA_LIST: &str = "modules.ata";
 
-/// The names in the initrd's `list` ([`FALLBACK_LIST`], [`CDROM_LIST`]; none when it is
+/// The names in the initrd's `list` ([`FALLBACK_LIST`], [`ATA_LIST`]; none when it is
 /// missing).
 fn module_list(dir: &Path, list: &str) -> Vec<String> {
     fs::read_to_string(dir.join(list))
@@ -107,7 +107,7 @@ struct InitrdModules {
     /// `None`: no index (a kernel with these drivers built in needs no modules).
     index: Option<ModuleIndex>,
     fallback: Vec<String>,
-    cdrom: Vec<String>,
+    ata: Vec<String>,
 }
 
 impl InitrdModules {
@@ -117,7 +117,7 @@ impl InitrdModules {
         InitrdModules {
             index,
             fallback: module_list(dir, FALLBACK_LIST),
-            cdrom: module_list(dir, CDROM_LIST),
+            ata: module_list(dir, ATA_LIST),
         }
     }
 
@@ -141,15 +141,46 @@ impl InitrdModules {
         self.load(self.fallback.clone(), loader);
     }
 
-    /// Start the CD-ROM controllers' drivers ([`CDROM_LIST`]) on a boot from a virtio disk:
-    /// their probe (a second under emulation) goes on in the background, and cloud-init's
-    /// CD-ROM driver waits for what is left of it.
-    fn start_cdrom_controllers(&self, loader: &dyn ModuleLoader) {
-        if let Some(index) = &self.index {
-            for e in index.load_without_waiting(&self.cdrom, loader) {
-                log::warn!("{e}");
+    /// The CD-ROM drive's drivers for a boot from a virtio disk: those of [`ATA_LIST`]
+    /// that drive this machine's controllers (by their modaliases), and the CD-ROM driver,
+    /// opened here, in the initramfs, which the root switch empties.
+    fn cdrom_drivers(&self) -> CdromDrivers {
+        let Some(index) = &self.index else {
+            return CdromDrivers(Vec::new());
+        };
+        let mut names: Vec<String> = index
+            .drivers_for(Path::new("/sys/bus"), &["pci"], "kernel/drivers/ata/")
+            .into_iter()
+            .filter(|n| self.ata.contains(n))
+            .collect();
+        if names.is_empty() {
+            return CdromDrivers(Vec::new());
+        }
+        names.push(ros_cloudinit::CDROM_MODULE.to_string());
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for name in &names {
+            match index.resolve(name) {
+                Ok(order) => {
+                    for path in order {
+                        if !paths.contains(&path) {
+                            paths.push(path);
+                        }
+                    }
+                }
+                Err(e) => log::warn!("{e}"),
             }
         }
+        let files = paths
+            .into_iter()
+            .filter_map(|p| match fs::File::open(&p) {
+                Ok(f) => Some((p, f)),
+                Err(e) => {
+                    log::warn!("{}: {e}", p.display());
+                    None
+                }
+            })
+            .collect();
+        CdromDrivers(files)
     }
 
     fn load(&self, names: Vec<String>, loader: &dyn ModuleLoader) {
@@ -165,10 +196,32 @@ impl InitrdModules {
     }
 }
 
+/// A CD-ROM drive's drivers, opened in the initramfs ([`InitrdModules::cdrom_drivers`]),
+/// which the root switch empties, and loaded by cloud-init only when the config lists
+/// `configdrive`: under emulation, loading them, probing the ports and the udev events of
+/// the devices found cost a boot from a virtio disk a second, which a boot without a
+/// config drive on a CD-ROM must not pay.
+struct CdromDrivers(Vec<(PathBuf, fs::File)>);
+
+impl CdromDrivers {
+    /// Load them, dependencies first, each through its open descriptor.
+    fn load(self, loader: &Host) {
+        for (path, file) in &self.0 {
+            let fd = PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(file)
+            ));
+            if let Err(e) = loader.load(&fd, "") {
+                log::warn!("module {}: {e}", path.display());
+            }
+        }
+    }
+}
+
 /// The root device `root=` names (a device, `LABEL=` or `PARTUUID=`), once it is there;
-/// the other disk controllers' drivers are loaded when it is not on a virtio disk, and
-/// only the CD-ROM controllers' started when it is.
-fn found_root(cmdline: &KernelCmdline, modules: &InitrdModules, host: &Host) -> PathBuf {
+/// the other disk controllers' drivers are loaded when it is not on a virtio disk. Also
+/// whether it was there at once (on a virtio disk).
+fn found_root(cmdline: &KernelCmdline, modules: &InitrdModules, host: &Host) -> (PathBuf, bool) {
     // Fatal: there is nothing to boot without the root.
     let spec = cmdline.root_device();
     let find = |wait: Duration| {
@@ -181,14 +234,13 @@ fn found_root(cmdline: &KernelCmdline, modules: &InitrdModules, host: &Host) -> 
         }
     };
     // A virtio disk is there once its driver is loaded; any other waits for its own.
-    let found = find(Duration::ZERO)
-        .inspect(|_| modules.start_cdrom_controllers(host))
-        .or_else(|_| {
-            log::info!("root: {spec} is not on a virtio disk");
-            modules.load_fallback(host);
-            find(cmdline.root_wait())
-        });
-    found.unwrap_or_else(|e| fatal(&e.to_string()))
+    if let Ok(device) = find(Duration::ZERO) {
+        return (device, true);
+    }
+    log::info!("root: {spec} is not on a virtio disk");
+    modules.load_fallback(host);
+    let found = find(cmdline.root_wait()).unwrap_or_else(|e| fatal(&e.to_string()));
+    (found, false)
 }
 
 /// Enable every available cgroup v2 controller for the children of the root cgroup.
@@ -372,24 +424,28 @@ fn has_entries(dir: &Path) -> bool {
 
 /// Fetch user-data from the datasources, load the config, apply it to the host and run
 /// `bootcmd`. Every step is best-effort: problems are printed and the boot goes on.
+/// `cdrom`: a CD-ROM drive's drivers not loaded yet (a boot from a virtio disk).
 fn cloud_init(
     cmdline: &str,
     modules: &crate::cloudinit::InitModules,
     reaper: &Reaper,
+    cdrom: CdromDrivers,
 ) -> CloudConfig {
-    // Quietly: the CD-ROM driver, when an adapter a CD-ROM may sit on is there, or its
-    // driver is still probing (a missing module only hides that drive). It loads while
-    // containerd starts, on the CPUs it needs: only what can find a drive (its filesystem
-    // is loaded once one is found). Its load waits for the controllers' probe.
-    if has_entries(Path::new("/sys/class/scsi_host")) || Path::new("/sys/module/libata").exists() {
+    let root = Path::new("/");
+    // The datasources to read come from the config itself (defaults + cmdline).
+    let first = ros_config::load(root, Some(cmdline), Mode::Boot);
+    if ros_cloudinit::lists_config_drive(&first.config) {
+        cdrom.load(&Host);
+    }
+    // Quietly: the CD-ROM driver, when an adapter a CD-ROM may sit on is there (a missing
+    // module only hides that drive). It loads while containerd starts, on the CPUs it
+    // needs: only what can find a drive (its filesystem is loaded once one is found).
+    if has_entries(Path::new("/sys/class/scsi_host")) {
         let cdrom = ros_cloudinit::CDROM_MODULE;
         if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, cdrom, "") {
             log::debug!("{e}");
         }
     }
-    let root = Path::new("/");
-    // The datasources to read come from the config itself (defaults + cmdline).
-    let first = ros_config::load(root, Some(cmdline), Mode::Boot);
     let host = ros_cloudinit::SystemHost;
     let url = first.cmdline.cloud_config_url();
     let url = url.as_deref();
@@ -490,6 +546,7 @@ pub fn run() -> ! {
     console::marker(BootPhase::Mounts, "");
 
     let kver = kernel_release();
+    let mut cdrom = CdromDrivers(Vec::new());
     if in_initramfs() {
         let modules = InitrdModules::open(&Path::new(paths::MODULES_DIR).join(&kver));
         modules.load_boot(unneeded_initrd_modules(installed_disk, live), &host);
@@ -506,7 +563,10 @@ pub fn run() -> ! {
             root::attach_loop(Path::new(paths::LIVE_ROOT_IMAGE))
                 .unwrap_or_else(|e| fatal(&e.to_string()))
         } else {
-            let disk = found_root(&cmdline, &modules, &host);
+            let (disk, on_virtio) = found_root(&cmdline, &modules, &host);
+            if on_virtio {
+                cdrom = modules.cdrom_drivers();
+            }
             // An installed disk: the root image is a file on it.
             match cmdline.root_image() {
                 Some(image) => root::attach_image(&disk, &image, &host)
@@ -571,7 +631,7 @@ pub fn run() -> ! {
         Ok(c) => c,
         Err(e) => fatal(&e.to_string()),
     };
-    let config = cloud_init(&cmdline_text, &root_modules, &reaper);
+    let config = cloud_init(&cmdline_text, &root_modules, &reaper, cdrom);
     // `rancher.debug` set in a cloud-config, not only on the kernel line (which the config
     // also holds).
     console::set_debug(cmdline.debug() || config.rancher.debug);
@@ -840,7 +900,8 @@ mod tests {
         .unwrap();
         let fallback = module_list(dir.path(), FALLBACK_LIST);
         assert_eq!(fallback, names(&["ata_piix", "vmw_pvscsi"]));
-        let top = names(&["ata_piix", "squashfs", "virtio_blk", "vmw_pvscsi"]);
+        let top = names(&["ata_piix", "squashfs", "sr_mod", "virtio_blk", "vmw_pvscsi"]);
+        // The CD-ROM driver is cloud-init's.
         assert_eq!(
             initrd_modules(top, &fallback, &[]),
             names(&["squashfs", "virtio_blk"])

@@ -164,51 +164,24 @@ impl ModuleIndex {
         fs::read_to_string(self.dir.join("modules.alias")).unwrap_or_default()
     }
 
-    /// Load each of `names` without waiting for the devices it drives to be probed: their
-    /// dependencies first, the usual way, then each module itself with `async_probe`, whose
-    /// finit_module returns once its init has run while the kernel probes its devices in
-    /// the background. The next module loaded the usual way waits for those probes (the
-    /// kernel's async_synchronize_full). Returns what failed.
-    pub fn load_without_waiting(
-        &self,
-        names: &[String],
-        loader: &dyn ModuleLoader,
-    ) -> Vec<ModuleError> {
-        let mut errors = Vec::new();
-        let mut drivers = Vec::new();
-        for name in names {
-            let mut order = match self.resolve(name) {
-                Ok(o) => o,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
-            let Some(driver) = order.pop() else {
-                continue;
-            };
-            drivers.push((name, driver));
-            // Before any driver: a dependency loaded after one would wait for its probe.
-            for path in order {
-                if let Err(source) = loader.load(&path, "") {
-                    errors.push(ModuleError::Load {
-                        name: name.clone(),
-                        path,
-                        source,
-                    });
-                }
-            }
-        }
-        for (name, path) in drivers {
-            if let Err(source) = loader.load(&path, "async_probe=1") {
-                errors.push(ModuleError::Load {
-                    name: name.clone(),
-                    path,
-                    source,
-                });
-            }
-        }
-        errors
+    /// The modules of `subtree` (`kernel/drivers/net/`) that drive a device on one of
+    /// `buses` under `sys_bus` (`/sys/bus`), by the devices' modaliases; sorted.
+    pub fn drivers_for(&self, sys_bus: &Path, buses: &[&str], subtree: &str) -> Vec<String> {
+        let aliases = self.aliases();
+        let mut names: Vec<String> = buses
+            .iter()
+            .flat_map(|bus| {
+                fs::read_dir(sys_bus.join(bus).join("devices"))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .filter_map(|dev| fs::read_to_string(dev.path().join("modalias")).ok())
+            .flat_map(|alias| self.matching(&aliases, alias.trim(), subtree))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Load `name` with module parameters (`max_part=8`) after its dependencies.
@@ -335,32 +308,6 @@ kernel/net/netfilter/nf_conntrack-netlink.ko: kernel/net/netfilter/nf_conntrack.
                 "/m/kernel/fs/squashfs/squashfs.ko".into(),
                 "x=1".into()
             )]
-        );
-    }
-
-    #[test]
-    fn drivers_that_do_not_wait_load_after_every_dependency() {
-        let dep = "kernel/drivers/ata/ata_piix.ko: kernel/drivers/ata/libata.ko
-                   kernel/drivers/ata/ahci.ko: kernel/drivers/ata/libahci.ko kernel/drivers/ata/libata.ko
-                   kernel/drivers/ata/libahci.ko: kernel/drivers/ata/libata.ko
-                   kernel/drivers/ata/libata.ko:
-";
-        let idx = ModuleIndex::parse(Path::new("/m"), dep, "");
-        let rec = Recorder::default();
-        let names = ["ata_piix", "ahci", "nope"].map(String::from);
-        let errors = idx.load_without_waiting(&names, &rec);
-        assert!(matches!(&errors[..], [ModuleError::NotFound(n)] if n == "nope"));
-        let load =
-            |p: &str, params: &str| Call::LoadModule(format!("/m/{p}").into(), params.into());
-        assert_eq!(
-            rec.calls(),
-            vec![
-                load("kernel/drivers/ata/libata.ko", ""),
-                load("kernel/drivers/ata/libata.ko", ""),
-                load("kernel/drivers/ata/libahci.ko", ""),
-                load("kernel/drivers/ata/ata_piix.ko", "async_probe=1"),
-                load("kernel/drivers/ata/ahci.ko", "async_probe=1"),
-            ]
         );
     }
 }

@@ -38,20 +38,7 @@ fn load_drivers(sys_bus: &Path, modules: &InitModules) -> Vec<String> {
     let Some(index) = modules.index() else {
         return Vec::new();
     };
-    let aliases = index.aliases();
-    let mut wanted: Vec<String> = BUSES
-        .iter()
-        .flat_map(|bus| {
-            fs::read_dir(sys_bus.join(bus).join("devices"))
-                .into_iter()
-                .flatten()
-        })
-        .flatten()
-        .filter_map(|dev| fs::read_to_string(dev.path().join("modalias")).ok())
-        .flat_map(|alias| index.matching(&aliases, alias.trim(), NET_DRIVERS))
-        .collect();
-    wanted.sort();
-    wanted.dedup();
+    let mut wanted = index.drivers_for(sys_bus, &BUSES, NET_DRIVERS);
     wanted.retain(
         |name| match ros_cloudinit::ModuleLoader::load_module(modules, name, "") {
             Ok(()) => true,

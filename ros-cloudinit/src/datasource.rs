@@ -260,6 +260,15 @@ pub fn plan(config: &CloudConfig, report: &mut Report) -> Vec<(Datasource, bool)
         .collect()
 }
 
+/// Whether `config` lists `configdrive` without a path: the config drive is searched for
+/// on every drive, CD-ROMs on IDE and SATA included, which PID 1 otherwise drives only when
+/// the root is not on a virtio disk (see `init/src/boot.rs`).
+pub fn lists_config_drive(config: &CloudConfig) -> bool {
+    plan(config, &mut Report::default())
+        .iter()
+        .any(|(source, listed)| *listed && *source == Datasource::ConfigDrive(None))
+}
+
 /// Whether the datasources of `config` (see [`plan`]) fetch over the network: a `url:`,
 /// or `cmdline` with the kernel's `cloud-config-url=` given. PID 1 brings up a network for
 /// them before [`fetch_user_data`]; a boot without them pays nothing.
@@ -716,6 +725,23 @@ fn read_first_bytes(device: &Path) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_listed_configdrive_without_a_path_searches_every_drive() {
+        let with = |list: &[&str]| {
+            let mut c = CloudConfig::default();
+            c.rancher.cloud_init.datasources = list.iter().map(|s| (*s).into()).collect();
+            lists_config_drive(&c)
+        };
+        assert!(
+            !with(&[]),
+            "the default searches the drives PID 1 drives anyway"
+        );
+        assert!(with(&["configdrive"]));
+        assert!(with(&["url:http://10.0.2.2/cc", "configdrive:"]));
+        assert!(!with(&["configdrive:/media/config-2"]));
+        assert!(!with(&["cmdline"]));
+    }
 
     #[test]
     fn parse_table() {

@@ -45,8 +45,8 @@ pub use commands::{
 };
 pub use confined::{ConfinedError, ContainerRoot, HomeFile};
 pub use datasource::{
-    fetch_user_data, find_config_drive, needs_network, plan, ConfigDrive, Datasource,
-    DatasourceError, FetchOptions, CDROM_MODULE,
+    fetch_user_data, find_config_drive, lists_config_drive, needs_network, plan, ConfigDrive,
+    Datasource, DatasourceError, FetchOptions, CDROM_MODULE,
 };
 pub use host::{
     write_file_atomic, CommandRunner, Exit, Host, Invocation, ModuleLoader, MsFlags, Owner,

@@ -83,8 +83,8 @@ fn the_root_boots_from_ide_sata_nvme_and_scsi_disks_with_their_network_cards() {
             vec![],
             "rancher",
         ),
-        // The root on virtio, the config drive on the IDE CD-ROM: found too, the IDE
-        // driver probing in the background.
+        // The root on virtio, the config drive on the IDE CD-ROM: found too when the
+        // datasources list `configdrive` (without it, a virtio boot drives no IDE port).
         (
             "virtio",
             "pc",
@@ -98,6 +98,11 @@ fn the_root_boots_from_ide_sata_nvme_and_scsi_disks_with_their_network_cards() {
         let mut vm = Vm::boot(&BootOptions {
             root_arg: ROOT.into(),
             controller: (controller != "virtio").then_some(controller),
+            append: if controller == "virtio" {
+                "rancher.cloud_init.datasources=[configdrive]".into()
+            } else {
+                String::new()
+            },
             nic,
             qemu_args: ["-machine".to_string(), machine.to_string()]
                 .into_iter()
