@@ -11,6 +11,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use boot_tests::{blank_qcow2, image_dir, BootOptions, HttpServer, TempDir, Vm};
@@ -190,8 +191,34 @@ fn boot_disk_under(disk: &Path, bundle: Option<&Path>, firmware: &[String]) -> V
     })
 }
 
-/// Install the image on a new disk in `dir` (automatic login on ttyS0, for the test).
+/// A disk in `dir` as `ros install` leaves it: a copy-on-write overlay of one installed
+/// once per run of these tests ([`install`]), so that each test starts from a fresh install
+/// without paying for one.
 fn installed_disk(dir: &Path) -> PathBuf {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ros-boot-installed-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // Removed when the test process exits (a static is never dropped).
+        extern "C" fn remove_base() {
+            let dir =
+                std::env::temp_dir().join(format!("ros-boot-installed-{}", std::process::id()));
+            let _ = fs::remove_dir_all(dir);
+        }
+        // SAFETY: registers a function that takes and returns nothing.
+        unsafe { libc::atexit(remove_base) };
+        install(&dir)
+    });
+    let disk = dir.join("disk.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(base)
+        .arg(&disk));
+    disk
+}
+
+/// Install the image on a new disk in `dir` (automatic login on ttyS0, for the test).
+fn install(dir: &Path) -> PathBuf {
     let disk = dir.join("disk.qcow2");
     blank_qcow2(&disk, "2G");
     let mut vm = Vm::boot(&BootOptions {
