@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::slots::{kernel_args, Slot};
+use crate::slots::{kernel_args, OsState, Slot};
 
 /// GRUB's directory, on the partition.
 pub const GRUB_DIR: &str = "boot/grub";
@@ -91,14 +91,10 @@ pub fn boot_once(bytes: &[u8]) -> Option<String> {
         .filter(|l| !l.is_empty())
 }
 
-/// grub.cfg: the default is `good`; one entry per slot in `slots`, with the kernel line
-/// syslinux.cfg has; an armed `next_entry` boots once, and only if clearing it worked.
-pub fn boot_config(
-    good: Slot,
-    slots: impl IntoIterator<Item = Slot>,
-    root: Option<&str>,
-    append: &str,
-) -> String {
+/// grub.cfg for `state`: the default is its good slot; one entry per written slot, with the
+/// kernel line syslinux.cfg has; an armed `next_entry` boots once, and only if clearing it
+/// worked.
+pub fn boot_config(state: &OsState) -> String {
     let mut cfg = format!(
         "# Written by ros (ros install, ros os upgrade): the default is the known-good slot;\n\
          # `ros os upgrade` arms the other for one boot in grubenv ({NEXT_ENTRY}).\n\
@@ -113,14 +109,14 @@ pub fn boot_config(
          \x20 set {NEXT_ENTRY}=\n\
          \x20 if save_env -f $prefix/grubenv {NEXT_ENTRY}; then set default=\"$once\"; fi\n\
          fi\n",
-        good.label()
+        state.good.label()
     );
-    for slot in slots {
+    for &slot in state.slots.keys() {
         cfg.push_str(&format!(
             "\nmenuentry \"rOS slot {slot}\" --id {} {{\n  linux /{dir}/vmlinuz {}\n  \
              initrd /{dir}/initrd\n}}\n",
             slot.label(),
-            kernel_args(slot, root, append),
+            kernel_args(slot, state.root.as_deref(), &state.append),
             dir = slot.dir()
         ));
     }
@@ -166,12 +162,12 @@ mod tests {
 
     #[test]
     fn the_entries_match_syslinux_and_the_default_is_the_good_slot() {
-        let cfg = boot_config(
-            Slot::B,
-            [Slot::A, Slot::B],
-            Some("PARTUUID=1234abcd-01"),
-            "x=1",
-        );
+        let mut state = OsState::installed("1.0", "x=1", 0);
+        state.root = Some("PARTUUID=1234abcd-01".into());
+        let a = state.slots[&Slot::A].clone();
+        state.slots.insert(Slot::B, a);
+        state.good = Slot::B;
+        let cfg = boot_config(&state);
         assert!(cfg.contains("set default=ros-b\n"), "{cfg}");
         assert!(
             cfg.contains("menuentry \"rOS slot a\" --id ros-a {"),

@@ -262,12 +262,7 @@ impl OsState {
 
     /// GRUB's entries for this state: the same as [`OsState::boot_config`]'s.
     pub fn grub_config(&self) -> String {
-        crate::grub::boot_config(
-            self.good,
-            self.slots.keys().copied(),
-            self.root.as_deref(),
-            &self.append,
-        )
+        crate::grub::boot_config(self)
     }
 
     /// The boot entries for this state: `DEFAULT` the good slot, an entry per written slot.
