@@ -567,12 +567,13 @@ live() {
   fi
   mkdir -p "$OUT/pxe"
   for f in vmlinuz initrd root.cpio; do ln -f "$OUT/$f" "$OUT/pxe/$f"; done
-  # Like the ISO's, its entry logs in on the serial console (installed disks do not).
+  # Like the ISO's, its entry (LIVE_ARGS) logs in on the serial console (installed disks
+  # do not).
   printf '%s\n' '#!ipxe' \
     '# rOS without a disk (initramfs/build.sh): the kernel, the initrd and the root image' \
     '# (root.cpio) come from where this script came from, and everything runs from RAM.' \
     "# The node's config: add cloud-config-url=http://HOST/PATH to the kernel line." \
-    'kernel vmlinuz console=tty0 console=ttyS0 rancher.autologin=ttyS0' \
+    "kernel vmlinuz $LIVE_ARGS" \
     'initrd initrd' 'initrd root.cpio' 'boot' > "$OUT/pxe/boot.ipxe"
 }
 
