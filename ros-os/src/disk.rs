@@ -14,7 +14,7 @@ use std::process::Command;
 
 use crate::adv::{self, Adv};
 use crate::bundle::{Part, PartSink};
-use crate::grub::{self, GRUB_DIR};
+use crate::grub::{self, GRUBENV, GRUB_CFG};
 use crate::slots::{OsState, Slot, SLOT_FILES};
 
 /// Where PID 1 mounts an installed disk's partition.
@@ -128,10 +128,7 @@ impl Disk {
                 self.path(&format!("{SYSLINUX_DIR}/syslinux.cfg")),
                 state.boot_config(),
             ),
-            (
-                self.path(&format!("{GRUB_DIR}/grub.cfg")),
-                state.grub_config(),
-            ),
+            (self.path(GRUB_CFG), state.grub_config()),
         ]
     }
 
@@ -144,7 +141,7 @@ impl Disk {
             write_atomic(&path, text.as_bytes())?;
         }
         // GRUB rewrites its environment block in place: it must be there beforehand.
-        let env = self.path(&format!("{GRUB_DIR}/grubenv"));
+        let env = self.path(GRUBENV);
         if !env.exists() {
             write_atomic(&env, &grub::boot_once_env(None))?;
         }
@@ -213,9 +210,7 @@ impl Disk {
     pub fn boot_once(&self, firmware: Firmware) -> Option<String> {
         match firmware {
             Firmware::Bios => self.adv().ok()?.boot_once().map(String::from),
-            Firmware::Uefi => {
-                grub::boot_once(&fs::read(self.path(&format!("{GRUB_DIR}/grubenv"))).ok()?)
-            }
+            Firmware::Uefi => grub::boot_once(&fs::read(self.path(GRUBENV)).ok()?),
         }
     }
 
@@ -224,10 +219,10 @@ impl Disk {
     /// GRUB's environment block). Not for PID 1: it waits for extlinux itself.
     pub fn arm(&self, slot: Slot, firmware: Firmware) -> Result<(), DiskError> {
         if firmware == Firmware::Uefi {
-            write_atomic(
-                &self.path(&format!("{GRUB_DIR}/grubenv")),
-                &grub::boot_once_env(Some(slot)),
-            )?;
+            write_atomic(&self.path(GRUBENV), &grub::boot_once_env(Some(slot)))?;
+            // Visible to GRUB before the caller records the trial as armed, as extlinux's
+            // direct write to the ADV is: else a boot that missed it would be taken for a
+            // kernel that never reached PID 1.
             return self.settle();
         }
         self.extlinux(&[&format!("--once={}", slot.label())])?;
@@ -243,10 +238,7 @@ impl Disk {
     /// Clear the boot-once entry of both bootloaders (`extlinux --reset-adv`, an empty
     /// environment block). Not for PID 1.
     pub fn disarm(&self) -> Result<(), DiskError> {
-        write_atomic(
-            &self.path(&format!("{GRUB_DIR}/grubenv")),
-            &grub::boot_once_env(None),
-        )?;
+        write_atomic(&self.path(GRUBENV), &grub::boot_once_env(None))?;
         self.extlinux(&["--reset-adv"])
     }
 

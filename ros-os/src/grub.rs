@@ -17,8 +17,10 @@ use std::collections::BTreeMap;
 
 use crate::slots::{kernel_args, OsState, Slot};
 
-/// GRUB's directory, on the partition.
-pub const GRUB_DIR: &str = "boot/grub";
+/// GRUB's entries, on the partition.
+pub const GRUB_CFG: &str = "boot/grub/grub.cfg";
+/// GRUB's environment block, on the partition.
+pub const GRUBENV: &str = "boot/grub/grubenv";
 /// The size of an environment block.
 pub const ENV_SIZE: usize = 1024;
 const ENV_HEADER: &str = "# GRUB Environment Block\n";

@@ -196,15 +196,16 @@ fn boot_disk_under(disk: &Path, bundle: Option<&Path>, firmware: &[String]) -> V
 /// without paying for one.
 fn installed_disk(dir: &Path) -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
+    fn base_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("ros-boot-installed-{}", std::process::id()))
+    }
+    // Removed when the test process exits (a static is never dropped).
+    extern "C" fn remove_base() {
+        let _ = fs::remove_dir_all(base_dir());
+    }
     let base = BASE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ros-boot-installed-{}", std::process::id()));
+        let dir = base_dir();
         fs::create_dir_all(&dir).unwrap();
-        // Removed when the test process exits (a static is never dropped).
-        extern "C" fn remove_base() {
-            let dir =
-                std::env::temp_dir().join(format!("ros-boot-installed-{}", std::process::id()));
-            let _ = fs::remove_dir_all(dir);
-        }
         // SAFETY: registers a function that takes and returns nothing.
         unsafe { libc::atexit(remove_base) };
         install(&dir)
