@@ -416,10 +416,12 @@ rootfs() {
   [ -f "$REPO/configs/os-config.yml" ] && cp "$REPO/configs/os-config.yml" "$r/usr/share/ros/os-config.yml"
   service_images
   # The user engine runs the same containerd, shim and crun (squashfs stores them once);
-  # crun is its runc too (a runc-compatible command line; dockerd and the shim run `runc`).
+  # crun is its runc too (a runc-compatible command line; dockerd and the shim run `runc`),
+  # behind `ros` as `runc`, which hides the kernel line's secrets from the containers whose
+  # /proc Docker confines (ros-cli/src/engine_runc.rs; the service binds /usr/bin/ros).
   install -m 0755 "$SOURCE_BIN/containerd" "$SOURCE_BIN/containerd-shim-runc-v2" \
     "$SOURCE_BIN/crun" "$r/usr/lib/ros/engine/"
-  ln -s crun "$r/usr/lib/ros/engine/runc"
+  ln -s /usr/bin/ros "$r/usr/lib/ros/engine/runc"
   # The keys `ros os upgrade` trusts: the build's own (see signing_key), and any the
   # user adds in ROS_TRUSTED_KEYS (a directory of *.pub).
   mkdir -p "$r/usr/share/ros/trusted-keys"

@@ -1,5 +1,5 @@
 //! `ros`: the rOS command line. Thin: picks the command by argv[0] (`poweroff`,
-//! `reboot` and `halt` are `ros` too), runs it, and maps errors to exit codes
+//! `reboot` and `halt` are `ros` too, and so is the user engine's `runc`), runs it, and maps errors to exit codes
 //! (see `ros_cli::ExitStatus`).
 
 use std::process::ExitCode;
@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         .to_string();
     let result = match ros_control::PowerAction::from_command(&name) {
         Some(action) => ros_cli::power::request(action),
+        None if name == ros_cli::engine_runc::ARGV0 => ros_cli::engine_runc::run(),
         None => ros_cli::run(),
     };
     match result {

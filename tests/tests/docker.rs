@@ -20,7 +20,8 @@ const SYSTEM: [&str; 7] = [
 
 fn boot(state: &Path, archives: &Path) -> Vm {
     let mut vm = Vm::boot(&BootOptions {
-        append: "rancher.state.autoformat=[/dev/vdb]".into(),
+        // A password on the kernel line: user containers must not see it.
+        append: "rancher.state.autoformat=[/dev/vdb] rancher.password=engine-line-secret".into(),
         qemu_args: vec![
             "-drive".into(),
             format!("file={},if=virtio,format=qcow2", state.display()),
@@ -88,6 +89,20 @@ fn user_docker_runs_publishes_persists_preloads_and_cannot_touch_the_system() {
     assert!(loaded.contains("Loaded image: ros-test/web:1"), "{loaded}");
     let said = vm.sh("docker run --rm ros-test/web:1 /bin/busybox echo docker-run-works");
     assert_eq!(said, "docker-run-works");
+
+    // The kernel line's secret is hidden from a container whose /proc Docker confines
+    // (the engine's runc binds the redacted copy over /proc/cmdline); the rest is there.
+    let seen = vm.sh("docker run --rm ros-test/web:1 sh -c 'cat /proc/cmdline'");
+    assert!(
+        seen.contains("rancher.password=(hidden)")
+            && !seen.contains("engine-line-secret")
+            && seen.contains("rancher.state.autoformat=[/dev/vdb]"),
+        "a user container's /proc/cmdline: {seen}"
+    );
+    assert_eq!(
+        vm.sh("docker run --rm ros-test/web:1 sh -c 'echo x > /proc/cmdline || echo refused' 2>&1 | tail -1"),
+        "refused"
+    );
 
     // Port publishing: iptables DNAT (userland_proxy: false) from the host's loopback.
     vm.sh("docker run -d --name web -p 8080:80 ros-test/web:1");
