@@ -615,6 +615,9 @@ pub fn run() -> ! {
             log::warn!("creating {dir}: {e}");
         }
     }
+    if let Err(e) = link_syslog_socket(Path::new(paths::SYSLOG_DIR), Path::new(paths::DEV_LOG)) {
+        log::warn!("{}: {e}; nothing reaches syslog through it", paths::DEV_LOG);
+    }
 
     let cpaths = ContainerdPaths {
         bin: paths::CONTAINERD_BIN.into(),
@@ -794,6 +797,20 @@ async fn serve(
     action
 }
 
+/// `dev_log` (`/dev/log`) as a link to `log` in `dir` (`/run/syslog`, made root-owned 0755),
+/// where the syslog service makes its socket: the service binds that directory, not the
+/// host's whole /dev (systemd's journal links `/dev/log` into /run the same way). The
+/// host's processes and the containers that share its /dev and /run log through the link.
+fn link_syslog_socket(dir: &Path, dev_log: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let _ = fs::remove_file(dev_log);
+    std::os::unix::fs::symlink(dir.join("log"), dev_log)
+}
+
 /// Write the kernel line with its secrets hidden to `path` (0644, in a root-only
 /// directory; a symlink planted there is refused, not followed).
 fn write_redacted_cmdline(path: &Path, cmdline: &str) -> std::io::Result<()> {
@@ -906,6 +923,21 @@ mod tests {
             initrd_modules(top, &fallback, &[]),
             names(&["squashfs", "virtio_blk"])
         );
+    }
+
+    #[test]
+    fn dev_log_links_into_the_syslog_directory() {
+        let tmp = std::env::temp_dir().join(format!("ros-devlog-{}", std::process::id()));
+        fs::create_dir_all(tmp.join("dev")).unwrap();
+        let (dir, dev_log) = (tmp.join("run-syslog"), tmp.join("dev/log"));
+        // A stale socket file from before is replaced; twice is the same.
+        fs::write(&dev_log, b"").unwrap();
+        for _ in 0..2 {
+            link_syslog_socket(&dir, &dev_log).unwrap();
+            assert_eq!(fs::read_link(&dev_log).unwrap(), dir.join("log"));
+            assert!(dir.is_dir());
+        }
+        fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

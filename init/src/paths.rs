@@ -36,6 +36,10 @@ pub const IMAGE_STORE: &str = "/usr/share/ros/image-store";
 /// Writable upper layers of services running on [`IMAGE_STORE`] images (root only).
 pub const SERVICE_ROOTS: &str = "/var/lib/ros/roots";
 pub use ros_config::paths::{LOG_DIR, SERVICES_DIR, SERVICE_INDEX_DIR};
+/// The syslog service's socket directory, the only host path it writes besides /var/log.
+pub const SYSLOG_DIR: &str = "/run/syslog";
+/// `/dev/log`, a link to the syslog service's socket `log` in [`SYSLOG_DIR`].
+pub const DEV_LOG: &str = "/dev/log";
 /// Writable layers of the /etc overlay.
 pub const ETC_OVERLAY_DIR: &str = "/run/ros/etc";
 /// The shell offered on fatal errors.

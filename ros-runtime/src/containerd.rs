@@ -1293,6 +1293,15 @@ impl Containerd {
         if let Some(bounding) = own_bounding_set() {
             restrict_capabilities(&mut oci, bounding);
         }
+        if !spec.privileged {
+            let devices = crate::devices::resolve(service, &spec.devices).map_err(|e| {
+                RuntimeError::CreateContainer {
+                    service: service.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            crate::devices::add_to_spec(&mut oci, &devices);
+        }
         if let Some(file) = self.kernel_cmdline.as_ref().filter(|_| !spec.privileged) {
             let mut mounts = oci.mounts().clone().unwrap_or_default();
             mounts.push(kernel_cmdline_mount(file));

@@ -9,6 +9,7 @@
 
 mod archive;
 mod containerd;
+pub mod devices;
 mod error;
 pub mod fake;
 mod local;

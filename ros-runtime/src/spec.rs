@@ -133,12 +133,6 @@ pub enum SpecError {
     /// Neither the service nor the image gives a command to run.
     #[error("service {service}: no entrypoint or command in the service or image {image}")]
     NoCommand { service: String, image: String },
-    /// `devices` needs the host's device numbers, which this pure function does not have.
-    #[error("service {service}: devices {devices:?} are not supported yet; use privileged: true")]
-    DevicesUnsupported {
-        service: String,
-        devices: Vec<String>,
-    },
     /// oci-spec rejected a value.
     #[error("service {service}: building the runtime spec: {source}")]
     Build {
@@ -154,7 +148,8 @@ pub enum SpecError {
 ///
 /// Least privilege unless `privileged: true`: Docker's default capabilities (plus
 /// `cap_add`, minus `cap_drop`), a seccomp deny-list, masked and read-only /proc paths, a
-/// tmpfs /dev (runc populates the default devices), read-only /sys and /sys/fs/cgroup,
+/// tmpfs /dev (runc populates the default devices; `devices:` are added by the caller,
+/// [`crate::devices`]), read-only /sys and /sys/fs/cgroup,
 /// `no_new_privileges`. Privileged services get every capability, no seccomp and no masked
 /// paths, rw /sys and /sys/fs/cgroup, and the host's /dev bound recursively.
 pub fn runtime_spec(
@@ -167,12 +162,6 @@ pub fn runtime_spec(
         service: service.to_string(),
         source,
     };
-    if !spec.devices.is_empty() && !spec.privileged {
-        return Err(SpecError::DevicesUnsupported {
-            service: service.to_string(),
-            devices: spec.devices.clone(),
-        });
-    }
     let image_config = image.config().as_ref();
 
     let args = process_args(spec, image_config);
@@ -252,6 +241,7 @@ pub fn runtime_spec(
         .map_err(build)?;
 
     // Deny every device but the defaults runc adds itself; privileged services get all.
+    // `devices:` adds its own (crate::devices, from the host's nodes).
     let devices_rule = LinuxDeviceCgroupBuilder::default()
         .allow(spec.privileged)
         .access("rwm")
@@ -1148,16 +1138,6 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_user(text), want, "{text:?}");
         }
-    }
-
-    #[test]
-    fn devices_need_privileged() {
-        let svc = ServiceSpec {
-            devices: vec!["/dev/fuse".into()],
-            ..service()
-        };
-        let err = runtime_spec("svc", &svc, &image(&[], &[], &[]), no_env).unwrap_err();
-        assert!(matches!(err, SpecError::DevicesUnsupported { .. }), "{err}");
     }
 
     #[test]

@@ -156,9 +156,16 @@ fn system_services_dhcp_syslog_hotplug_and_power_button() {
         vm.sh("ros service logs ntp")
     );
 
-    // syslog: /dev/log is the host's, messages land in /var/log/messages, and so does the
-    // kernel log.
-    vm.sh("test -S /proc/1/root/dev/log");
+    // syslog: the host's /dev/log links to the socket in /run/syslog, the only host
+    // directory syslog writes besides /var/log (none of the host's /dev is bound into it);
+    // messages land in /var/log/messages, and so does the kernel log.
+    assert_eq!(vm.sh("readlink /proc/1/root/dev/log"), "/run/syslog/log");
+    vm.sh("test -S /run/syslog/log");
+    let syslog_dev = vm.sh("ls /proc/$(pidof syslogd)/root/dev");
+    assert!(
+        !syslog_dev.contains("vda") && !syslog_dev.contains("ttyS0"),
+        "the host's /dev is in the syslog container: {syslog_dev}"
+    );
     vm.sh("logger -t boot-test hello-from-test");
     vm.until("grep -q 'boot-test: hello-from-test' /var/log/messages");
     vm.until("grep -q ' kernel: ' /var/log/messages");
@@ -191,7 +198,21 @@ fn system_services_dhcp_syslog_hotplug_and_power_button() {
     let node = vm.sh("readlink -f /dev/disk/by-id/virtio-rostest");
     vm.sh(&format!("[ -b {node} ]"));
 
-    // acpid: the ACPI power button is an orderly shutdown, and QEMU exits cleanly.
+    // acpid: not privileged. No capabilities, and of the host's devices only the input
+    // devices (the power button's event node among them).
+    let acpid = vm.sh("pidof acpid");
+    assert_eq!(
+        vm.sh(&format!("awk '/^CapEff/{{print $2}}' /proc/{acpid}/status")),
+        "0000000000000000"
+    );
+    let dev = vm.sh(&format!(
+        "ls /proc/{acpid}/root/dev /proc/{acpid}/root/dev/input"
+    ));
+    assert!(
+        dev.contains("event0") && !dev.contains("vda") && !dev.contains("ttyS0"),
+        "acpid's /dev: {dev}"
+    );
+    // The ACPI power button is an orderly shutdown, and QEMU exits cleanly.
     let t = Instant::now();
     monitor(&mon, "system_powerdown");
     vm.wait_for("ROS BOOT shutdown ", STEP);
