@@ -70,6 +70,14 @@ fn ros_install_makes_a_disk_that_boots_by_itself() {
     );
     assert_ne!(status, 0, "{out}");
     assert!(out.contains("in use"), "{out}");
+    // Also when named through a link (as /dev/disk/by-id/... names it; in /dev, which
+    // the console shares with the host).
+    let (out, status) = vm.run(
+        "ln -sf vda /dev/boot-disk && ros install -d /dev/boot-disk -c /tmp/cc.yml -f 2>&1",
+        Duration::from_secs(60),
+    );
+    assert_ne!(status, 0, "{out}");
+    assert!(out.contains("in use"), "{out}");
 
     let (out, status) = vm.run(
         "ros install -d /dev/vdb -c /tmp/cc.yml -f --no-reboot \

@@ -1,5 +1,6 @@
 //! Boot tests for the state disk (issue 6): a blank disk is formatted on first boot,
-//! and config and files written on it survive a reboot.
+//! and config and files written on it survive a reboot; it is mounted nosuid,nodev and
+//! left clean by a reboot; two volumes with its label are refused (issue 20).
 
 use std::time::Duration;
 
@@ -32,6 +33,12 @@ fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     assert!(vm.output().contains("ROS BOOT state ") && vm.output().contains(" /dev/vdb"));
     let mounts = vm.sh("awk '$2==\"/mnt/state\"{print $1, $3}' /proc/1/mounts");
     assert_eq!(mounts, "/dev/vdb ext4", "{}", vm.sh("cat /proc/1/mounts"));
+    // No set-user-ID programs or device nodes from the state disk.
+    let options = vm.sh("awk '$2==\"/mnt/state\"{print $4}' /proc/1/mounts");
+    assert!(
+        options.split(',').any(|o| o == "nosuid") && options.split(',').any(|o| o == "nodev"),
+        "{options}"
+    );
     vm.sh("ros config set rancher.shutdown_timeout 42");
     vm.sh("mkdir -p /home/rancher && echo kept >/home/rancher/note");
     vm.send("reboot");
@@ -42,11 +49,43 @@ fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     assert!(!vm.output().contains("state: formatted"), "formatted twice");
     assert_eq!(vm.sh("ros config get rancher.shutdown_timeout"), "42");
     assert_eq!(vm.sh("cat /home/rancher/note"), "kept");
+    // The reboot left the filesystem clean (read-only before the power went): no journal
+    // to replay at this mount.
+    let ext4 = vm.sh("dmesg | grep 'EXT4-fs (vdb)'");
+    assert!(
+        ext4.contains("mounted filesystem") && !ext4.contains("recovery complete"),
+        "{ext4}"
+    );
     // The system containerd's images persist too: nothing is imported again.
     assert!(
         vm.output().contains("imported=0 present="),
         "images were imported again"
     );
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+
+    // A copy of the state disk attached beside it: two volumes labelled RANCHER_STATE,
+    // neither on the disk the root came from. Neither is used (either could hold a
+    // runcmd): the boot says so and runs from RAM.
+    let copy = tmp.path().join("copy.qcow2");
+    std::fs::copy(&disk, &copy).unwrap();
+    let mut vm = Vm::boot(&BootOptions {
+        qemu_args: vec![
+            "-drive".into(),
+            format!("file={disk},if=virtio,format=qcow2"),
+            "-drive".into(),
+            format!("file={},if=virtio,format=qcow2", copy.display()),
+        ],
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    assert!(
+        vm.output().contains("LABEL=RANCHER_STATE is on 2 devices")
+            && vm.output().contains("running from RAM"),
+        "{}",
+        vm.tail(40)
+    );
+    assert_eq!(vm.sh("grep -c ' /mnt/state ' /proc/1/mounts || true"), "0");
     vm.send("poweroff");
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 }
