@@ -189,7 +189,12 @@ fn list_element(raw: &str) -> Value {
     let t = raw.trim();
     for q in ['"', '\''] {
         if t.len() >= 2 && t.starts_with(q) && t.ends_with(q) {
-            return Value::String(t[1..t.len() - 1].to_string());
+            // A YAML quoted scalar, as in a cloud-config: escapes such as `\n` in double
+            // quotes, `''` in single ones; one YAML does not take keeps its text.
+            return match yaml::parse_scalar(t) {
+                Value::String(s) if s != t => Value::String(s),
+                _ => Value::String(t[1..t.len() - 1].to_string()),
+            };
         }
     }
     yaml::parse_scalar(t)
@@ -437,6 +442,26 @@ pub(crate) fn original_path(with_holes: &Value, path: &KeyPath) -> KeyPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_list_elements_read_as_yaml_quoted_scalars() {
+        let strings = |v: Value| -> Vec<String> {
+            match v {
+                Value::Sequence(items) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        Value::String(s) => s,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            strings(parse_value_text(r#"["a\nb", 'c''d', "x,y", '1', "\q"]"#)),
+            ["a\nb", "c'd", "x,y", "1", "\\q"]
+        );
+    }
 
     fn y(text: &str) -> Value {
         yaml::parse_document(text).unwrap()
