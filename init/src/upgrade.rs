@@ -123,8 +123,18 @@ pub fn at_boot(cmdline: &KernelCmdline, modules: &dyn ros_cloudinit::ModuleLoade
             return Boot::NotSlotted;
         }
     };
+    let removed = disk.remove_leftovers();
+    if !removed.is_empty() {
+        let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        log::warn!(
+            "upgrade: removed what an interrupted upgrade left: {}",
+            names.join(", ")
+        );
+    }
     let armed = disk.boot_once(Firmware::current());
-    let kind = slots::on_boot(&state, booted, armed.as_deref());
+    let kind = slots::on_boot(&state, booted, armed.as_deref(), || {
+        crate::watchdog::reset_the_last_boot(modules, Path::new(crate::watchdog::CLASS_DIR))
+    });
     let mut next = state.clone();
     let mut trial = None;
     let mut watchdog = None;

@@ -17,10 +17,16 @@ use ros_cloudinit::ModuleLoader;
 
 /// The first watchdog device.
 pub const DEVICE: &str = "/dev/watchdog";
-/// Drivers tried in order: a hardware watchdog (QEMU's `-device i6300esb`, Intel
-/// chipsets'), which also resets a hung kernel; then the kernel's softdog, which resets
-/// only when userspace stops pinging it.
-const DRIVERS: [&str; 2] = ["i6300esb", "softdog"];
+/// The hardware watchdog's driver (QEMU's `-device i6300esb`, Intel chipsets'): it also
+/// resets a hung kernel, and its chip remembers that it did.
+const HARDWARE_DRIVER: &str = "i6300esb";
+/// Drivers tried in order: the hardware's, then the kernel's softdog, which resets only
+/// when userspace stops pinging it.
+const DRIVERS: [&str; 2] = [HARDWARE_DRIVER, "softdog"];
+/// Where watchdog drivers show their state (CONFIG_WATCHDOG_SYSFS).
+pub const CLASS_DIR: &str = "/sys/class/watchdog";
+/// WDIOF_CARDRESET in <linux/watchdog.h>: the last reset was the watchdog's.
+const WDIOF_CARDRESET: u32 = 0x0020;
 /// The timeout set on the device. i6300esb counts it twice (its two stages) before the
 /// reset; very short timeouts are known to reset at once.
 pub const TIMEOUT_SECS: i32 = 30;
@@ -90,6 +96,23 @@ impl Watchdog {
     }
 }
 
+/// Whether a hardware watchdog reset the machine before this boot: its driver, loaded
+/// now, reads the chip's flag (and clears it: it is told once) into `bootstatus` under
+/// `class`. softdog keeps nothing across a reset, so a hang it ended reads as no.
+pub fn reset_the_last_boot(modules: &dyn ModuleLoader, class: &Path) -> bool {
+    // ENODEV where there is no such chip: then no device below says yes.
+    let _ = modules.load_module(HARDWARE_DRIVER, "");
+    let Ok(devices) = std::fs::read_dir(class) else {
+        return false;
+    };
+    devices.flatten().any(|d| {
+        std::fs::read_to_string(d.path().join("bootstatus"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .is_some_and(|status| status & WDIOF_CARDRESET != 0)
+    })
+}
+
 /// The pinging thread: a write is a ping; `V` then a close stops the device (the
 /// drivers' magic close). Past `until`, or if the channel says so, it stops pinging.
 fn ping(file: &mut File, disarm: &mpsc::Receiver<()>, until: Instant) {
@@ -135,6 +158,30 @@ mod tests {
         tx.send(()).unwrap();
         ping(&mut file, &rx, Instant::now() + Duration::from_secs(60));
         assert_eq!(std::fs::read(f.path()).unwrap(), b"V");
+    }
+
+    struct Loads(std::cell::RefCell<Vec<String>>);
+    impl ModuleLoader for Loads {
+        fn load_module(&self, name: &str, _: &str) -> Result<(), String> {
+            self.0.borrow_mut().push(name.into());
+            Err("no such device".into())
+        }
+    }
+
+    #[test]
+    fn only_a_bootstatus_with_cardreset_says_the_watchdog_reset_the_machine() {
+        let class = tempfile::tempdir().unwrap();
+        let loads = Loads(Default::default());
+        // No watchdog device at all (the driver found no chip).
+        assert!(!reset_the_last_boot(&loads, class.path()));
+        assert_eq!(*loads.0.borrow(), ["i6300esb"]);
+        for (dev, status) in [("watchdog0", "0\n"), ("watchdog1", "garbage\n")] {
+            std::fs::create_dir(class.path().join(dev)).unwrap();
+            std::fs::write(class.path().join(dev).join("bootstatus"), status).unwrap();
+        }
+        assert!(!reset_the_last_boot(&loads, class.path()));
+        std::fs::write(class.path().join("watchdog1/bootstatus"), "32\n").unwrap();
+        assert!(reset_the_last_boot(&loads, class.path()));
     }
 
     #[test]

@@ -62,7 +62,8 @@ pub fn run(args: SysconfArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn load(root: &Path) -> Result<CloudConfig, CliError> {
+/// The merged config as PID 1 sees it (every layer under `root`, its kernel line).
+pub(crate) fn load(root: &Path) -> Result<CloudConfig, CliError> {
     let cmdline = ros_config::read_cmdline(root).map_err(|e| {
         CliError::failure(format!(
             "reading {root}/proc/cmdline: {e}",

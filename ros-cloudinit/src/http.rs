@@ -13,8 +13,10 @@ use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
     /// A CA certificate given to trust is not PEM.
-    #[error("CA certificate {index} (rancher.cloud_init.ca_certs): {reason}")]
+    #[error("CA certificate {index} ({key}): {reason}")]
     BadCa {
+        /// The config key that lists it.
+        key: &'static str,
         /// Its position in the list.
         index: usize,
         /// Why.
@@ -89,14 +91,15 @@ enum Failure {
 }
 
 /// The roots https trusts: Mozilla's (webpki-roots), or only `ca_pems` when given (PEM
-/// certificates, each one or more).
-fn roots(ca_pems: &[String]) -> Result<RootCerts, HttpError> {
+/// certificates, each one or more), which the config lists under `key`. For the
+/// datasources and `ros os upgrade -i https://...` alike.
+pub fn roots(ca_pems: &[String], key: &'static str) -> Result<RootCerts, HttpError> {
     if ca_pems.is_empty() {
         return Ok(RootCerts::WebPki);
     }
     let mut certs = Vec::new();
     for (index, pem) in ca_pems.iter().enumerate() {
-        let bad = |reason: String| HttpError::BadCa { index, reason };
+        let bad = |reason: String| HttpError::BadCa { key, index, reason };
         let before = certs.len();
         for item in parse_pem(pem.as_bytes()) {
             match item.map_err(|e| bad(e.to_string()))? {
@@ -120,7 +123,9 @@ pub fn get(url: &str, policy: &RetryPolicy, ca_pems: &[String]) -> Result<Vec<u8
     check_url(url)?;
     let start = Instant::now();
     let deadline = start + policy.timeout;
-    let tls = TlsConfig::builder().root_certs(roots(ca_pems)?).build();
+    let tls = TlsConfig::builder()
+        .root_certs(roots(ca_pems, "rancher.cloud_init.ca_certs")?)
+        .build();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)
@@ -233,8 +238,8 @@ mod tests {
 
     #[test]
     fn given_cas_must_be_pem_certificates() {
-        assert!(matches!(roots(&[]), Ok(RootCerts::WebPki)));
-        let e = roots(&["not a certificate".into()]).unwrap_err();
+        assert!(matches!(roots(&[], "k"), Ok(RootCerts::WebPki)));
+        let e = roots(&["not a certificate".into()], "rancher.cloud_init.ca_certs").unwrap_err();
         assert!(e.to_string().contains("CA certificate 0"), "{e}");
     }
 

@@ -52,7 +52,7 @@ pub use host::{
     write_file_atomic, CommandRunner, Exit, Host, Invocation, ModuleLoader, MsFlags, Owner,
     StdRunner, SystemHost,
 };
-pub use http::{get as http_get, HttpError, RetryPolicy};
+pub use http::{get as http_get, roots as https_roots, HttpError, RetryPolicy};
 pub use label::{detect_label, is_config_drive_label, FsKind, PROBE_BYTES};
 pub use mounts::{apply_mounts, mounted_targets, parse_mount_options, MountOptions};
 pub use report::{Item, Report, Step};

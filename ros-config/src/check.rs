@@ -212,12 +212,17 @@ fn rancher(f: &mut Findings, r: &RancherConfig) {
         r.cloud_init.timeout,
         MAX_DATASOURCE_TIMEOUT_SECS,
     );
-    for (i, pem) in r.cloud_init.ca_certs.iter().enumerate() {
-        if !pem.contains("-----BEGIN CERTIFICATE-----") {
-            f.error(
-                at.key("cloud_init").key("ca_certs").index(i),
-                "not a PEM certificate (-----BEGIN CERTIFICATE----- ...)",
-            );
+    for (section, pems) in [
+        ("cloud_init", &r.cloud_init.ca_certs),
+        ("upgrade", &r.upgrade.ca_certs),
+    ] {
+        for (i, pem) in pems.iter().enumerate() {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                f.error(
+                    at.key(section).key("ca_certs").index(i),
+                    "not a PEM certificate (-----BEGIN CERTIFICATE----- ...)",
+                );
+            }
         }
     }
     if r.ssh.port == Some(0) {
@@ -398,7 +403,7 @@ mod tests {
 
     #[test]
     fn durations_are_bounded() {
-        let cases: [(&str, &[&str]); 10] = [
+        let cases: [(&str, &[&str]); 11] = [
             // (cloud-config, diagnostics)
             ("rancher:\n  shutdown_timeout: 3600\n", &[]),
             (
@@ -423,6 +428,10 @@ mod tests {
             (
                 "rancher:\n  cloud_init: {ca_certs: [not-a-pem]}\n",
                 &["t.yml:2:27: rancher.cloud_init.ca_certs[0]: not a PEM certificate (-----BEGIN CERTIFICATE----- ...)"],
+            ),
+            (
+                "rancher:\n  upgrade: {ca_certs: [not-a-pem]}\n",
+                &["t.yml:2:24: rancher.upgrade.ca_certs[0]: not a PEM certificate (-----BEGIN CERTIFICATE----- ...)"],
             ),
             (
                 "rancher:\n  cloud_init: {timeout: 601}\n",

@@ -833,6 +833,10 @@ pub struct UpgradeConfig {
     /// is committed only if each exits 0 within [`HEALTH_CHECK_DEADLINE_SECS`], and a
     /// failure rolls the upgrade back, naming the check.
     pub health_checks: Vec<CommandSpec>,
+    /// CA certificates (PEM) that `ros os upgrade -i https://...` trusts instead of the
+    /// public roots (new in rOS): a release server with a private CA. The bundle's own
+    /// signature is checked either way.
+    pub ca_certs: Vec<Text>,
 }
 
 /// How long one `rancher.upgrade.health_checks` entry may run.

@@ -23,6 +23,9 @@ pub const BOOT_DISK: &str = "/run/ros/boot-disk";
 pub const STATE_FILE: &str = "boot/ros-os.json";
 /// syslinux's directory, on the partition.
 pub const SYSLINUX_DIR: &str = "boot/syslinux";
+/// Where `ros os upgrade -i URL` downloads a bundle on the partition, until it is checked
+/// and written to a slot.
+pub const DOWNLOAD: &str = "boot/upgrade.download";
 /// The files of the single slot `ros install` wrote before there were two.
 pub const LEGACY_FILES: [&str; 3] = ["boot/vmlinuz", "boot/initrd", "boot/root.img"];
 /// extlinux, in the root image.
@@ -277,6 +280,24 @@ impl Disk {
             .sum()
     }
 
+    /// Remove what an upgrade cut short left on the partition (the download, slot files
+    /// still named `NAME.new`): nothing uses them, and they take room a later upgrade
+    /// needs. Only when no upgrade runs (PID 1, at boot). Returns what was removed.
+    pub fn remove_leftovers(&self) -> Vec<PathBuf> {
+        let mut found = vec![self.path(DOWNLOAD)];
+        for slot in [Slot::A, Slot::B] {
+            let entries = fs::read_dir(self.path(&slot.dir())).into_iter().flatten();
+            found.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".new"))
+                    .map(|e| e.path()),
+            );
+        }
+        found.retain(|p| fs::remove_file(p).is_ok());
+        found
+    }
+
     /// A sink that writes a bundle's boot parts to `slot` as `NAME.new`; nothing replaces
     /// the slot's files until [`SlotWriter::finish`].
     pub fn slot_writer(&self, slot: Slot) -> Result<SlotWriter, DiskError> {
@@ -433,6 +454,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
 mod tests {
     use super::*;
     use crate::slots::Slot;
+
+    #[test]
+    fn an_interrupted_upgrades_leftovers_go_and_the_slots_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::at(dir.path());
+        for slot in [Slot::A, Slot::B] {
+            fs::create_dir_all(disk.path(&slot.dir())).unwrap();
+            fs::write(disk.path(&format!("{}/vmlinuz", slot.dir())), b"k").unwrap();
+        }
+        assert!(disk.remove_leftovers().is_empty(), "nothing left over");
+        fs::write(disk.path(DOWNLOAD), b"half a bundle").unwrap();
+        fs::write(disk.path("boot/slot-b/root.img.new"), b"half an image").unwrap();
+        let mut removed = disk.remove_leftovers();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [disk.path("boot/slot-b/root.img.new"), disk.path(DOWNLOAD)]
+        );
+        assert!(
+            disk.path("boot/slot-a/vmlinuz").exists() && disk.path("boot/slot-b/vmlinuz").exists()
+        );
+    }
 
     #[test]
     fn a_legacy_disk_becomes_slot_a_without_losing_its_files() {

@@ -347,8 +347,20 @@ pub enum BootKind {
     StillArmed,
 }
 
-/// See [`BootKind`].
-pub fn on_boot(state: &OsState, booted: Slot, armed: Option<&str>) -> BootKind {
+/// Why a trial boot ended, when a hardware watchdog says it reset the machine.
+pub const WATCHDOG_RESET: &str = "the trial boot hung: the hardware watchdog reset the machine";
+/// Why a trial boot ended, when nothing says more.
+pub const TRIAL_CUT_SHORT: &str = "the trial boot ended before its health check finished \
+     (a power cut or a reset; a hang too where no hardware watchdog tells its resets apart)";
+
+/// See [`BootKind`]. `watchdog_reset` is asked only for a trial that started and recorded
+/// no failure: did a hardware watchdog reset the machine since?
+pub fn on_boot(
+    state: &OsState,
+    booted: Slot,
+    armed: Option<&str>,
+    watchdog_reset: impl FnOnce() -> bool,
+) -> BootKind {
     let Some(trial) = &state.trial else {
         return BootKind::Normal;
     };
@@ -375,10 +387,8 @@ pub fn on_boot(state: &OsState, booted: Slot, armed: Option<&str>) -> BootKind {
         }
         TrialPhase::Started => match &trial.failure {
             Some(reason) => rolled_back(reason),
-            None => rolled_back(
-                "the trial boot ended before its health check finished (a hang, a watchdog \
-                 reset or a power cut)",
-            ),
+            None if watchdog_reset() => rolled_back(WATCHDOG_RESET),
+            None => rolled_back(TRIAL_CUT_SHORT),
         },
     }
 }
@@ -653,17 +663,40 @@ mod tests {
                 BootKind::RolledBack {
                     version: "2.0".into(),
                     slot: Slot::B,
-                    reason: "the trial boot ended before its health check finished (a hang, a watchdog reset or a power cut)".into(),
+                    reason: TRIAL_CUT_SHORT.into(),
                 },
             ),
         ];
         for (state, booted, adv, want) in table {
             assert_eq!(
-                on_boot(&state, booted, adv),
+                on_boot(&state, booted, adv, || false),
                 want,
                 "{state:?} {booted} {adv:?}"
             );
         }
+        // A hardware watchdog's word is asked for only where it tells something apart.
+        let reason = |k: BootKind| match k {
+            BootKind::RolledBack { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        let started = armed(TrialPhase::Started, None);
+        assert_eq!(
+            reason(on_boot(&started, Slot::A, None, || true)),
+            WATCHDOG_RESET
+        );
+        let failed = armed(
+            TrialPhase::Started,
+            Some("health check: service ntp is not up"),
+        );
+        let asked = |k| on_boot(&failed, Slot::A, None, || panic!("asked for {k}"));
+        assert_eq!(
+            reason(asked("a recorded failure")),
+            "health check: service ntp is not up"
+        );
+        let never = armed(TrialPhase::Armed, None);
+        on_boot(&never, Slot::A, None, || {
+            panic!("asked for a trial that never started")
+        });
     }
 
     #[test]

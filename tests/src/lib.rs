@@ -82,6 +82,10 @@ pub struct BootOptions {
     pub netdev: String,
     /// The network card's QEMU device.
     pub nic: &'static str,
+    /// A reset boots again in the same QEMU, as a machine does (a watchdog's reset, with
+    /// what the chip remembers of it). Otherwise QEMU exits (`-no-reboot`), and a reboot is
+    /// the test's next [`Vm::boot`].
+    pub reboots: bool,
 }
 
 /// QEMU arguments that attach the drive `d0` on `controller`: `ide` (PIIX, QEMU's `pc`),
@@ -128,6 +132,7 @@ impl Default for BootOptions {
             firmware: false,
             netdev: "user,id=n0".into(),
             nic: "virtio-net-pci",
+            reboots: false,
         }
     }
 }
@@ -170,15 +175,8 @@ impl Vm {
     pub fn boot(opts: &BootOptions) -> Vm {
         let mut qemu = Command::new("qemu-system-x86_64");
         qemu.args(["-accel", "tcg", "-smp", "2", "-m", &opts.mem_mb.to_string()])
-            .args([
-                "-display",
-                "none",
-                "-serial",
-                "stdio",
-                "-monitor",
-                "none",
-                "-no-reboot",
-            ])
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args((!opts.reboots).then_some("-no-reboot"))
             .arg("-netdev")
             .arg(&opts.netdev)
             .arg("-device")
@@ -755,9 +753,88 @@ impl HttpServer {
     }
 }
 
+/// An HTTP server that answers one GET with the whole length of `file` but only the first
+/// half of its bytes, then holds the connection open until the client goes: a download in
+/// progress for as long as the test wants one (a power cut in the middle of it).
+pub struct StalledServer {
+    /// The port it serves on, on 127.0.0.1 (the guest's 10.0.2.2).
+    pub port: u16,
+    /// How many bytes it sends before it stalls.
+    pub half: u64,
+}
+
+impl StalledServer {
+    /// Serve `file` (any path) once, in a thread of the test.
+    pub fn serve(file: &std::path::Path) -> StalledServer {
+        use std::io::{Read, Write};
+        let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let half = bytes.len() / 2;
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: \
+                 application/octet-stream\r\n\r\n",
+                bytes.len()
+            );
+            if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&bytes[..half]).is_err() {
+                return;
+            }
+            // Until the client goes (its machine's power is cut: QEMU closes the socket).
+            while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        StalledServer {
+            port,
+            half: half as u64,
+        }
+    }
+}
+
 impl Drop for HttpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA, and a certificate it signs for 10.0.2.2 (the host, seen from the guest): the CA's
+/// PEM, and the server's chain and key written to `dir`.
+pub fn private_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: a certificate whose issuer is its own subject is self-signed.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "rOS test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = server_params("10.0.2.2")
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert_file, server.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (ca.pem(), cert_file, key_file)
+}
+
+/// A server certificate's parameters for `host` (an IP address), named after it.
+fn server_params(host: &str) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, host);
+    params
 }

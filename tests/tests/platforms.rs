@@ -7,7 +7,7 @@
 use std::fs;
 use std::time::Duration;
 
-use boot_tests::{image_dir, BootOptions, HttpServer, TempDir, Vm};
+use boot_tests::{image_dir, private_ca, BootOptions, HttpServer, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(240);
 
@@ -369,28 +369,6 @@ fn url_and_nocloud_datasources_are_fetched_after_an_early_dhcp() {
     assert_eq!(vm.sh("hostname"), "from-nocloud");
 }
 
-/// A CA, and a certificate it signs for 10.0.2.2 (the host, seen from the guest): the CA's
-/// PEM, and the server's chain and key written to `dir`.
-fn private_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // Names of their own: a certificate whose issuer is its own subject is self-signed.
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "rOS test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let server = server_params("10.0.2.2")
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
-    fs::write(&cert_file, server.pem()).unwrap();
-    fs::write(&key_file, key.serialize_pem()).unwrap();
-    (ca.pem(), cert_file, key_file)
-}
-
 #[test]
 #[ignore = "boots QEMU: run with `make boot-test`"]
 fn an_https_datasource_trusts_the_configured_ca_and_refuses_others() {
@@ -450,13 +428,4 @@ fn an_https_datasource_trusts_the_configured_ca_and_refuses_others() {
     vm.console_up(BOOT);
     assert!(vm.output().contains("fetched in"), "{}", vm.tail(40));
     assert_eq!(vm.sh("hostname"), "over-https");
-}
-
-/// A server certificate's parameters for `host` (an IP address), named after it.
-fn server_params(host: &str) -> rcgen::CertificateParams {
-    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, host);
-    params
 }

@@ -14,7 +14,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use boot_tests::{blank_qcow2, image_dir, BootOptions, HttpServer, TempDir, Vm};
+use boot_tests::{
+    blank_qcow2, image_dir, private_ca, BootOptions, HttpServer, StalledServer, TempDir, Vm,
+};
 
 const BOOT: Duration = Duration::from_secs(300);
 /// A whole trial that fails its health gate: boot, the gate's window, the reboot.
@@ -40,6 +42,9 @@ fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What the good slot says after a hardware watchdog ended a hung trial.
+const WATCHDOG_RESET: &str = "the trial boot hung: the hardware watchdog reset the machine";
 
 /// How a test bundle differs from the build.
 #[derive(Clone, Copy, PartialEq)]
@@ -167,11 +172,12 @@ fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
 
 /// Boot the installed `disk` under BIOS, with `bundle` attached as the raw disk /dev/vdb.
 fn boot_disk(disk: &Path, bundle: Option<&Path>) -> Vm {
-    boot_disk_under(disk, bundle, &[])
+    boot_disk_under(disk, bundle, &[], false)
 }
 
-/// [`boot_disk`] with the firmware's QEMU arguments (none: SeaBIOS).
-fn boot_disk_under(disk: &Path, bundle: Option<&Path>, firmware: &[String]) -> Vm {
+/// [`boot_disk`] with the firmware's QEMU arguments (none: SeaBIOS), and a machine that
+/// boots again by itself after a reset when `reboots`.
+fn boot_disk_under(disk: &Path, bundle: Option<&Path>, firmware: &[String], reboots: bool) -> Vm {
     // A hardware watchdog, as a server has: a trial boot arms it.
     let mut qemu_args: Vec<String> = ["-device", "i6300esb", "-action", "watchdog=reset"]
         .map(String::from)
@@ -187,6 +193,7 @@ fn boot_disk_under(disk: &Path, bundle: Option<&Path>, firmware: &[String]) -> V
     Vm::boot(&BootOptions {
         boot_disk: Some(disk.to_path_buf()),
         qemu_args,
+        reboots,
         ..Default::default()
     })
 }
@@ -341,7 +348,7 @@ fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
     // grubenv). A kernel that panics before PID 1: GRUB spent the boot-once, so the next
     // boot is the good slot, which says why.
     let uefi = boot_tests::uefi_args(tmp.path());
-    let mut vm = boot_disk_under(&disk, Some(&panics), &uefi);
+    let mut vm = boot_disk_under(&disk, Some(&panics), &uefi, false);
     vm.console_up(BOOT);
     assert!(vm.output().contains("GNU GRUB"), "{}", vm.tail(40));
     assert_eq!(vm.sh("test -d /sys/firmware/efi && echo uefi"), "uefi");
@@ -353,7 +360,7 @@ fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
         .contains("\"next_boot\": \"b\""));
     vm.send("reboot");
     assert!(vm.wait_exit(Duration::from_secs(180)).success());
-    let mut vm = boot_disk_under(&disk, None, &uefi);
+    let mut vm = boot_disk_under(&disk, None, &uefi, false);
     // The trial boot: the kernel panics and reboots by itself (QEMU exits).
     let _ = vm.wait_exit(TRIAL);
     assert!(
@@ -361,7 +368,7 @@ fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
         "the trial did not panic before PID 1: {}",
         vm.tail(40)
     );
-    let mut vm = boot_disk_under(&disk, None, &uefi);
+    let mut vm = boot_disk_under(&disk, None, &uefi, false);
     vm.console_up(BOOT);
     let out = vm.output();
     assert!(
@@ -436,14 +443,31 @@ fn a_single_slot_disk_is_migrated_by_its_first_upgrade_and_keeps_its_state() {
     let mut vm = boot_disk(&disk, None);
     vm.console_up(BOOT);
     assert_eq!(vm.sh("ros os version"), format!("v{v1}"));
-    // This time the bundle comes from a URL: the test's HTTP server on the host's
-    // loopback, which the guest reaches as 10.0.2.2.
-    let server = HttpServer::serve(good.parent().unwrap());
+    // This time the bundle comes from an https URL: the test's server on the host's
+    // loopback (the guest's 10.0.2.2), with a certificate from a private CA. Refused with
+    // the public roots, changing nothing; fetched once rancher.upgrade.ca_certs has the CA.
+    let tls = tmp.path().join("tls");
+    fs::create_dir(&tls).unwrap();
+    let (ca, cert, key) = private_ca(&tls);
+    let server = HttpServer::serve_tls(good.parent().unwrap(), &cert, &key);
     let name = good.file_name().unwrap().to_string_lossy().to_string();
-    let out = vm.sh(&format!(
-        "ros os upgrade -i http://10.0.2.2:{}/{name} --no-reboot 2>&1",
-        server.port
+    let url = format!("https://10.0.2.2:{}/{name}", server.port);
+    let (out, status) = vm.run(
+        &format!("ros os upgrade -i {url} --no-reboot 2>&1"),
+        Duration::from_secs(120),
+    );
+    assert_ne!(status, 0, "{out}");
+    assert!(out.contains("UnknownIssuer"), "{out}");
+    assert_eq!(
+        vm.sh("ls /run/ros/boot-disk/boot/ros-os.json 2>/dev/null | wc -l"),
+        "0",
+        "a refused download changed the disk"
+    );
+    vm.sh(&format!(
+        "ros config set rancher.upgrade.ca_certs '[\"{}\"]'",
+        ca.trim_end().replace('\n', "\\n")
     ));
+    let out = vm.sh(&format!("ros os upgrade -i {url} --no-reboot 2>&1"));
     assert!(out.contains("single-slot layout"), "{out}");
     assert!(
         out.contains("downloaded ") && out.contains("armed for one trial boot"),
@@ -473,10 +497,35 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
     let good = bundle(tmp.path(), &v2, Variant::Healthy);
     let disk = installed_disk(tmp.path());
 
-    // 1. Cut while the slot is being written: the good slot boots, nothing is armed.
-    let mut vm = boot_disk(&disk, Some(&good));
+    // 0. Cut while a URL's bundle is downloading (half of it is on the partition): the
+    //    good slot boots, nothing is armed, and the partial download is removed.
+    let mut vm = boot_disk(&disk, None);
     vm.console_up(BOOT);
     vm.until("ros os list --format json | grep -q '\"booted_healthy\": true'");
+    let server = StalledServer::serve(&good);
+    vm.sh(&format!(
+        "(ros os upgrade -i http://10.0.2.2:{}/v2.upgrade --no-reboot >/tmp/up.log 2>&1 &)",
+        server.port
+    ));
+    vm.until(&format!(
+        "[ $(stat -c %s /run/ros/boot-disk/boot/upgrade.download 2>/dev/null || echo 0) -ge {} ]",
+        server.half
+    ));
+    // On the disk, not only in the page cache, when the power goes.
+    vm.sh("sync");
+    drop(vm); // SIGKILL: the power cut
+    let mut vm = boot_disk(&disk, Some(&good));
+    console_up_and_saw(
+        &mut vm,
+        "upgrade: removed what an interrupted upgrade left: /run/ros/boot-disk/boot/upgrade.download",
+    );
+    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+    assert!(vm
+        .sh("ros os list --format json")
+        .contains("\"next_boot\": \"a\""));
+
+    // 1. Cut while the slot is being written: the good slot boots, nothing is armed, and
+    //    no half-written file is left (when the cut came before the first, there is none).
     vm.send("ros os upgrade -i /dev/vdb --no-reboot");
     vm.wait_for("ros os upgrade: writing", BOOT);
     drop(vm); // SIGKILL: the power cut
@@ -486,6 +535,10 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
     assert!(vm
         .sh("ros os list --format json")
         .contains("\"next_boot\": \"a\""));
+    assert_eq!(
+        vm.sh("ls /run/ros/boot-disk/boot/slot-b 2>/dev/null | grep -c '[.]new$' || true"),
+        "0"
+    );
 
     // 2. Cut right after arming, before the reboot: the next boot is the trial, which
     //    commits; the disk was consistent when the power went.
@@ -529,6 +582,8 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
         &mut vm,
         "was rolled back: the trial boot ended before its health check finished",
     );
+    // A power cut is not taken for the watchdog's reset.
+    assert!(!vm.output().contains(WATCHDOG_RESET));
     assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
     // And a later upgrade still works: v1 -> v2 -> v1, the second upgrade writing the
     // other slot (a) with the build's own bundle.
@@ -570,23 +625,21 @@ fn a_failed_user_health_check_or_a_hung_trial_ends_in_the_good_slot() {
     vm.sh("ros config set rancher.upgrade.health_checks '[]'");
 
     // A trial whose userspace hangs (no panic, nothing on the console): the watchdog
-    // resets the machine (QEMU, with -no-reboot, exits), and the good slot boots.
+    // resets the machine, which boots the good slot by itself; the chip's flag tells
+    // that reset from a power cut.
     upgrade_and_reboot(&mut vm);
-    let mut vm = boot_disk(&disk, None);
+    let mut vm = boot_disk_under(&disk, None, &[], true);
     vm.wait_for("watchdog: armed for this trial boot (i6300esb", BOOT);
-    assert!(
-        vm.wait_exit(TRIAL).success(),
-        "the hung trial was not reset: {}",
-        vm.tail(30)
+    vm.wait_for(
+        &format!("was rolled back: {}", WATCHDOG_RESET),
+        TRIAL + BOOT,
     );
-    let mut vm = boot_disk(&disk, None);
-    console_up_and_saw(
-        &mut vm,
-        "was rolled back: the trial boot ended before its health check finished",
-    );
+    vm.console_up(BOOT);
     assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
-    // A normal boot arms no watchdog.
-    assert!(!vm.output().contains("watchdog: armed"), "{}", vm.tail(40));
+    // A normal boot (this one, after the trial's in the same console) arms no watchdog.
+    let out = vm.output();
+    let this_boot = &out[out.rfind(WATCHDOG_RESET).unwrap_or(0)..];
+    assert!(!this_boot.contains("watchdog: armed"), "{}", vm.tail(40));
     vm.send("poweroff");
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 }

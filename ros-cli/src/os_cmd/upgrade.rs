@@ -120,11 +120,15 @@ fn trusted_keys(root: &Path) -> Result<Vec<bundle::TrustedKey>, CliError> {
     bundle::trusted_keys(&dir).map_err(failure)
 }
 
-/// A bundle from a URL, downloaded to `dest` with a progress line.
-fn download(url: &str, dest: &Path) -> Result<(), CliError> {
+/// A bundle from a URL, downloaded to `dest` with a progress line. https trusts `ca_pems`
+/// (`rancher.upgrade.ca_certs`) when given, else the public roots.
+fn download(url: &str, dest: &Path, ca_pems: &[String]) -> Result<(), CliError> {
     let fail = |e: String| CliError::failure(format!("{url}: {e}"));
+    let roots = ros_cloudinit::https_roots(ca_pems, "rancher.upgrade.ca_certs")
+        .map_err(|e| CliError::new(ExitStatus::InvalidConfig, e.to_string()))?;
     let agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
         .build()
         .new_agent();
     let mut response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
@@ -191,9 +195,20 @@ pub fn upgrade(root: &Path, running: String, source: &str, force: bool) -> Resul
     let sys = installed(root, running)?;
     let keys = trusted_keys(root)?;
     // A URL is downloaded onto the partition (not RAM), and checked from there.
-    let downloaded = sys.disk.path("boot/upgrade.download");
+    let downloaded = sys.disk.path(ros_os::disk::DOWNLOAD);
     let path: PathBuf = if source.starts_with("http://") || source.starts_with("https://") {
-        download(source, &downloaded)?;
+        let config = crate::sysconf_cmd::load(root)?;
+        let ca_pems: Vec<String> = config
+            .rancher
+            .upgrade
+            .ca_certs
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        if let Err(e) = download(source, &downloaded, &ca_pems) {
+            let _ = std::fs::remove_file(&downloaded);
+            return Err(e);
+        }
         downloaded.clone()
     } else {
         PathBuf::from(source)
