@@ -1,6 +1,7 @@
 //! Boot tests for the state disk (issue 6): a blank disk is formatted on first boot,
 //! and config and files written on it survive a reboot; it is mounted nosuid,nodev and
-//! left clean by a reboot; two volumes with its label are refused (issue 20).
+//! left clean by a reboot; two volumes with its label are refused, and so is a disk that only
+//! looks blank at its start (issue 20).
 
 use std::time::Duration;
 
@@ -88,4 +89,33 @@ fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     assert_eq!(vm.sh("grep -c ' /mnt/state ' /proc/1/mounts || true"), "0");
     vm.send("poweroff");
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
+
+    // A disk whose first 64 KiB are zero, but which ends in a GPT backup header (its
+    // primary header wiped), holds data: autoformat refuses it and writes nothing.
+    let gpt = tmp.path().join("gpt.img");
+    let size = 64 << 20;
+    let mut bytes = vec![0u8; size];
+    bytes[size - 512..size - 504].copy_from_slice(b"EFI PART");
+    std::fs::write(&gpt, &bytes).unwrap();
+    let mut vm = Vm::boot(&BootOptions {
+        append: "rancher.state.autoformat=[/dev/vdb]".into(),
+        qemu_args: vec![
+            "-drive".into(),
+            format!("file={},if=virtio,format=raw", gpt.display()),
+        ],
+        ..Default::default()
+    });
+    vm.console_up(BOOT);
+    assert!(
+        vm.output().contains("is not blank (GPT backup header")
+            && vm.output().contains("running from RAM"),
+        "{}",
+        vm.tail(40)
+    );
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+    assert!(
+        std::fs::read(&gpt).unwrap() == bytes,
+        "the refused disk was written"
+    );
 }
