@@ -172,28 +172,52 @@ fn bundle(dir: &Path, version: &str, variant: Variant) -> PathBuf {
 
 /// Boot the installed `disk` under BIOS, with `bundle` attached as the raw disk /dev/vdb.
 fn boot_disk(disk: &Path, bundle: Option<&Path>) -> Vm {
-    boot_disk_under(disk, bundle, &[], false)
+    boot_machine(
+        disk,
+        Machine {
+            bundle,
+            ..Machine::default()
+        },
+    )
 }
 
-/// [`boot_disk`] with the firmware's QEMU arguments (none: SeaBIOS), and a machine that
-/// boots again by itself after a reset when `reboots`.
-fn boot_disk_under(disk: &Path, bundle: Option<&Path>, firmware: &[String], reboots: bool) -> Vm {
+/// How a test machine around the installed disk differs from [`boot_disk`]'s.
+#[derive(Default)]
+struct Machine<'a> {
+    /// Attached as the raw disk /dev/vdb.
+    bundle: Option<&'a Path>,
+    /// The firmware's QEMU arguments (none: SeaBIOS).
+    firmware: &'a [String],
+    /// Boots again by itself after a reset (the same QEMU).
+    reboots: bool,
+    /// The bundle's disk reads at most this many bytes a second (QEMU's throttling), so
+    /// that a power cut can land at a chosen point of an upgrade.
+    bundle_read_bps: Option<u64>,
+}
+
+fn boot_machine(disk: &Path, m: Machine) -> Vm {
     // A hardware watchdog, as a server has: a trial boot arms it.
     let mut qemu_args: Vec<String> = ["-device", "i6300esb", "-action", "watchdog=reset"]
         .map(String::from)
         .into_iter()
-        .chain(firmware.iter().cloned())
+        .chain(m.firmware.iter().cloned())
         .collect();
-    if let Some(b) = bundle {
+    if let Some(b) = m.bundle {
+        let throttle = m
+            .bundle_read_bps
+            .map_or(String::new(), |bps| format!(",throttling.bps-read={bps}"));
         qemu_args.extend([
             "-drive".to_string(),
-            format!("file={},if=virtio,format=raw,readonly=on", b.display()),
+            format!(
+                "file={},if=virtio,format=raw,readonly=on{throttle}",
+                b.display()
+            ),
         ]);
     }
     Vm::boot(&BootOptions {
         boot_disk: Some(disk.to_path_buf()),
         qemu_args,
-        reboots,
+        reboots: m.reboots,
         ..Default::default()
     })
 }
@@ -348,7 +372,14 @@ fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
     // grubenv). A kernel that panics before PID 1: GRUB spent the boot-once, so the next
     // boot is the good slot, which says why.
     let uefi = boot_tests::uefi_args(tmp.path());
-    let mut vm = boot_disk_under(&disk, Some(&panics), &uefi, false);
+    let mut vm = boot_machine(
+        &disk,
+        Machine {
+            bundle: Some(&panics),
+            firmware: &uefi,
+            ..Machine::default()
+        },
+    );
     vm.console_up(BOOT);
     assert!(vm.output().contains("GNU GRUB"), "{}", vm.tail(40));
     assert_eq!(vm.sh("test -d /sys/firmware/efi && echo uefi"), "uefi");
@@ -360,7 +391,13 @@ fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
         .contains("\"next_boot\": \"b\""));
     vm.send("reboot");
     assert!(vm.wait_exit(Duration::from_secs(180)).success());
-    let mut vm = boot_disk_under(&disk, None, &uefi, false);
+    let mut vm = boot_machine(
+        &disk,
+        Machine {
+            firmware: &uefi,
+            ..Machine::default()
+        },
+    );
     // The trial boot: the kernel panics and reboots by itself (QEMU exits).
     let _ = vm.wait_exit(TRIAL);
     assert!(
@@ -368,7 +405,13 @@ fn upgrades_commit_when_healthy_and_roll_back_by_themselves_when_not() {
         "the trial did not panic before PID 1: {}",
         vm.tail(40)
     );
-    let mut vm = boot_disk_under(&disk, None, &uefi, false);
+    let mut vm = boot_machine(
+        &disk,
+        Machine {
+            firmware: &uefi,
+            ..Machine::default()
+        },
+    );
     vm.console_up(BOOT);
     let out = vm.output();
     assert!(
@@ -524,21 +567,48 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
         .sh("ros os list --format json")
         .contains("\"next_boot\": \"a\""));
 
-    // 1. Cut while the slot is being written: the good slot boots, nothing is armed, and
-    //    no half-written file is left (when the cut came before the first, there is none).
-    vm.send("ros os upgrade -i /dev/vdb --no-reboot");
-    vm.wait_for("ros os upgrade: writing", BOOT);
-    drop(vm); // SIGKILL: the power cut
+    // 1. Cut while the slot is being written, at three points: in the kernel's part, and
+    //    twice in the root image's (the bundle's disk is read at 8 MiB/s, so the point is
+    //    the test's choice; what was written is synced first, so there is something to
+    //    leave behind). Each time the good slot boots, nothing is armed, and the
+    //    half-written files are removed.
+    drop(vm);
+    let after_cut = |vm: &mut Vm| {
+        console_up_and_saw(vm, "upgrade: removed what an interrupted upgrade left: ");
+        assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+        assert!(vm
+            .sh("ros os list --format json")
+            .contains("\"next_boot\": \"a\""));
+        assert_eq!(
+            vm.sh("ls /run/ros/boot-disk/boot/slot-b 2>/dev/null | grep -c '[.]new$' || true"),
+            "0"
+        );
+    };
+    for (i, mib) in [2, 24, 44].into_iter().enumerate() {
+        let mut vm = boot_machine(
+            &disk,
+            Machine {
+                bundle: Some(&good),
+                bundle_read_bps: Some(8 << 20),
+                ..Machine::default()
+            },
+        );
+        if i == 0 {
+            vm.console_up(BOOT);
+        } else {
+            after_cut(&mut vm);
+        }
+        vm.sh("(ros os upgrade -i /dev/vdb --no-reboot >/tmp/up.log 2>&1 &)");
+        vm.until(&format!(
+            "[ $(stat -c %s /run/ros/boot-disk/boot/slot-b/*.new 2>/dev/null | \
+             awk '{{s += $1}} END {{print s + 0}}') -ge {} ]",
+            mib << 20
+        ));
+        vm.sh("sync");
+        drop(vm); // SIGKILL: the power cut
+    }
     let mut vm = boot_disk(&disk, Some(&good));
-    vm.console_up(BOOT);
-    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
-    assert!(vm
-        .sh("ros os list --format json")
-        .contains("\"next_boot\": \"a\""));
-    assert_eq!(
-        vm.sh("ls /run/ros/boot-disk/boot/slot-b 2>/dev/null | grep -c '[.]new$' || true"),
-        "0"
-    );
+    after_cut(&mut vm);
 
     // 2. Cut right after arming, before the reboot: the next boot is the trial, which
     //    commits; the disk was consistent when the power went.
@@ -628,7 +698,13 @@ fn a_failed_user_health_check_or_a_hung_trial_ends_in_the_good_slot() {
     // resets the machine, which boots the good slot by itself; the chip's flag tells
     // that reset from a power cut.
     upgrade_and_reboot(&mut vm);
-    let mut vm = boot_disk_under(&disk, None, &[], true);
+    let mut vm = boot_machine(
+        &disk,
+        Machine {
+            reboots: true,
+            ..Machine::default()
+        },
+    );
     vm.wait_for("watchdog: armed for this trial boot (i6300esb", BOOT);
     vm.wait_for(
         &format!("was rolled back: {}", WATCHDOG_RESET),
