@@ -284,18 +284,15 @@ impl Disk {
     /// still named `NAME.new`): nothing uses them, and they take room a later upgrade
     /// needs. Only when no upgrade runs (PID 1, at boot). Returns what was removed.
     pub fn remove_leftovers(&self) -> Vec<PathBuf> {
-        let mut found = vec![self.path(DOWNLOAD)];
+        let download = self.path(DOWNLOAD);
+        let mut removed: Vec<PathBuf> = fs::remove_file(&download)
+            .map(|()| download)
+            .into_iter()
+            .collect();
         for slot in [Slot::A, Slot::B] {
-            let entries = fs::read_dir(self.path(&slot.dir())).into_iter().flatten();
-            found.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".new"))
-                    .map(|e| e.path()),
-            );
+            removed.extend(remove_unfinished(&self.path(&slot.dir())));
         }
-        found.retain(|p| fs::remove_file(p).is_ok());
-        found
+        removed
     }
 
     /// A sink that writes a bundle's boot parts to `slot` as `NAME.new`; nothing replaces
@@ -401,12 +398,18 @@ impl SlotWriter {
 
     /// The bundle was refused: remove what was written.
     pub fn discard(self) {
-        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".new") {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
+        remove_unfinished(&self.dir);
     }
+}
+
+/// Remove the files a [`SlotWriter`] left unfinished in `dir` (`NAME.new`); returns them.
+fn remove_unfinished(dir: &Path) -> Vec<PathBuf> {
+    let entries = fs::read_dir(dir).into_iter().flatten().flatten();
+    entries
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".new"))
+        .map(|e| e.path())
+        .filter(|p| fs::remove_file(p).is_ok())
+        .collect()
 }
 
 /// Whether `dir` is the root of a mount (another device than its parent's).
