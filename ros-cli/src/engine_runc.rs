@@ -2,15 +2,13 @@
 //! an unprivileged container's `/proc` (it masks `/proc/kcore`, `/proc/keys`, ...) but not
 //! `/proc/cmdline`, where the kernel shows `rancher.password=` to every process. For a
 //! container whose `/proc` Docker confines, this binds the kernel line with its secrets
-//! hidden (`ros_config::redacted_cmdline`, what the unprivileged system services see) over
-//! `/proc/cmdline`, then runs crun with the same arguments. A `--privileged` container (or
+//! hidden over `/proc/cmdline` (PID 1's copy, the one the unprivileged system services
+//! see, which the docker service binds), then runs crun with the same arguments. A `--privileged` container (or
 //! `--security-opt systempaths=unconfined`) has no masked paths and is left alone: it is
 //! root on the host, and could read `/proc/1/root/proc/cmdline` anyway.
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +22,9 @@ use crate::CliError;
 pub const ARGV0: &str = "runc";
 /// The real runtime, beside the symlink (initramfs/build.sh).
 const CRUN: &str = "/usr/lib/ros/engine/crun";
-/// The redacted kernel line, written into the container's bundle directory.
-const CMDLINE_FILE: &str = "ros-cmdline";
+/// The kernel line with its secrets hidden, as PID 1 wrote it
+/// (`ros_config::paths::REDACTED_CMDLINE`), where services/docker.yml binds it.
+const REDACTED_CMDLINE: &str = "/etc/ros/kernel-cmdline";
 /// runc's global options that take a value (`--root DIR`, ...): the subcommand comes after.
 const VALUED_GLOBALS: [&str; 5] = ["root", "log", "log-format", "criu", "rootless"];
 
@@ -35,7 +34,7 @@ pub fn run() -> Result<(), CliError> {
     let argv0 = args.next().unwrap_or_else(|| ARGV0.into());
     let args: Vec<OsString> = args.collect();
     if let Some(bundle) = created_bundle(&args) {
-        confine(&bundle).map_err(|e| {
+        confine(&bundle, Path::new(REDACTED_CMDLINE)).map_err(|e| {
             CliError::failure(format!(
                 "{}: hiding the kernel line's secrets: {e}",
                 bundle.display()
@@ -93,30 +92,23 @@ fn option_name(arg: &str) -> Option<(&str, Option<&str>)> {
     })
 }
 
-/// Write the redacted kernel line into `bundle` and bind it over `/proc/cmdline` in
-/// `bundle/config.json`, when that container's `/proc` is confined.
-fn confine(bundle: &Path) -> Result<(), String> {
+/// Bind `redacted` over `/proc/cmdline` in `bundle/config.json`, when that container's
+/// `/proc` is confined. Without the file (PID 1 could not write it), an error: the
+/// container is not started unconfined.
+fn confine(bundle: &Path, redacted: &Path) -> Result<(), String> {
     let spec_path = bundle.join("config.json");
     let text = fs::read(&spec_path).map_err(|e| format!("reading config.json: {e}"))?;
     let mut spec: Value =
         serde_json::from_slice(&text).map_err(|e| format!("parsing config.json: {e}"))?;
-    let file = bundle.join(CMDLINE_FILE);
-    if !add_cmdline_mount(&mut spec, &file) {
+    if !add_cmdline_mount(&mut spec, redacted) {
         return Ok(());
     }
-    let cmdline = ros_config::read_cmdline(Path::new("/"))
-        .map_err(|e| format!("reading /proc/cmdline: {e}"))?
-        .unwrap_or_default();
-    let mut out = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o444)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(&file)
-        .map_err(|e| format!("writing {CMDLINE_FILE}: {e}"))?;
-    out.write_all(ros_config::redacted_cmdline(&cmdline).as_bytes())
-        .map_err(|e| format!("writing {CMDLINE_FILE}: {e}"))?;
+    if !fs::metadata(redacted).is_ok_and(|m| m.is_file()) {
+        return Err(format!(
+            "{} is not a file (PID 1 writes it at boot)",
+            redacted.display()
+        ));
+    }
     let bytes = serde_json::to_vec(&spec).map_err(|e| format!("config.json: {e}"))?;
     ros_config::write_atomic(&spec_path, &bytes, 0o600)
         .map_err(|e| format!("writing config.json: {e}"))
@@ -221,24 +213,33 @@ mod tests {
     }
 
     #[test]
-    fn confine_rewrites_the_spec_and_writes_the_file_beside_it() {
+    fn confine_rewrites_the_spec_to_bind_the_redacted_line() {
         let dir = std::env::temp_dir().join(format!("ros-engine-runc-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
+        let redacted = dir.join("kernel-cmdline");
         let spec = json!({"ociVersion": "1.0.2", "process": {"args": ["sh"]},
                           "mounts": [], "linux": {"maskedPaths": ["/proc/kcore"]}});
-        fs::write(dir.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
-        confine(&dir).unwrap();
+        let spec = serde_json::to_vec(&spec).unwrap();
+        fs::write(dir.join("config.json"), &spec).unwrap();
+        // No redacted line to bind: refused, the spec untouched.
+        assert!(confine(&dir, &redacted)
+            .unwrap_err()
+            .contains("is not a file"));
+        assert_eq!(fs::read(dir.join("config.json")).unwrap(), spec);
+        fs::write(&redacted, b"rancher.password=(hidden)").unwrap();
+        confine(&dir, &redacted).unwrap();
         let written: Value =
             serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
         assert_eq!(written["process"]["args"][0], "sh", "other fields kept");
         assert_eq!(
             written["mounts"][0]["source"],
-            dir.join(CMDLINE_FILE).to_string_lossy().as_ref()
+            redacted.to_string_lossy().as_ref()
         );
-        assert!(dir.join(CMDLINE_FILE).is_file());
         // Unreadable or broken specs are errors (the container is not started unconfined).
         fs::write(dir.join("config.json"), b"{not json").unwrap();
-        assert!(confine(&dir).unwrap_err().contains("parsing config.json"));
+        assert!(confine(&dir, &redacted)
+            .unwrap_err()
+            .contains("parsing config.json"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }
