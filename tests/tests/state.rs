@@ -9,28 +9,45 @@ use boot_tests::{blank_qcow2, BootOptions, TempDir, Vm};
 
 const BOOT: Duration = Duration::from_secs(240);
 
-fn boot_with(disk: &str) -> Vm {
+const AUTOFORMAT: &str = "rancher.state.autoformat=[/dev/vdb]";
+
+/// Boot with `append` on the kernel line and `drives` (QEMU `-drive` options) as virtio
+/// disks /dev/vdb, /dev/vdc..., up to the console.
+fn boot_with(append: &str, drives: &[String]) -> Vm {
     let mut vm = Vm::boot(&BootOptions {
-        append: "rancher.state.autoformat=[/dev/vdb]".into(),
-        qemu_args: vec![
-            "-drive".into(),
-            format!("file={disk},if=virtio,format=qcow2"),
-        ],
+        append: append.into(),
+        qemu_args: drives
+            .iter()
+            .flat_map(|d| ["-drive".to_string(), format!("{d},if=virtio")])
+            .collect(),
         ..Default::default()
     });
     vm.console_up(BOOT);
     vm
 }
 
+/// The boot refused the state disks it was given (the console says `why`) and runs
+/// from RAM; then power it off.
+fn refused_and_ran_from_ram(mut vm: Vm, why: &str) {
+    assert!(
+        vm.output().contains(why) && vm.output().contains("running from RAM"),
+        "{}",
+        vm.tail(40)
+    );
+    assert_eq!(vm.sh("grep -c ' /mnt/state ' /proc/1/mounts || true"), "0");
+    vm.send("poweroff");
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+}
+
 #[test]
 #[ignore = "boots QEMU: run with `make boot-test`"]
 fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     let tmp = TempDir::new("state");
-    let disk = tmp.path().join("state.qcow2");
-    blank_qcow2(&disk, "256M");
-    let disk = disk.display().to_string();
+    let path = tmp.path().join("state.qcow2");
+    blank_qcow2(&path, "256M");
+    let disk = format!("file={},format=qcow2", path.display());
 
-    let mut vm = boot_with(&disk);
+    let mut vm = boot_with(AUTOFORMAT, std::slice::from_ref(&disk));
     assert!(vm.output().contains("ROS BOOT state ") && vm.output().contains(" /dev/vdb"));
     let mounts = vm.sh("awk '$2==\"/mnt/state\"{print $1, $3}' /proc/1/mounts");
     assert_eq!(mounts, "/dev/vdb ext4", "{}", vm.sh("cat /proc/1/mounts"));
@@ -46,7 +63,7 @@ fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 
     // Second boot on the same disk: found by label, not formatted again.
-    let mut vm = boot_with(&disk);
+    let mut vm = boot_with(AUTOFORMAT, std::slice::from_ref(&disk));
     assert!(!vm.output().contains("state: formatted"), "formatted twice");
     assert_eq!(vm.sh("ros config get rancher.shutdown_timeout"), "42");
     assert_eq!(vm.sh("cat /home/rancher/note"), "kept");
@@ -69,26 +86,10 @@ fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     // neither on the disk the root came from. Neither is used (either could hold a
     // runcmd): the boot says so and runs from RAM.
     let copy = tmp.path().join("copy.qcow2");
-    std::fs::copy(&disk, &copy).unwrap();
-    let mut vm = Vm::boot(&BootOptions {
-        qemu_args: vec![
-            "-drive".into(),
-            format!("file={disk},if=virtio,format=qcow2"),
-            "-drive".into(),
-            format!("file={},if=virtio,format=qcow2", copy.display()),
-        ],
-        ..Default::default()
-    });
-    vm.console_up(BOOT);
-    assert!(
-        vm.output().contains("LABEL=RANCHER_STATE is on 2 devices")
-            && vm.output().contains("running from RAM"),
-        "{}",
-        vm.tail(40)
-    );
-    assert_eq!(vm.sh("grep -c ' /mnt/state ' /proc/1/mounts || true"), "0");
-    vm.send("poweroff");
-    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+    std::fs::copy(&path, &copy).unwrap();
+    let copy = format!("file={},format=qcow2", copy.display());
+    let vm = boot_with("", &[disk, copy]);
+    refused_and_ran_from_ram(vm, "LABEL=RANCHER_STATE is on 2 devices");
 
     // A disk whose first 64 KiB are zero, but which ends in a GPT backup header (its
     // primary header wiped), holds data: autoformat refuses it and writes nothing.
@@ -97,23 +98,8 @@ fn a_blank_disk_becomes_the_state_and_survives_a_reboot() {
     let mut bytes = vec![0u8; size];
     bytes[size - 512..size - 504].copy_from_slice(b"EFI PART");
     std::fs::write(&gpt, &bytes).unwrap();
-    let mut vm = Vm::boot(&BootOptions {
-        append: "rancher.state.autoformat=[/dev/vdb]".into(),
-        qemu_args: vec![
-            "-drive".into(),
-            format!("file={},if=virtio,format=raw", gpt.display()),
-        ],
-        ..Default::default()
-    });
-    vm.console_up(BOOT);
-    assert!(
-        vm.output().contains("is not blank (GPT backup header")
-            && vm.output().contains("running from RAM"),
-        "{}",
-        vm.tail(40)
-    );
-    vm.send("poweroff");
-    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+    let vm = boot_with(AUTOFORMAT, &[format!("file={},format=raw", gpt.display())]);
+    refused_and_ran_from_ram(vm, "is not blank (GPT backup header");
     assert!(
         std::fs::read(&gpt).unwrap() == bytes,
         "the refused disk was written"
