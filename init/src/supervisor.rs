@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use ros_config::service::RestartPolicy;
+use ros_config::service::{RestartPolicy, LABEL_CONSOLE};
 use ros_config::ServiceSpec;
 use ros_runtime::{ExitEvent, ExitEvents, RuntimeError, ServiceRuntime, ServiceStatus, Stdio};
 use tokio::sync::{watch, Semaphore};
@@ -152,7 +152,7 @@ impl StartOrder {
         let mut path = HashSet::new();
         let mut todo: Vec<&String> = desired
             .iter()
-            .filter(|(_, spec)| spec.label("io.rancher.os.console").is_some())
+            .filter(|(_, spec)| spec.label(LABEL_CONSOLE).is_some())
             .map(|(name, _)| name)
             .collect();
         while let Some(name) = todo.pop() {
@@ -242,7 +242,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
 
     fn stdio(&self, name: &str, spec: &ServiceSpec) -> Stdio {
         // The console talks to its tty itself; everything else logs to a file.
-        if spec.label("io.rancher.os.console").is_some() {
+        if spec.label(LABEL_CONSOLE).is_some() {
             return Stdio::Null;
         }
         // The shim opens this path as root, following symlinks: hand it on only once it

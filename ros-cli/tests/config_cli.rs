@@ -336,6 +336,24 @@ fn validate_of_an_unknown_rancher_key_exits_3_naming_file_and_line() {
 }
 
 #[test]
+fn validate_of_an_unknown_capability_exits_3_naming_file_line_and_key() {
+    let root = Root::new("");
+    root.write(
+        "caps.yml",
+        "rancher:\n  services:\n    tool:\n      image: tool:1\n      cap_add: [NOPE]\n",
+    );
+    let file = root.path("caps.yml").display().to_string();
+    let run = root.ros(&["validate", "-i", &file]).fails_with(3);
+    assert!(
+        run.stderr.contains(&format!("{file}:5:"))
+            && run.stderr.contains("rancher.services.tool.cap_add")
+            && run.stderr.contains("unknown capability `NOPE`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn validate_of_a_good_document_prints_nothing() {
     let root = Root::new("");
     let run = root

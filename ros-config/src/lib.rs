@@ -11,17 +11,21 @@
 //! uses [`get`], [`set`], [`merge`], [`export`], [`validate_text`] and [`write_atomic`].
 
 mod atomic;
+pub mod capability;
 pub mod catalog;
 mod check;
 mod cmdline;
 mod diagnostic;
 mod export;
+pub mod fields;
 pub mod graph;
 mod keypath;
 pub mod paths;
 mod resolve;
 pub mod schema;
 pub mod service;
+mod suggest;
+mod text;
 mod tree;
 mod userdata;
 mod yaml;

@@ -21,6 +21,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::keypath::{KeyPath, Segment};
 use crate::paths;
 use crate::schema::CloudConfig;
+use crate::suggest::suggest;
 use crate::tree::{get_exact, merge, original_path, remove_exact, strip_holes};
 use crate::yaml::{self, Mapping, Target, Value};
 
@@ -660,32 +661,6 @@ fn classify(path: KeyPath, message: &str, mode: Mode) -> Problem {
     }
 }
 
-/// The known name closest to `unknown`, if it is close enough to be a typo.
-fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
-    let limit = (unknown.chars().count() / 3).max(1);
-    known
-        .iter()
-        .map(|k| (edit_distance(unknown, k), *k))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 /// Check one file's text on its own (`ros config validate -i FILE`).
 pub fn validate_text(origin: &str, text: &str, mode: Mode) -> Vec<Diagnostic> {
     match Layer::parse(origin, text) {
@@ -926,13 +901,6 @@ mod tests {
                 path.display()
             );
         }
-    }
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(suggest("netwrok", &["network", "docker"]), Some("network"));
-        assert_eq!(suggest("deamon", &["daemon", "port"]), Some("daemon"));
-        assert_eq!(suggest("zzz", &["network", "docker"]), None);
     }
 
     #[test]

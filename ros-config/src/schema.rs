@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
-use std::ops::Deref;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -18,6 +17,8 @@ use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 
 use crate::service::ServiceSpec;
+pub use crate::text::Text;
+use crate::text::TextVisitor;
 
 /// `rancher.cloud_init.timeout` when unset: how long the network datasources may delay
 /// the boot, all together.
@@ -79,81 +80,6 @@ pub enum ContentError {
         /// The limit in bytes.
         limit: usize,
     },
-}
-
-/// A string that also accepts YAML numbers and booleans, written back as text
-/// (`port: 22` read as text is `"22"`), as RancherOS's Go YAML library did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Text(pub String);
-
-impl Deref for Text {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for Text {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Text {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for Text {
-    fn from(s: &str) -> Self {
-        Text(s.to_string())
-    }
-}
-
-impl PartialEq<str> for Text {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for Text {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
-struct TextVisitor;
-
-impl Visitor<'_> for TextVisitor {
-    type Value = Text;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-        Ok(Text(v.to_string()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
-        Ok(Text(v))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
-        Ok(Text(v.to_string()))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
-        Ok(Text(v.to_string()))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
-        Ok(Text(v.to_string()))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
-        Ok(Text(format!("{v:?}")))
-    }
-}
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TextVisitor)
-    }
 }
 
 /// A valid hostname (RFC 1123: dot-separated labels of letters, digits and `-`).

@@ -21,10 +21,13 @@ use std::time::Duration;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::capability::CapEntry;
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::fields::{Device, User, Volume};
 use crate::keypath::{KeyPath, Segment};
 use crate::resolve::MAX_FILE_BYTES;
-use crate::schema::Text;
+use crate::suggest::suggest;
+use crate::text::Text;
 use crate::yaml::{self, Target, Value};
 
 /// Label: `system` runs the service in the system containerd (otherwise the user engine).
@@ -612,21 +615,21 @@ pub struct ServiceSpec {
     /// UTS namespace.
     pub uts: Option<NamespaceMode>,
     /// Bind mounts `host:container[:ro]`.
-    pub volumes: Vec<String>,
+    pub volumes: Vec<Volume>,
     /// Mount every volume of these services too (they are also started first).
     pub volumes_from: Vec<VolumesFrom>,
     /// Device nodes `host[:container[:perms]]`.
-    pub devices: Vec<String>,
-    /// Extra capabilities, e.g. `SYS_ADMIN`.
-    pub cap_add: Vec<String>,
-    /// Capabilities to drop from the default set.
-    pub cap_drop: Vec<String>,
+    pub devices: Vec<Device>,
+    /// Extra capabilities, e.g. `SYS_ADMIN` (or `ALL`).
+    pub cap_add: Vec<CapEntry>,
+    /// Capabilities to drop from the default set (or `ALL`).
+    pub cap_drop: Vec<CapEntry>,
     /// Restart policy.
     pub restart: RestartPolicy,
     /// Mount the root filesystem read-only.
     pub read_only: bool,
-    /// `uid[:gid]` to run as.
-    pub user: Option<String>,
+    /// `uid[:gid]` to run as (the image's `User` when unset).
+    pub user: Option<User>,
     /// Working directory inside the container.
     pub working_dir: Option<String>,
     /// Allocate a terminal.
@@ -729,16 +732,6 @@ impl ServiceSpec {
                 true,
             );
         }
-        for (i, v) in self.volumes.iter().enumerate() {
-            if let Err(why) = check_volume(v) {
-                push(root.key("volumes").index(i), Severity::Error, why, false);
-            }
-        }
-        for (i, d) in self.devices.iter().enumerate() {
-            if let Err(why) = check_device(d) {
-                push(root.key("devices").index(i), Severity::Error, why, false);
-            }
-        }
         let labels = root.key("labels");
         for key in [LABEL_AFTER, LABEL_BEFORE] {
             for name in comma_list(self.label(key)) {
@@ -810,48 +803,6 @@ pub fn check_service_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("a service name has 1 to 76 letters, digits, `-`, `_` and `.`".into())
-    }
-}
-
-/// `/host:/container[:ro|:rw]`, as ros-runtime mounts it.
-fn check_volume(v: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("`{v}`: {why}"));
-    let parts: Vec<&str> = v.split(':').collect();
-    let (host, container) = match parts.as_slice() {
-        [host, container] | [host, container, "ro" | "rw"] => (*host, *container),
-        [_, _, _] => return bad("the mode must be `ro` or `rw`"),
-        [_] => return bad("anonymous volumes are not supported; write /host:/container"),
-        _ => return bad("expected /host:/container[:ro]"),
-    };
-    if !host.starts_with('/') {
-        return bad("named volumes are not supported; the host path must be absolute");
-    }
-    if !container.starts_with('/') {
-        return bad("the container path must be absolute");
-    }
-    Ok(())
-}
-
-/// `/dev/x[:/dev/y[:rwm]]`.
-fn check_device(d: &str) -> Result<(), String> {
-    let parts: Vec<&str> = d.split(':').collect();
-    let ok = match parts.as_slice() {
-        [host] => host.starts_with('/'),
-        [host, c] => host.starts_with('/') && c.starts_with('/'),
-        [host, c, perms] => {
-            host.starts_with('/')
-                && c.starts_with('/')
-                && !perms.is_empty()
-                && perms.chars().all(|p| matches!(p, 'r' | 'w' | 'm'))
-        }
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{d}`: expected /dev/HOST[:/dev/CONTAINER[:rwm]] with absolute paths"
-        ))
     }
 }
 
@@ -940,14 +891,14 @@ impl<'de> Visitor<'de> for SpecVisitor {
                 "pid" => s.pid = opt(&mut map)?,
                 "ipc" => s.ipc = opt(&mut map)?,
                 "uts" => s.uts = opt(&mut map)?,
-                "volumes" => s.volumes = texts(opt(&mut map)?),
+                "volumes" => s.volumes = opt(&mut map)?.unwrap_or_default(),
                 "volumes_from" => s.volumes_from = opt(&mut map)?.unwrap_or_default(),
-                "devices" => s.devices = texts(opt(&mut map)?),
-                "cap_add" => s.cap_add = texts(opt(&mut map)?),
-                "cap_drop" => s.cap_drop = texts(opt(&mut map)?),
+                "devices" => s.devices = opt(&mut map)?.unwrap_or_default(),
+                "cap_add" => s.cap_add = opt(&mut map)?.unwrap_or_default(),
+                "cap_drop" => s.cap_drop = opt(&mut map)?.unwrap_or_default(),
                 "restart" => s.restart = opt(&mut map)?.unwrap_or_default(),
                 "read_only" => s.read_only = opt(&mut map)?.unwrap_or_default(),
-                "user" => s.user = opt::<A, Text>(&mut map)?.map(|t| t.0),
+                "user" => s.user = opt(&mut map)?,
                 "working_dir" => s.working_dir = opt::<A, Text>(&mut map)?.map(|t| t.0),
                 "tty" => s.tty = opt(&mut map)?.unwrap_or_default(),
                 "stdin_open" => s.stdin_open = opt(&mut map)?.unwrap_or_default(),
@@ -958,10 +909,6 @@ impl<'de> Visitor<'de> for SpecVisitor {
         s.image = image.ok_or_else(|| de::Error::missing_field("image"))?;
         Ok(s)
     }
-}
-
-fn texts(list: Option<Vec<Text>>) -> Vec<String> {
-    list.unwrap_or_default().into_iter().map(|t| t.0).collect()
 }
 
 impl<'de> Deserialize<'de> for ServiceSpec {
@@ -1166,6 +1113,8 @@ impl Report<'_> {
     /// problem is found in one pass. `None` when it had any error.
     fn service(&mut self, at: &KeyPath, mut value: Value) -> Option<ServiceSpec> {
         let mut ok = true;
+        // The original indices of the list entries removed so far, by key.
+        let mut removed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for _ in 0..MAX_PROBLEMS_PER_SERVICE {
             match yaml::from_value::<ServiceSpec>(value.clone()) {
                 Ok(spec) => {
@@ -1179,6 +1128,17 @@ impl Report<'_> {
                 Err(e) => {
                     ok = false;
                     let (message, target) = describe(&e.message);
+                    if let Some((key, i)) = remove_entry(&mut value, &e.path) {
+                        // An entry of a list of scalars (`volumes[1]`): the others are
+                        // still checked. Reported at its index in the file.
+                        let gone = removed.entry(key.clone()).or_default();
+                        let original = gone.iter().fold(i, |n, r| n + usize::from(*r <= n));
+                        gone.push(original);
+                        gone.sort_unstable();
+                        let path = KeyPath::root().key(key.as_str()).index(original);
+                        self.push(join(at, &path), Severity::Error, message, target);
+                        continue;
+                    }
                     self.push(join(at, &e.path), Severity::Error, message, target);
                     if !remove_field(&mut value, &e.path) {
                         return None;
@@ -1203,6 +1163,28 @@ fn join(base: &KeyPath, rel: &KeyPath) -> KeyPath {
             Segment::Key(k) => p.key(k.as_str()),
             Segment::Index(i) => p.index(*i),
         })
+}
+
+/// Drop the list entry an error was about when it is a scalar of a top-level key's list
+/// (`volumes[1]`, `cap_add[0]`): its key and its index now.
+fn remove_entry(value: &mut Value, path: &KeyPath) -> Option<(String, usize)> {
+    let [Segment::Key(key), Segment::Index(i)] = path.segments() else {
+        return None;
+    };
+    let Value::Mapping(m) = value else {
+        return None;
+    };
+    let Some(Value::Sequence(list)) = m.get_mut(key.as_str()) else {
+        return None;
+    };
+    if list
+        .get(*i)
+        .is_none_or(|v| matches!(v, Value::Mapping(_) | Value::Sequence(_)))
+    {
+        return None;
+    }
+    list.remove(*i);
+    Some((key.clone(), *i))
 }
 
 /// Drop the top-level key an error was about, so the next attempt finds the next problem.
@@ -1231,32 +1213,6 @@ fn describe(message: &str) -> (String, Target) {
         return (message.to_string(), Target::Key);
     }
     (message.to_string(), Target::Value)
-}
-
-/// The known key closest to `unknown`, if it is close enough to be a typo.
-fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
-    let limit = (unknown.chars().count() / 3).max(1);
-    known
-        .iter()
-        .map(|k| (edit_distance(unknown, k), *k))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 fn split_words(s: &str) -> Vec<String> {
@@ -1323,6 +1279,28 @@ mod tests {
             msg,
             "x.yml:3:3: console.imagee: unknown key `imagee` (did you mean `image`?)"
         );
+    }
+
+    #[test]
+    fn an_unknown_capability_is_an_error_of_the_file_at_its_line() {
+        let text =
+            "svc:\n  image: a\n  cap_add: [NOPE, NET_ADMIN, BOGUS]\n  cap_drop:\n    - sys_admn\n";
+        let msg = parse_service_file("x.yml", text).unwrap_err().to_string();
+        assert!(
+            msg.contains("x.yml:3:13: svc.cap_add[0]: unknown capability `NOPE`"),
+            "{msg}"
+        );
+        // Every bad entry of a list, at its index in the file.
+        assert!(
+            msg.contains("x.yml:3:30: svc.cap_add[2]: unknown capability `BOGUS`"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("x.yml:5:") && msg.contains("(did you mean `SYS_ADMIN`?)"),
+            "{msg}"
+        );
+        let ok = parse_service_file("x.yml", "svc:\n  image: a\n  cap_add: [all]\n").unwrap();
+        assert_eq!(ok["svc"].cap_add, vec![CapEntry::All]);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use ros_config::fields::Device;
 
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
@@ -34,29 +36,27 @@ pub struct HostDevice {
 /// Every device node `entries` name on the host, in order (a directory's sorted by path).
 /// An entry naming nothing, or a path that is neither a device nor a directory, is an
 /// error, as in Docker.
-pub fn resolve(service: &str, entries: &[String]) -> Result<Vec<HostDevice>, DeviceError> {
+pub fn resolve(service: &str, entries: &[Device]) -> Result<Vec<HostDevice>, DeviceError> {
     let mut out = Vec::new();
     for entry in entries {
         let fail = |reason: String| DeviceError {
             service: service.to_string(),
-            entry: entry.clone(),
+            entry: entry.to_string(),
             reason,
         };
-        let mut parts = entry.splitn(3, ':');
-        let host = PathBuf::from(parts.next().unwrap_or_default());
-        let inside = parts.next().map_or_else(|| host.clone(), PathBuf::from);
-        let access = parts.next().unwrap_or("rwm").to_string();
-        let meta = fs::symlink_metadata(&host).map_err(|e| fail(e.to_string()))?;
+        let host = Path::new(&entry.host);
+        let inside = Path::new(&entry.container);
+        let meta = fs::symlink_metadata(host).map_err(|e| fail(e.to_string()))?;
         let found = if meta.is_dir() {
-            nodes_below(&host, &inside).map_err(|e| fail(e.to_string()))?
+            nodes_below(host, inside).map_err(|e| fail(e.to_string()))?
         } else {
-            let node = device(&inside, &meta)
+            let node = device(inside, &meta)
                 .ok_or_else(|| fail("not a character or block device".into()))?;
             vec![node]
         };
         out.extend(found.into_iter().map(|node| HostDevice {
             node,
-            access: access.clone(),
+            access: entry.access.clone(),
         }));
     }
     Ok(out)
@@ -137,8 +137,8 @@ fn allow_rule(d: &HostDevice) -> Option<LinuxDeviceCgroup> {
 mod tests {
     use super::*;
 
-    fn entries(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn entries(list: &[&str]) -> Vec<Device> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
     #[test]

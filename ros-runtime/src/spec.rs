@@ -14,6 +14,8 @@ use oci_spec::runtime::{
     LinuxSyscall, LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
+use ros_config::capability::CapEntry;
+use ros_config::fields::{User, Volume};
 use ros_config::service::NamespaceMode;
 use ros_config::ServiceSpec;
 
@@ -116,18 +118,9 @@ const READONLY_PATHS: [&str; 5] = [
 /// Why a service definition cannot be turned into a runtime spec.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    /// `cap_add`/`cap_drop` names a capability that does not exist.
-    #[error("service {service}: unknown capability {name:?}")]
-    UnknownCapability { service: String, name: String },
-    /// A `volumes` entry is not `/host:/container[:ro|rw]`.
-    #[error("service {service}: volume {volume:?}: {reason}")]
-    InvalidVolume {
-        service: String,
-        volume: String,
-        reason: &'static str,
-    },
-    /// `user` (or the image's `User`) is not numeric `uid[:gid]`; names would need the
-    /// image's /etc/passwd, which a pure function cannot read.
+    /// The image's `User` is not numeric `uid[:gid]`; names would need the image's
+    /// /etc/passwd, which a pure function cannot read. (The service's own `user` is
+    /// checked with its file.)
     #[error("service {service}: user {user:?} must be numeric uid[:gid] (or root)")]
     InvalidUser { service: String, user: String },
     /// Neither the service nor the image gives a command to run.
@@ -172,15 +165,20 @@ pub fn runtime_spec(
         });
     }
 
-    let user_text = spec
-        .user
-        .clone()
-        .or_else(|| image_config.and_then(|c| c.user().clone()))
-        .unwrap_or_default();
-    let (uid, gid) = parse_user(&user_text).ok_or_else(|| SpecError::InvalidUser {
-        service: service.to_string(),
-        user: user_text.clone(),
-    })?;
+    // The service's user was parsed with its file; the image's is read here, by the same
+    // rules.
+    let user = match spec.user {
+        Some(u) => u,
+        None => {
+            let text = image_config
+                .and_then(|c| c.user().clone())
+                .unwrap_or_default();
+            text.parse::<User>().map_err(|_| SpecError::InvalidUser {
+                service: service.to_string(),
+                user: text,
+            })?
+        }
+    };
 
     let cwd = spec
         .working_dir
@@ -189,7 +187,7 @@ pub fn runtime_spec(
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "/".to_string());
 
-    let caps = capabilities(service, spec)?;
+    let caps = capabilities(spec);
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -204,8 +202,8 @@ pub fn runtime_spec(
         .terminal(spec.tty)
         .user(
             UserBuilder::default()
-                .uid(uid)
-                .gid(gid)
+                .uid(user.uid)
+                .gid(user.gid)
                 .build()
                 .map_err(build)?,
         )
@@ -280,7 +278,7 @@ pub fn runtime_spec(
                 .map_err(build)?,
         )
         .process(process)
-        .mounts(mounts(service, spec)?)
+        .mounts(mounts(spec))
         .linux(linux)
         .build()
         .map_err(build)?;
@@ -336,20 +334,6 @@ fn process_args(spec: &ServiceSpec, image: Option<&oci_spec::image::Config>) -> 
     entrypoint.into_iter().chain(cmd).collect()
 }
 
-/// `uid[:gid]`, numeric; empty and `root` mean 0. A missing gid is 0, as for Docker when the
-/// uid has no passwd entry.
-fn parse_user(text: &str) -> Option<(u32, u32)> {
-    let (user, group) = match text.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (text, None),
-    };
-    let id = |s: &str| match s {
-        "" | "root" => Some(0),
-        _ => s.parse().ok(),
-    };
-    Some((id(user)?, group.map_or(Some(0), id)?))
-}
-
 /// Image env, then the service's (later wins per name), plus Docker's PATH default.
 fn environment(
     spec: &ServiceSpec,
@@ -374,33 +358,32 @@ fn environment(
     env
 }
 
-fn parse_capability(service: &str, name: &str) -> Result<Capability, SpecError> {
-    // oci-spec's Deserialize accepts both `SYS_ADMIN` and `CAP_SYS_ADMIN`, any case.
-    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
-        SpecError::UnknownCapability {
-            service: service.to_string(),
-            name: name.to_string(),
-        }
-    })
+/// The OCI name of `cap`: [`ALL_CAPABILITIES`] is in the kernel's numbering, as
+/// `ros_config`'s names are (a test checks they agree), so the mapping cannot fail.
+fn oci_capability(cap: ros_config::capability::Capability) -> Capability {
+    ALL_CAPABILITIES[cap.number()]
 }
 
-fn capabilities(service: &str, spec: &ServiceSpec) -> Result<Capabilities, SpecError> {
-    let is_all = |name: &str| name.eq_ignore_ascii_case("ALL");
-    let mut caps: Capabilities = if spec.privileged || spec.cap_add.iter().any(|c| is_all(c)) {
+fn capabilities(spec: &ServiceSpec) -> Capabilities {
+    let mut caps: Capabilities = if spec.privileged || spec.cap_add.contains(&CapEntry::All) {
         ALL_CAPABILITIES.into_iter().collect()
     } else {
         DEFAULT_CAPABILITIES.into_iter().collect()
     };
-    for name in spec.cap_add.iter().filter(|c| !is_all(c)) {
-        caps.insert(parse_capability(service, name)?);
+    for entry in &spec.cap_add {
+        if let CapEntry::One(c) = entry {
+            caps.insert(oci_capability(*c));
+        }
     }
-    if spec.cap_drop.iter().any(|c| is_all(c)) {
+    if spec.cap_drop.contains(&CapEntry::All) {
         caps.clear();
     }
-    for name in spec.cap_drop.iter().filter(|c| !is_all(c)) {
-        caps.remove(&parse_capability(service, name)?);
+    for entry in &spec.cap_drop {
+        if let CapEntry::One(c) = entry {
+            caps.remove(&oci_capability(*c));
+        }
     }
-    Ok(caps)
+    caps
 }
 
 /// `file` bound read-only over `/proc/cmdline` (after `/proc` is mounted: the mount goes
@@ -425,7 +408,7 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Mount 
         .expect("mount without id mappings always builds")
 }
 
-fn mounts(service: &str, spec: &ServiceSpec) -> Result<Vec<Mount>, SpecError> {
+fn mounts(spec: &ServiceSpec) -> Vec<Mount> {
     let mut mounts = vec![mount(
         "/proc",
         "proc",
@@ -488,41 +471,18 @@ fn mounts(service: &str, spec: &ServiceSpec) -> Result<Vec<Mount>, SpecError> {
         "cgroup",
         &["nosuid", "noexec", "nodev", "relatime", sys_access],
     ));
-    for volume in &spec.volumes {
-        mounts.push(volume_mount(service, volume)?);
-    }
-    Ok(mounts)
+    mounts.extend(spec.volumes.iter().map(volume_mount));
+    mounts
 }
 
-/// `/host:/container[:ro|rw]` as a recursive bind mount.
-fn volume_mount(service: &str, volume: &str) -> Result<Mount, SpecError> {
-    let invalid = |reason| SpecError::InvalidVolume {
-        service: service.to_string(),
-        volume: volume.to_string(),
-        reason,
-    };
-    let parts: Vec<&str> = volume.split(':').collect();
-    let (host, container, read_only) = match parts.as_slice() {
-        [host, container] => (*host, *container, false),
-        [host, container, "ro"] => (*host, *container, true),
-        [host, container, "rw"] => (*host, *container, false),
-        [_, _, _] => return Err(invalid("mode must be ro or rw")),
-        _ => return Err(invalid("expected /host:/container[:ro]")),
-    };
-    if !host.starts_with('/') {
-        return Err(invalid(
-            "named volumes are not supported; the host path must be absolute",
-        ));
-    }
-    if !container.starts_with('/') {
-        return Err(invalid("the container path must be absolute"));
-    }
-    let options: &[&str] = if read_only {
+/// A volume as a recursive bind mount.
+fn volume_mount(volume: &Volume) -> Mount {
+    let options: &[&str] = if volume.read_only {
         &["rbind", "ro"]
     } else {
         &["rbind"]
     };
-    Ok(mount(container, "bind", host, options))
+    mount(&volume.container, "bind", &volume.host, options)
 }
 
 /// A deny-list in the spirit of Docker's default profile: everything is allowed except
@@ -835,8 +795,8 @@ mod tests {
         assert_eq!(caps(&build(&service())), default);
 
         let added = build(&ServiceSpec {
-            cap_add: vec!["SYS_ADMIN".into(), "cap_net_admin".into()],
-            cap_drop: vec!["MKNOD".into(), "CAP_NET_RAW".into()],
+            cap_add: cap_list(&["SYS_ADMIN", "cap_net_admin"]),
+            cap_drop: cap_list(&["MKNOD", "CAP_NET_RAW"]),
             ..service()
         });
         let got = caps(&added);
@@ -857,8 +817,8 @@ mod tests {
         assert_eq!(caps(&privileged).len(), ALL_CAPABILITIES.len());
 
         let none = build(&ServiceSpec {
-            cap_drop: vec!["ALL".into()],
-            cap_add: vec!["KILL".into()],
+            cap_drop: cap_list(&["ALL"]),
+            cap_add: cap_list(&["KILL"]),
             ..service()
         });
         assert_eq!(caps(&none), HashSet::new(), "drop ALL wins, as in Docker");
@@ -902,7 +862,7 @@ mod tests {
         assert_eq!(caps(&spec).len(), DEFAULT_CAPABILITIES.len());
         for (bit, cap) in ALL_CAPABILITIES.iter().enumerate() {
             let mut spec = build(&ServiceSpec {
-                cap_add: vec![cap.to_string()],
+                cap_add: cap_list(&[&cap.to_string()]),
                 ..service()
             });
             restrict_capabilities(&mut spec, !(1u64 << bit));
@@ -913,14 +873,15 @@ mod tests {
         }
     }
 
+    fn cap_list(names: &[&str]) -> Vec<CapEntry> {
+        names.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
     #[test]
-    fn unknown_capability_is_an_error() {
-        let svc = ServiceSpec {
-            cap_add: vec!["SYS_WIZARD".into()],
-            ..service()
-        };
-        let err = runtime_spec("svc", &svc, &image(&[], &[], &[]), no_env).unwrap_err();
-        assert!(err.to_string().contains("SYS_WIZARD"), "{err}");
+    fn every_capability_of_the_config_maps_to_the_oci_one_of_its_number() {
+        for (i, name) in ros_config::capability::CAPABILITY_NAMES.iter().enumerate() {
+            assert_eq!(ALL_CAPABILITIES[i].to_string(), *name, "capability {i}");
+        }
     }
 
     #[test]
@@ -974,7 +935,7 @@ mod tests {
     #[test]
     fn cap_add_reopens_the_guarded_syscalls() {
         let spec = build(&ServiceSpec {
-            cap_add: vec!["SYS_ADMIN".into()],
+            cap_add: cap_list(&["SYS_ADMIN"]),
             ..service()
         });
         let seccomp = spec.linux().as_ref().unwrap().seccomp().clone().unwrap();
@@ -1060,7 +1021,10 @@ mod tests {
     #[test]
     fn volumes_become_rbind_mounts() {
         let spec = build(&ServiceSpec {
-            volumes: vec!["/run:/run".into(), "/usr/bin/ros:/usr/bin/ros:ro".into()],
+            volumes: vec![
+                "/run:/run".parse().unwrap(),
+                "/usr/bin/ros:/usr/bin/ros:ro".parse().unwrap(),
+            ],
             ..service()
         });
         let run = mount_of(&spec, "/run").unwrap();
@@ -1080,25 +1044,35 @@ mod tests {
     }
 
     #[test]
-    fn bad_volumes_are_errors() {
-        for bad in ["data:/data", "/a", "/a:rel", "/a:/b:rx", "/a:/b:ro:x"] {
-            let svc = ServiceSpec {
-                volumes: vec![bad.into()],
+    fn an_images_user_by_name_is_an_error_naming_it() {
+        let mut img = image(&[], &[], &[]);
+        let config = img.config().clone().map(|mut c| {
+            c.set_user(Some("nobody".into()));
+            c
+        });
+        img.set_config(config);
+        let err = runtime_spec("svc", &service(), &img, no_env).unwrap_err();
+        assert!(matches!(err, SpecError::InvalidUser { .. }), "{err}");
+        assert!(err.to_string().contains("nobody"), "{err}");
+        // The service's own user wins, and was parsed with its file.
+        let spec = runtime_spec(
+            "svc",
+            &ServiceSpec {
+                user: Some("7:8".parse().unwrap()),
                 ..service()
-            };
-            let err = runtime_spec("svc", &svc, &image(&[], &[], &[]), no_env).unwrap_err();
-            assert!(
-                matches!(err, SpecError::InvalidVolume { .. }),
-                "{bad}: {err}"
-            );
-            assert!(err.to_string().contains(bad), "{err}");
-        }
+            },
+            &img,
+            no_env,
+        )
+        .unwrap();
+        let user = spec.process().as_ref().unwrap().user().clone();
+        assert_eq!((user.uid(), user.gid()), (7, 8));
     }
 
     #[test]
     fn user_workdir_readonly_tty_cgroup() {
         let spec = build(&ServiceSpec {
-            user: Some("1000:100".into()),
+            user: Some("1000:100".parse().unwrap()),
             working_dir: Some("/work".into()),
             read_only: true,
             tty: true,
@@ -1123,21 +1097,6 @@ mod tests {
         assert_eq!(process.cwd(), &PathBuf::from("/srv"), "image WorkingDir");
         assert_eq!(process.terminal(), Some(false));
         assert_eq!(defaults.root().as_ref().unwrap().readonly(), Some(false));
-    }
-
-    #[test]
-    fn user_parsing() {
-        let cases = [
-            ("", Some((0, 0))),
-            ("root", Some((0, 0))),
-            ("5", Some((5, 0))),
-            ("5:6", Some((5, 6))),
-            ("nobody", None),
-            ("5:staff", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_user(text), want, "{text:?}");
-        }
     }
 
     #[test]

@@ -393,7 +393,7 @@ async fn scenario(ctd: &PrivateContainerd) -> anyhow::Result<()> {
         pid: Some(NamespaceMode::Host),
         ipc: Some(NamespaceMode::Host),
         uts: Some(NamespaceMode::Host),
-        volumes: vec![format!("{}:/out", volume.display())],
+        volumes: vec![format!("{}:/out", volume.display()).parse().unwrap()],
         ..service(&[
             "sh",
             "-c",
