@@ -17,10 +17,6 @@ use ros_config::{
 
 use crate::exit::{CliError, ExitStatus};
 
-/// Environment variable that moves every well-known path below another directory
-/// (`ROS_ROOT=/tmp/r` reads `/tmp/r/usr/share/ros/os-config.yml`, `/tmp/r/proc/cmdline`, ...).
-pub const ROOT_ENV: &str = "ROS_ROOT";
-
 /// How `-i` spells standard input, and how diagnostics name it.
 const STDIN_ARG: &str = "-";
 const STDIN_ORIGIN: &str = "<stdin>";
@@ -120,10 +116,7 @@ enum ConfigCommand {
 
 /// Run `ros config` against `/` (or `$ROS_ROOT`) and the process's standard streams.
 pub fn run(args: ConfigArgs) -> Result<(), CliError> {
-    let root = match std::env::var_os(ROOT_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from("/"),
-    };
+    let root = crate::host::root();
     let stdin = io::stdin();
     let stdin_is_tty = stdin.is_terminal();
     let mut io = Io {

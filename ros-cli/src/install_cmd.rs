@@ -89,7 +89,7 @@ pub fn run(args: InstallArgs) -> Result<(), CliError> {
         ));
     }
     // 2. From here on, the host's view: its tools, its mounts, its /dev.
-    enter_host_mount_namespace().map_err(fail)?;
+    crate::host::enter_host_mount_namespace().map_err(fail)?;
     let disk = check_disk(&args.device, Path::new("/"), &HostNodes).map_err(fail)?;
     // Claimed from here on: the kernel refuses a mount, a swapon or a RAID assembly of
     // the disk while this descriptor is open.
@@ -101,7 +101,7 @@ pub fn run(args: InstallArgs) -> Result<(), CliError> {
             "ros install: not confirmed; nothing was written",
         ));
     }
-    let version = crate::os_cmd::running_release(Path::new("/")).map_err(|e| fail(e.message))?;
+    let version = crate::host::running_release(Path::new("/")).map_err(|e| fail(e.message))?;
     install(
         &disk,
         dev,
@@ -133,21 +133,6 @@ fn confirm(disk: &Path) -> Result<bool, CliError> {
         .read_line(&mut answer)
         .map_err(|e| CliError::failure(format!("ros install: reading the answer: {e}")))?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
-}
-
-/// Join PID 1's mount namespace (no-op when already in it).
-/// Enter PID 1's mount namespace (the console's differs), where the disks' mounts are.
-pub fn enter_host_mount_namespace() -> Result<(), String> {
-    let ours = fs::metadata("/proc/self/ns/mnt").map_err(|e| format!("/proc/self/ns/mnt: {e}"))?;
-    let host = fs::metadata("/proc/1/ns/mnt")
-        .map_err(|e| format!("/proc/1/ns/mnt: {e} (run as root in the host pid namespace)"))?;
-    if ours.ino() == host.ino() && ours.dev() == host.dev() {
-        return Ok(());
-    }
-    let ns = File::open("/proc/1/ns/mnt").map_err(|e| format!("/proc/1/ns/mnt: {e}"))?;
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
-        format!("entering the host's mount namespace: {e} (needs a privileged console)")
-    })
 }
 
 /// What `ros install` asks of a device node. A seam because a test cannot make a block

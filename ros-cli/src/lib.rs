@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod config_cmd;
 pub mod engine_runc;
 pub mod exit;
+pub mod host;
 pub mod install_cmd;
 pub mod os_cmd;
 pub mod power;

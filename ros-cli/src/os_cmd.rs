@@ -5,13 +5,13 @@
 //! detail); nothing here is compiled in, so a rebuilt image never shows a stale version.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Subcommand;
 use ros_config::paths;
 
-use crate::config_cmd::ROOT_ENV;
 use crate::exit::{CliError, ExitStatus};
+use crate::host::{self, release, running_release};
 use crate::power;
 
 mod upgrade;
@@ -68,10 +68,7 @@ pub enum OsCommand {
 
 /// Run `ros os` against `/` (or `$ROS_ROOT`).
 pub fn run(command: OsCommand) -> Result<(), CliError> {
-    let root = match std::env::var_os(ROOT_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from("/"),
-    };
+    let root = host::root();
     let running = || running_release(&root);
     match command {
         OsCommand::Version { manifest } => version(&root, manifest, &mut io::stdout().lock()),
@@ -103,27 +100,6 @@ pub fn run(command: OsCommand) -> Result<(), CliError> {
         OsCommand::Reboot => power::request(ros_control::PowerAction::Reboot),
         OsCommand::Halt => power::request(ros_control::PowerAction::Halt),
     }
-}
-
-/// The release line of a manifest: `release<TAB>ros<TAB>VERSION...`.
-fn release(manifest: &str) -> Option<&str> {
-    manifest.lines().find_map(|line| {
-        let mut fields = line.split('\t');
-        match (fields.next(), fields.next(), fields.next()) {
-            (Some("release"), Some("ros"), Some(v)) if !v.is_empty() => Some(v),
-            _ => None,
-        }
-    })
-}
-
-/// The running release, from the manifest.
-pub fn running_release(root: &Path) -> Result<String, CliError> {
-    let path = paths::under(root, paths::MANIFEST);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| CliError::failure(format!("reading {}: {e}", path.display())))?;
-    release(&text)
-        .map(String::from)
-        .ok_or_else(|| CliError::failure(format!("{}: no `release` line", path.display())))
 }
 
 fn version(root: &Path, whole: bool, out: &mut dyn Write) -> Result<(), CliError> {

@@ -315,10 +315,7 @@ pub struct Env {
 impl Env {
     /// From the process environment.
     pub fn from_process() -> Env {
-        let root = match std::env::var_os(crate::config_cmd::ROOT_ENV) {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => PathBuf::from("/"),
-        };
+        let root = crate::host::root();
         let socket = match std::env::var_os(SOCKET_ENV) {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => paths::under(&root, ros_control::CONTROL_SOCKET),

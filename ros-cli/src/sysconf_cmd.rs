@@ -9,12 +9,11 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ros_config::schema::InterfaceConfig;
 use ros_config::{CloudConfig, Mode};
 
-use crate::config_cmd::ROOT_ENV;
 use crate::CliError;
 
 pub mod docker;
@@ -42,10 +41,7 @@ enum What {
 
 /// Print the requested view of the config under `/` (or `$ROS_ROOT`).
 pub fn run(args: SysconfArgs) -> Result<(), CliError> {
-    let root = match std::env::var_os(ROOT_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from("/"),
-    };
+    let root = crate::host::root();
     let config = load(&root)?;
     let text = match args.what {
         What::Network => {

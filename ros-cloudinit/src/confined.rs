@@ -23,7 +23,7 @@ use nix::fcntl::{self, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use nix::unistd::{self, Gid, Uid};
 
-use crate::host::Owner;
+use crate::owner::Owner;
 
 /// Largest file read back from a confined tree (an account file, `authorized_keys`): a
 /// planted huge file must not make PID 1 allocate without bound.

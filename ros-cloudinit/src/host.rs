@@ -17,25 +17,7 @@ pub use nix::mount::MsFlags;
 
 use crate::confined::{ConfinedError, ContainerRoot, HomeFile};
 
-/// Who owns a file: numeric uid and gid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Owner {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-}
-
-impl Owner {
-    /// `root:root`.
-    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
-}
-
-impl fmt::Display for Owner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.uid, self.gid)
-    }
-}
+pub use crate::owner::Owner;
 
 /// Files, hostname, sysctl and mounts. Every path is absolute and already placed below the
 /// root the caller was given.

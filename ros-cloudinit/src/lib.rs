@@ -32,6 +32,7 @@ mod host;
 mod http;
 mod label;
 mod mounts;
+mod owner;
 pub mod paths;
 mod report;
 

@@ -5,7 +5,6 @@
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::keypath::KeyPath;
 use crate::paths;
-use crate::resolve::Layer;
 use crate::tree::{self, insert, InsertMode};
 use crate::yaml::{Mapping, Value};
 use std::borrow::Cow;
@@ -81,7 +80,8 @@ pub(crate) struct WordPos {
 #[derive(Debug, Clone, Default)]
 pub struct Cmdline {
     tree: Value,
-    words: Vec<WordPos>,
+    /// Each word's place in the line (a layer locates its problems with them).
+    pub(crate) words: Vec<WordPos>,
     cloud_config_url: Option<String>,
     nocloud_seed: Option<String>,
     diagnostics: Vec<Diagnostic>,
@@ -234,11 +234,6 @@ impl Cmdline {
     /// The `rancher.*` words as a config tree (`{rancher: {...}}`).
     pub fn tree(&self) -> &Value {
         &self.tree
-    }
-
-    /// The top config layer made of the `rancher.*` words.
-    pub fn layer(&self) -> Layer {
-        Layer::from_cmdline(self.tree.clone(), self.words.clone())
     }
 
     /// Problems with the words themselves (malformed keys).

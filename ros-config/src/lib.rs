@@ -16,8 +16,10 @@ pub mod catalog;
 mod check;
 mod cmdline;
 mod diagnostic;
+mod edit;
 mod export;
 pub mod fields;
+mod file;
 pub mod graph;
 mod keypath;
 pub mod paths;
@@ -33,15 +35,16 @@ mod yaml;
 pub use atomic::{write_atomic, AtomicWriteError, SECRET_MODE};
 pub use cmdline::{cmdline_words, read_cmdline, redacted_cmdline, Cmdline, MAX_CMDLINE_BYTES};
 pub use diagnostic::{Diagnostic, Severity};
+pub use edit::set;
 pub use export::export;
+pub use file::MAX_FILE_BYTES;
 pub use graph::{start_order, stop_order, Graph, GraphError};
 pub use keypath::{KeyPath, KeyPathError, Segment};
 pub use resolve::{
     layer_files, load, resolve, validate_text, validate_value, Layer, Loaded, Mode, Resolved,
-    MAX_FILE_BYTES,
 };
 pub use schema::CloudConfig;
 pub use service::{check_service_file, check_service_path, ServiceFile, ServiceSpec};
-pub use tree::{get, merge, set, SetError};
+pub use tree::{get, merge, SetError};
 pub use userdata::{parse_user_data, UserData, UserDataError};
 pub use yaml::{to_yaml, Mapping, ToYamlError, Value, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES};

@@ -24,8 +24,8 @@ use serde::Deserialize;
 use crate::capability::CapEntry;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::fields::{Device, User, Volume};
+use crate::file::MAX_FILE_BYTES;
 use crate::keypath::{KeyPath, Segment};
-use crate::resolve::MAX_FILE_BYTES;
 use crate::suggest::suggest;
 use crate::text::Text;
 use crate::yaml::{self, Target, Value};
@@ -963,7 +963,7 @@ pub fn load_service_file(path: &Path) -> Result<ServiceFile, ServiceError> {
 
 fn read_limited(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
-    let file = crate::resolve::open_config_file(path)?;
+    let file = crate::file::open_config_file(path)?;
     let mut text = String::new();
     let limit = u64::try_from(MAX_FILE_BYTES).unwrap_or(u64::MAX) + 1;
     file.take(limit).read_to_string(&mut text)?;

@@ -1,9 +1,8 @@
 //! Pure operations on config trees: layering merge, dotted get and validated set, plus the
 //! exact-path helpers the resolver uses. No I/O, no schema (set asks `resolve` to validate).
 
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::Diagnostic;
 use crate::keypath::{KeyPath, KeyPathError, Segment};
-use crate::resolve::{validate_value, Mode};
 use crate::yaml::{self, Mapping, Value};
 
 /// Errors from [`set`].
@@ -114,41 +113,6 @@ fn seq_index(seg: &Segment) -> Option<usize> {
     }
 }
 
-/// Set a dotted key to `value_text`, read as a YAML scalar (`true`, `60`, `8.8.8.8`) or a
-/// `[a, b]` list of scalars, creating mappings on the way. The result is validated (strict
-/// mode) first: if it has errors that the original did not, `value` is left unchanged and
-/// [`SetError::Invalid`] lists them.
-pub fn set(value: &mut Value, key: &str, value_text: &str) -> Result<(), SetError> {
-    let path = KeyPath::parse(key)?;
-    let new = parse_value_text(value_text);
-    let mut candidate = value.clone();
-    insert(&mut candidate, &path, new, InsertMode::Keep).map_err(|e| e.into_set_error(key))?;
-    let before = errors_of(value);
-    let introduced: Vec<Diagnostic> = errors_of(&candidate)
-        .into_iter()
-        .filter(|d| {
-            !before
-                .iter()
-                .any(|b| b.key_path == d.key_path && b.message == d.message)
-        })
-        .collect();
-    if !introduced.is_empty() {
-        return Err(SetError::Invalid {
-            key: key.to_string(),
-            diagnostics: introduced,
-        });
-    }
-    *value = candidate;
-    Ok(())
-}
-
-fn errors_of(value: &Value) -> Vec<Diagnostic> {
-    validate_value("<config>", value, Mode::Strict)
-        .into_iter()
-        .filter(|d| d.severity == Severity::Error)
-        .collect()
-}
-
 /// Read a command-line or `ros config set` value: `[a, b]` is a list of scalars (split on
 /// commas; an element may be quoted to keep a comma), anything else one scalar.
 pub(crate) fn parse_value_text(text: &str) -> Value {
@@ -215,7 +179,7 @@ pub(crate) enum InsertError {
 }
 
 impl InsertError {
-    fn into_set_error(self, key: &str) -> SetError {
+    pub(crate) fn into_set_error(self, key: &str) -> SetError {
         match self {
             InsertError::NotAMapping { at, kind } => SetError::NotAMapping {
                 key: key.to_string(),
@@ -534,83 +498,6 @@ mod tests {
         ];
         for (key, want) in cases {
             assert_eq!(get(&doc, key).cloned(), want, "{key}");
-        }
-    }
-
-    #[test]
-    fn set_table() {
-        let cases = [
-            // (start, key, value text, expected)
-            ("{}", "hostname", "box1", "hostname: box1"),
-            (
-                "{}",
-                "rancher.ssh.port",
-                "2222",
-                "rancher: {ssh: {port: 2222}}",
-            ),
-            (
-                "{}",
-                "rancher.network.interfaces.eth0.dhcp",
-                "false",
-                "rancher: {network: {interfaces: {eth0: {dhcp: false}}}}",
-            ),
-            (
-                "{}",
-                "rancher.network.dns.nameservers",
-                "[8.8.8.8, 1.1.1.1]",
-                "rancher: {network: {dns: {nameservers: [8.8.8.8, 1.1.1.1]}}}",
-            ),
-            ("{}", "rancher.modules", "[]", "rancher: {modules: []}"),
-            (
-                "rancher: {modules: [a, b]}",
-                "rancher.modules[1]",
-                "c",
-                "rancher: {modules: [a, c]}",
-            ),
-            (
-                "rancher: {sysctl: {net.ipv4.ip_forward: 0}}",
-                "rancher.sysctl.net.ipv4.ip_forward",
-                "1",
-                "rancher: {sysctl: {net.ipv4.ip_forward: 1}}",
-            ),
-            (
-                "rancher: {docker: {extra_args: [a]}}",
-                "rancher.docker.extra_args",
-                "['--x=a,b', -y]",
-                "rancher: {docker: {extra_args: ['--x=a,b', -y]}}",
-            ),
-        ];
-        for (start, key, text, want) in cases {
-            let mut v = y(start);
-            set(&mut v, key, text).unwrap_or_else(|e| panic!("{key}: {e}"));
-            assert_eq!(v, y(want), "{key}={text}");
-        }
-    }
-
-    #[test]
-    fn set_refuses_and_leaves_value_unchanged() {
-        let start = y("hostname: a\nrancher: {ssh: {port: 22}}");
-        let cases = [
-            ("rancher.ssh.port", "twenty-two"),
-            ("rancher.sshd.port", "22"),
-            ("hostname.x", "1"),
-            ("rancher.modules[3]", "x"),
-            ("hostname", "not a hostname!"),
-            ("a..b", "1"),
-        ];
-        for (key, text) in cases {
-            let mut v = start.clone();
-            assert!(set(&mut v, key, text).is_err(), "{key}={text} accepted");
-            assert_eq!(v, start, "{key}");
-        }
-        let mut v = start.clone();
-        let err = set(&mut v, "rancher.ssh.port", "twenty-two").unwrap_err();
-        match err {
-            SetError::Invalid { diagnostics, .. } => {
-                assert_eq!(diagnostics.len(), 1);
-                assert_eq!(diagnostics[0].key_path.to_string(), "rancher.ssh.port");
-            }
-            other => panic!("{other}"),
         }
     }
 

@@ -2,7 +2,7 @@
 //! them possibly gzip-compressed. Owns recognising the format under size caps; fetching is
 //! someone else's job, and so is validating the YAML (`resolve`).
 
-use crate::resolve::MAX_FILE_BYTES;
+use crate::file::MAX_FILE_BYTES;
 use crate::schema::gunzip_capped;
 
 /// What a piece of user-data is.

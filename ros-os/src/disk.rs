@@ -131,7 +131,7 @@ impl Disk {
                 self.path(&format!("{SYSLINUX_DIR}/syslinux.cfg")),
                 state.boot_config(),
             ),
-            (self.path(GRUB_CFG), state.grub_config()),
+            (self.path(GRUB_CFG), crate::grub::boot_config(state)),
         ]
     }
 

@@ -260,11 +260,6 @@ impl OsState {
         text
     }
 
-    /// GRUB's entries for this state: the same as [`OsState::boot_config`]'s.
-    pub fn grub_config(&self) -> String {
-        crate::grub::boot_config(self)
-    }
-
     /// The boot entries for this state: `DEFAULT` the good slot, an entry per written slot.
     pub fn boot_config(&self) -> String {
         boot_config(

@@ -56,7 +56,7 @@ pub fn installed(root: &Path, running: String) -> Result<Installed, CliError> {
     }
     // The disk's mount is in PID 1's mount namespace (a ROS_ROOT is a test's own tree).
     if root == Path::new("/") {
-        crate::install_cmd::enter_host_mount_namespace().map_err(CliError::failure)?;
+        crate::host::enter_host_mount_namespace().map_err(CliError::failure)?;
     }
     let mount = root.join(BOOT_DISK.trim_start_matches('/'));
     if !mount.join("boot").is_dir() {
