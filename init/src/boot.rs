@@ -875,6 +875,38 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    /// The modules this code names are in the initrd's lists (initramfs/modules.*), which
+    /// the image build reads: a name changed on one side only fails here, not at boot.
+    #[test]
+    fn the_modules_named_here_are_in_the_initrds_lists() {
+        let list = |name: &str| -> Vec<String> {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../initramfs")
+                .join(name);
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        };
+        let boot = list("modules.boot");
+        for (installed, live) in [(false, false), (false, true), (true, false)] {
+            for m in unneeded_initrd_modules(installed, live) {
+                assert!(boot.iter().any(|b| b == m), "{m} is not in modules.boot");
+            }
+        }
+        // The CD-ROM driver: in the initrd (modules.cdrom) and in the root image.
+        let cdrom = ros_cloudinit::CDROM_MODULE;
+        for name in ["modules.cdrom", "modules.root"] {
+            assert!(
+                list(name).iter().any(|b| b == cdrom),
+                "{cdrom} is not in {name}"
+            );
+        }
+    }
+
     #[test]
     fn only_an_installed_disk_loads_ext4_and_loop_from_the_initrd() {
         let top = names(&[

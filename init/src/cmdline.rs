@@ -46,38 +46,29 @@ impl CmdlineError {
     }
 }
 
-/// Parsed words of `/proc/cmdline`.
+/// Parsed words of `/proc/cmdline` ([`ros_config::CmdlineWords`]: the one reading of the
+/// line, `ros`'s too).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelCmdline {
-    words: Vec<(String, Option<String>)>,
+    words: ros_config::CmdlineWords,
 }
 
 impl KernelCmdline {
-    /// Split the command line into `key[=value]` words (`ros_config::cmdline_words`: the
-    /// one splitter `ros` uses too; double quotes group spaces).
+    /// Split the command line into `key[=value]` words (double quotes group spaces).
     pub fn parse(text: &str) -> Self {
         KernelCmdline {
-            words: ros_config::cmdline_words(text),
+            words: ros_config::CmdlineWords::parse(text),
         }
     }
 
     /// The value of the last `key=value` word for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.words
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.as_deref())
+        self.words.get(key)
     }
 
-    /// A boolean flag: bare `key` or `key=true|1|yes` is true; `false|0|no` is false.
+    /// A boolean flag: bare `key` or `key=true` is true; `key=false` is false.
     pub fn flag(&self, key: &str) -> Option<bool> {
-        let (_, v) = self.words.iter().rev().find(|(k, _)| k == key)?;
-        match v.as_deref() {
-            None | Some("true") | Some("1") | Some("yes") => Some(true),
-            Some("false") | Some("0") | Some("no") => Some(false),
-            Some(_) => None,
-        }
+        self.words.flag(key)
     }
 
     /// The root device (`root=`: a path, `LABEL=NAME` or `PARTUUID=SSSSSSSS-PP`);

@@ -1198,7 +1198,7 @@ mod tests {
             .into_iter()
             .find(|p| Path::new(p).exists())
         else {
-            eprintln!("skipped: no mke2fs on this host");
+            ros_test_support::skip("a_real_mke2fs_image_is_found_by_label", "no mke2fs");
             return;
         };
         let root = root_with(&[("vdc", vec![])]);

@@ -2,7 +2,7 @@
 //! hostname, sysctl, mounts), [`ModuleLoader`] (kernel modules, implemented by init) and
 //! [`CommandRunner`] (running commands, implemented by init with its reaper). Real
 //! implementations: [`SystemHost`] (std and nix) and [`StdRunner`] (not for PID 1).
-//! The recording fakes live in [`crate::fake`].
+//! The recording fakes live in `fake` (feature `test-util`).
 
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};

@@ -27,6 +27,7 @@ mod apply;
 mod commands;
 pub mod confined;
 mod datasource;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 mod host;
 mod http;

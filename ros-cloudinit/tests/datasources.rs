@@ -559,23 +559,10 @@ struct TlsServer {
 
 impl TlsServer {
     fn start() -> TlsServer {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("cc.yml"), "#cloud-config\n").unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        // Names of their own: a certificate whose issuer is its own subject is self-signed.
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "rOS test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = server_params("127.0.0.1")
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
-        fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        // server.pem and server.key, which the server script reads from `dir`.
+        let (ca, _, _) = ros_test_support::private_ca(dir.path(), "127.0.0.1");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -604,7 +591,7 @@ impl TlsServer {
         TlsServer {
             child,
             port,
-            ca: ca.pem(),
+            ca,
             _dir: dir,
         }
     }
@@ -631,13 +618,4 @@ fn https_trusts_the_given_ca_and_refuses_an_unknown_one_at_once() {
     let err = http_get(&url, &policy, &[]).unwrap_err().to_string();
     assert!(start.elapsed() < Duration::from_secs(5), "{err}");
     assert!(err.contains("UnknownIssuer"), "{err}");
-}
-
-/// A server certificate's parameters for `host` (an IP address), named after it.
-fn server_params(host: &str) -> rcgen::CertificateParams {
-    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, host);
-    params
 }

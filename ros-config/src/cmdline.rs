@@ -153,6 +153,41 @@ pub fn cmdline_words(text: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The `key[=value]` words of a kernel command line ([`cmdline_words`]), for what is read
+/// before any config: the root device, the slot, the boot's flags. One reading for PID 1
+/// and `ros`; later words win.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CmdlineWords(Vec<(String, Option<String>)>);
+
+impl CmdlineWords {
+    /// Split `text` into its words.
+    pub fn parse(text: &str) -> CmdlineWords {
+        CmdlineWords(cmdline_words(text))
+    }
+
+    /// The value of the last `key=value` word for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// A flag of the last word for `key`: bare `key` or `key=true` is true, `key=false`
+    /// false (any case: YAML's booleans, as [`Cmdline`] reads a `rancher.*` word into the
+    /// config, so that PID 1 and the config agree); another value, or no word, is `None`.
+    pub fn flag(&self, key: &str) -> Option<bool> {
+        let (_, v) = self.0.iter().rev().find(|(k, _)| k == key)?;
+        match v.as_deref() {
+            None => Some(true),
+            Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
+            Some(_) => None,
+        }
+    }
+}
+
 impl Cmdline {
     /// Parse the text of `/proc/cmdline`. `rancher.a.b=VALUE` sets `rancher.a.b`; VALUE is a
     /// YAML scalar or a `[a,b]` list and may be double-quoted to hold spaces; a bare
@@ -260,20 +295,6 @@ impl Cmdline {
     pub fn autologin(&self) -> Option<&str> {
         tree::get(&self.tree, "rancher.autologin").and_then(Value::as_str)
     }
-
-    /// `rancher.recovery=true` (or a bare `rancher.recovery`): boot to a recovery console.
-    pub fn recovery(&self) -> bool {
-        self.flag("rancher.recovery")
-    }
-
-    /// `rancher.debug=true` (or a bare `rancher.debug`): verbose logging.
-    pub fn debug(&self) -> bool {
-        self.flag("rancher.debug")
-    }
-
-    fn flag(&self, key: &str) -> bool {
-        matches!(tree::get(&self.tree, key), Some(Value::Bool(true)))
-    }
 }
 
 #[cfg(test)]
@@ -309,8 +330,9 @@ mod tests {
             assert_eq!(redacted_cmdline(line), want, "{line}");
         }
         // What the config makes of a redacted line: the same, but for the password.
-        let seen = Cmdline::parse(&redacted_cmdline("rancher.password=pw rancher.debug=true"));
-        assert!(seen.debug());
+        let line = redacted_cmdline("rancher.password=pw rancher.debug=true");
+        let seen = Cmdline::parse(&line);
+        assert_eq!(CmdlineWords::parse(&line).flag("rancher.debug"), Some(true));
         assert_eq!(seen.password(), Some("(hidden)"));
     }
 
@@ -323,7 +345,7 @@ mod tests {
         std::fs::write(dir.path().join("proc/cmdline"), &line).unwrap();
         let text = read_cmdline(dir.path()).unwrap().unwrap();
         assert!(text.starts_with("quiet rancher.debug=true "), "{text}");
-        assert!(Cmdline::parse(&text).debug());
+        assert_eq!(CmdlineWords::parse(&text).flag("rancher.debug"), Some(true));
         // Bounded: one byte past the limit, for the parser to report the rest as cut.
         line = vec![b'x'; MAX_CMDLINE_BYTES * 2];
         std::fs::write(dir.path().join("proc/cmdline"), &line).unwrap();
@@ -398,6 +420,36 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_reads_as_the_config_reads_the_same_word() {
+        for (line, want) in [
+            ("rancher.debug", Some(true)),
+            ("rancher.debug=true", Some(true)),
+            ("rancher.debug=TRUE", Some(true)),
+            ("rancher.debug=false", Some(false)),
+            ("rancher.debug=yes", None),
+            ("rancher.debug=1", None),
+            ("quiet", None),
+            ("rancher.debug rancher.debug=false", Some(false)),
+        ] {
+            let words = CmdlineWords::parse(line);
+            assert_eq!(words.flag("rancher.debug"), want, "{line}");
+            let in_config = match tree::get(Cmdline::parse(line).tree(), "rancher.debug") {
+                Some(Value::Bool(b)) => Some(*b),
+                _ => None,
+            };
+            assert_eq!(
+                in_config, want,
+                "{line}: the config layer reads it otherwise"
+            );
+        }
+        let words = CmdlineWords::parse("root=LABEL=X ros.slot=a ros.slot=b quiet");
+        assert_eq!(words.get("root"), Some("LABEL=X"));
+        assert_eq!(words.get("ros.slot"), Some("b"));
+        assert_eq!(words.get("quiet"), None);
+        assert_eq!(words.flag("quiet"), Some(true));
+    }
+
+    #[test]
     fn cmdline_only_keys() {
         let c = Cmdline::parse(
             "rancher.password=s3cr3t rancher.autologin=ttyS0 rancher.recovery rancher.debug=true \
@@ -405,15 +457,12 @@ mod tests {
         );
         assert_eq!(c.password(), Some("s3cr3t"));
         assert_eq!(c.autologin(), Some("ttyS0"));
-        assert!(c.recovery());
-        assert!(c.debug());
         assert_eq!(
             c.cloud_config_url().as_deref(),
             Some("http://10.0.0.1/cc.yml")
         );
         let none = Cmdline::parse("quiet");
         assert_eq!(none.password(), None);
-        assert!(!none.recovery() && !none.debug());
         assert_eq!(none.cloud_config_url(), None);
     }
 
@@ -497,7 +546,7 @@ mod tests {
             for d in c.diagnostics() {
                 prop_assert!(d.column <= end, "{d}");
             }
-            let _ = (c.password(), c.autologin(), c.recovery(), c.debug(), c.cloud_config_url());
+            let _ = (c.password(), c.autologin(), c.cloud_config_url());
             let _ = crate::resolve::resolve(vec![c.layer()], crate::resolve::Mode::Boot);
         }
 

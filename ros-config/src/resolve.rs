@@ -201,6 +201,23 @@ impl Layer {
             value = Value::Mapping(Mapping::new());
         }
         flatten_sysctl(&mut value);
+        if !matches!(self.source, Source::Cmdline(_)) {
+            for (key, why) in crate::schema::CMDLINE_ONLY_KEYS {
+                let Ok(path) = KeyPath::parse(key) else {
+                    continue;
+                };
+                if remove_exact(&mut value, &path) {
+                    notes.push((
+                        path,
+                        Severity::Warning,
+                        format!(
+                            "`{key}` is read from the kernel command line only ({why}); \
+                             ignored here"
+                        ),
+                    ));
+                }
+            }
+        }
         self.value = value;
         for (path, severity, message) in notes {
             self.note(path, severity, message, Target::Key);
@@ -689,6 +706,28 @@ mod tests {
 
     fn shown(r: &Resolved) -> Vec<String> {
         r.diagnostics.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_cmdline_only_key_in_a_file_is_ignored_with_a_warning() {
+        let r = boot("rancher:\n  debug: true\n  recovery: true\n");
+        assert_eq!(
+            shown(&r),
+            [
+                "t.yml:3:3: rancher.recovery: `rancher.recovery` is read from the kernel \
+              command line only (it says what a fatal boot error leads to, which can happen \
+              before any file is read); ignored here"
+            ]
+        );
+        assert_eq!(r.diagnostics[0].severity, Severity::Warning);
+        assert!(r.config.rancher.debug && !r.config.rancher.recovery);
+        let line = Cmdline::parse("rancher.recovery=true");
+        let r = resolve(vec![line.layer()], Mode::Boot);
+        assert!(
+            r.diagnostics.is_empty() && r.config.rancher.recovery,
+            "{:?}",
+            shown(&r)
+        );
     }
 
     #[test]

@@ -20,6 +20,13 @@ use crate::service::ServiceSpec;
 pub use crate::text::Text;
 use crate::text::TextVisitor;
 
+/// Keys PID 1 reads from the kernel command line only, before any config file, with why: a
+/// config file's value is ignored, with a warning.
+pub const CMDLINE_ONLY_KEYS: &[(&str, &str)] = &[(
+    "rancher.recovery",
+    "it says what a fatal boot error leads to, which can happen before any file is read",
+)];
+
 /// `rancher.cloud_init.timeout` when unset: how long the network datasources may delay
 /// the boot, all together.
 pub const DEFAULT_DATASOURCE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -439,7 +446,9 @@ pub struct RancherConfig {
     pub password: Option<Text>,
     /// Log in automatically on this console (`tty1`, `ttyS0`).
     pub autologin: Option<Text>,
-    /// Boot to a recovery console instead of the normal services.
+    /// What a fatal boot error leads to: a recovery shell (`true`) or a reboot (`false`);
+    /// unset, a shell on live media and a reboot on an installed disk. Read by PID 1 from
+    /// the kernel command line only ([`CMDLINE_ONLY_KEYS`]), before any file is.
     pub recovery: bool,
     /// Values used when nothing else sets them (RancherOS `rancher.defaults`).
     pub defaults: DefaultsConfig,

@@ -1656,4 +1656,31 @@ c:
         }
         assert!(n > 0, "no service files under {}", dir.display());
     }
+
+    /// The image tag is the release's version, in every shipped service and in the build
+    /// script that tags the images (`IMAGE_TAG` in initramfs/build.sh).
+    #[test]
+    fn shipped_services_use_the_images_the_build_tags() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let version = env!("CARGO_PKG_VERSION");
+        let build = std::fs::read_to_string(root.join("initramfs/build.sh")).unwrap();
+        assert!(
+            build.lines().any(|l| l == format!("IMAGE_TAG={version}")),
+            "initramfs/build.sh: IMAGE_TAG is not {version}"
+        );
+        for path in service_files(&root.join("services")) {
+            let (file, _) = check_service_path(&path);
+            for (name, spec) in file {
+                let (image, tag) = spec.image.rsplit_once(':').unwrap();
+                assert!(
+                    image.starts_with("ros/") && tag == version,
+                    "{}: service {name}: image {} is not ros/NAME:{version}",
+                    path.display(),
+                    spec.image
+                );
+                let dir = root.join("images").join(image.trim_start_matches("ros/"));
+                assert!(dir.is_dir(), "{}: no {}", path.display(), dir.display());
+            }
+        }
+    }
 }

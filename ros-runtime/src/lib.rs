@@ -4,13 +4,14 @@
 //!
 //! This is the only crate that imports `containerd_client`/`tonic`; nothing of theirs
 //! appears in its public API. Init codes against [`ServiceRuntime`] and tests it with
-//! [`fake::FakeRuntime`]; [`Containerd`] is the gRPC implementation. It must not run `ctr`
+//! `fake::FakeRuntime` (feature `test-util`); [`Containerd`] is the gRPC implementation. It must not run `ctr`
 //! or any other binary, and must not reap processes (containerd's shims own their children).
 
 mod archive;
 mod containerd;
 pub mod devices;
 mod error;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 mod local;
 pub mod spec;
@@ -124,7 +125,7 @@ pub struct ExitEvent {
 pub type ExitEvents = tokio::sync::mpsc::Receiver<ExitEvent>;
 
 /// What init needs from the container runtime. [`Containerd`] talks gRPC to containerd;
-/// [`fake::FakeRuntime`] records calls for tests.
+/// `fake::FakeRuntime` (feature `test-util`) records calls for tests.
 pub trait ServiceRuntime: Send + Sync {
     /// Import an OCI image-layout tar archive (optionally gzip-compressed) and unpack its
     /// layers, unless the image is already there with the same digest.

@@ -625,13 +625,11 @@ async fn containerd_end_to_end() {
         .unwrap_or(u32::MAX);
     let needed = [CONTAINERD, BUSYBOX, "/usr/bin/ctr"];
     if euid != 0 || !needed.iter().all(|p| Path::new(p).exists()) {
-        // Under CI a skip is a failure: a package `make deps` forgot must not pass as
-        // green (the run is made as root, in a root where make deps installed these).
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v != "true"),
-            "containerd_end_to_end needs root and {needed:?} (make deps installs them)"
+        // The run under CI is made as root, in a root where make deps installed these.
+        ros_test_support::skip(
+            "containerd_end_to_end",
+            &format!("needs root and {needed:?}"),
         );
-        eprintln!("skipping containerd_end_to_end: needs root and {needed:?}");
         return;
     }
     let ctd = PrivateContainerd::start().expect("starting containerd");

@@ -811,30 +811,5 @@ impl Drop for HttpServer {
 /// A CA, and a certificate it signs for 10.0.2.2 (the host, seen from the guest): the CA's
 /// PEM, and the server's chain and key written to `dir`.
 pub fn private_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // Names of their own: a certificate whose issuer is its own subject is self-signed.
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "rOS test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let server = server_params("10.0.2.2")
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
-    std::fs::write(&cert_file, server.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    (ca.pem(), cert_file, key_file)
-}
-
-/// A server certificate's parameters for `host` (an IP address), named after it.
-fn server_params(host: &str) -> rcgen::CertificateParams {
-    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, host);
-    params
+    ros_test_support::private_ca(dir, "10.0.2.2")
 }

@@ -619,7 +619,7 @@ pub(crate) mod tests {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
         else {
-            eprintln!("skipped: no mke2fs on this host");
+            ros_test_support::skip("a_real_mke2fs_image_is_not_blank", "no mke2fs");
             return;
         };
         let dir = tempfile::tempdir().unwrap();

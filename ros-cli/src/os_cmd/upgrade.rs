@@ -23,11 +23,10 @@ fn now() -> u64 {
 }
 
 /// The word `key=VALUE` of a kernel command line.
-fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline
-        .split_whitespace()
-        .rev()
-        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
+    ros_config::CmdlineWords::parse(cmdline)
+        .get(key)
+        .map(String::from)
 }
 
 /// The running system as the slot commands see it.
@@ -67,7 +66,9 @@ pub fn installed(root: &Path, running: String) -> Result<Installed, CliError> {
     }
     Ok(Installed {
         disk: Disk::at(&mount),
-        booted: cmdline_value(&cmdline, slots::SLOT_ARG).and_then(Slot::parse),
+        booted: cmdline_value(&cmdline, slots::SLOT_ARG)
+            .as_deref()
+            .and_then(Slot::parse),
         running,
         cmdline,
     })
@@ -458,7 +459,9 @@ pub fn rollback(root: &Path, running: String) -> Result<(), CliError> {
 /// ` (slot X)` for `ros os version` on an installed disk of two slots.
 pub fn running_slot(root: &Path) -> Option<Slot> {
     let cmdline = ros_config::read_cmdline(root).ok()??;
-    cmdline_value(&cmdline, slots::SLOT_ARG).and_then(Slot::parse)
+    cmdline_value(&cmdline, slots::SLOT_ARG)
+        .as_deref()
+        .and_then(Slot::parse)
 }
 
 #[cfg(test)]
@@ -469,9 +472,15 @@ mod tests {
     fn the_kernel_lines_words_are_found_and_user_args_kept() {
         let line = "console=ttyS0 quiet root=LABEL=RANCHER_STATE rootimg=/boot/root.img \
                     rancher.autologin=ttyS0 panic=10 ros.slot=b";
-        assert_eq!(cmdline_value(line, "rootimg"), Some("/boot/root.img"));
-        assert_eq!(cmdline_value(line, "ros.slot"), Some("b"));
-        assert_eq!(cmdline_value(line, "root"), Some("LABEL=RANCHER_STATE"));
+        assert_eq!(
+            cmdline_value(line, "rootimg").as_deref(),
+            Some("/boot/root.img")
+        );
+        assert_eq!(cmdline_value(line, "ros.slot").as_deref(), Some("b"));
+        assert_eq!(
+            cmdline_value(line, "root").as_deref(),
+            Some("LABEL=RANCHER_STATE")
+        );
         assert_eq!(cmdline_value("rootimgx=1", "rootimg"), None);
         assert_eq!(user_args(line), "rancher.autologin=ttyS0");
     }
