@@ -494,11 +494,11 @@ fn cloud_init(
 
 /// What should run, in order, for `config`; problems are printed.
 fn plan_services(config: &CloudConfig) -> catalog::Plan {
-    let plan = catalog::plan(catalog::desired(
+    let plan = catalog::plan(
         Path::new(paths::SERVICES_DIR),
         Path::new(paths::SERVICE_INDEX_DIR),
         config,
-    ));
+    );
     for p in &plan.problems {
         log::error!("{p}");
     }

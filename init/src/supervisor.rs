@@ -7,11 +7,12 @@
 //! bumps a watch channel so waiters (readiness, `ros service` requests) wake on events,
 //! not timers.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use ros_config::catalog::StartOrder;
 use ros_config::service::{RestartPolicy, LABEL_CONSOLE};
 use ros_config::ServiceSpec;
 use ros_runtime::{ExitEvent, ExitEvents, RuntimeError, ServiceRuntime, ServiceStatus, Stdio};
@@ -121,46 +122,6 @@ impl Default for Timeouts {
             ready: Duration::from_secs(120),
             network: Duration::from_secs(60),
         }
-    }
-}
-
-/// In what order converging starts services.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StartOrder {
-    /// Start waves, each after the ones before it (stop order is their reverse).
-    pub waves: Vec<Vec<String>>,
-    /// The services each service waits for directly: it starts once these are ready.
-    pub after: BTreeMap<String, Vec<String>>,
-}
-
-impl StartOrder {
-    /// Each service waits for every service of the wave before its own.
-    #[cfg(test)]
-    pub fn from_waves(waves: Vec<Vec<String>>) -> Self {
-        let mut after = BTreeMap::new();
-        for pair in waves.windows(2) {
-            for name in &pair[1] {
-                after.insert(name.clone(), pair[0].clone());
-            }
-        }
-        StartOrder { waves, after }
-    }
-
-    /// The services that hold up the console: the console services and, transitively,
-    /// what they wait for.
-    fn console_path(&self, desired: &BTreeMap<String, ServiceSpec>) -> HashSet<String> {
-        let mut path = HashSet::new();
-        let mut todo: Vec<&String> = desired
-            .iter()
-            .filter(|(_, spec)| spec.label(LABEL_CONSOLE).is_some())
-            .map(|(name, _)| name)
-            .collect();
-        while let Some(name) = todo.pop() {
-            if path.insert(name.clone()) {
-                todo.extend(self.after.get(name).into_iter().flatten());
-            }
-        }
-        path
     }
 }
 

@@ -638,17 +638,21 @@ fn known(env: &Env, user: &UserConfig, name: &str) -> bool {
 
 fn disable(env: &Env, name: &str) -> Result<(), ServiceCmdError> {
     let mut user = UserConfig::read(&env.root)?;
-    let defined_by_path = catalog::available(&env.root)
+    // A service enabled through its file's path: disable that file.
+    let by_path = catalog::available(&env.root)
         .into_iter()
-        .any(|e| e.name == name && matches!(e.source, catalog::Source::Include(_)));
-    if defined_by_path || !known(env, &user, name) {
-        // A service enabled through its file's path: disable that file.
-        if let Some(path) = catalog::include_path_defining(&env.root, name) {
-            user.set(&path, false)?;
-            user.write()?;
-            print(&format!("disabled {name} (defined in {path})\n"))?;
-            return reload(env, name);
-        }
+        .find_map(|e| match e.source {
+            catalog::Source::Include(path) if e.name == name => Some(path),
+            _ => None,
+        });
+    if let Some(path) = by_path {
+        let path = path.display().to_string();
+        user.set(&path, false)?;
+        user.write()?;
+        print(&format!("disabled {name} (defined in {path})\n"))?;
+        return reload(env, name);
+    }
+    if !known(env, &user, name) {
         return Err(ServiceCmdError::NotFound {
             name: name.to_string(),
             why: "not a known service; `ros service list -a` shows them".into(),

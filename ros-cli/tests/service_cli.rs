@@ -105,11 +105,16 @@ impl Root {
             "usr/share/ros/os-config.yml",
             &fs::read_to_string(defaults).unwrap(),
         );
-        let console = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/console.yml");
-        root.write(
-            "usr/share/ros/services/console.yml",
-            &fs::read_to_string(console).unwrap(),
-        );
+        // The console, and ntp, which it starts after.
+        for name in ["console.yml", "ntp.yml"] {
+            let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../services")
+                .join(name);
+            root.write(
+                &format!("usr/share/ros/services/{name}"),
+                &fs::read_to_string(file).unwrap(),
+            );
+        }
         root.write(
             "usr/share/ros/service-index/kernel-headers.yml",
             "kernel-headers:\n  image: ros/kernel-headers:1\n  labels:\n    io.rancher.os.detach: \"false\"\n",
@@ -170,7 +175,7 @@ fn list_shows_builtin_index_and_config_services() {
     let run = root.ros(&["list"]).ok();
     assert_eq!(
         run.stdout,
-        "enabled  console\nenabled  hello\ndisabled kernel-headers\n"
+        "enabled  console\nenabled  hello\ndisabled kernel-headers\nenabled  ntp\n"
     );
     let all = root.ros(&["list", "-a"]).ok();
     assert!(all.stdout.contains("index "), "{}", all.stdout);

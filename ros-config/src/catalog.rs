@@ -19,7 +19,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::collections::HashSet;
+
+use crate::graph::{Graph, GraphError};
 use crate::schema::CloudConfig;
+use crate::service::LABEL_CONSOLE;
 use crate::service::{check_service_path, service_files, Environment, ServiceSpec};
 
 /// Where a service is defined.
@@ -226,6 +230,115 @@ pub fn resolve_environment(spec: &mut ServiceSpec, config: &CloudConfig) {
     }
 }
 
+/// In what order converging starts services.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartOrder {
+    /// Start waves, each after the ones before it (stop order is their reverse).
+    pub waves: Vec<Vec<String>>,
+    /// The services each service waits for directly: it starts once these are ready.
+    pub after: BTreeMap<String, Vec<String>>,
+}
+
+impl StartOrder {
+    /// Each service waits for every service of the wave before its own.
+    pub fn from_waves(waves: Vec<Vec<String>>) -> Self {
+        let mut after = BTreeMap::new();
+        for pair in waves.windows(2) {
+            for name in &pair[1] {
+                after.insert(name.clone(), pair[0].clone());
+            }
+        }
+        StartOrder { waves, after }
+    }
+
+    /// The services that hold up the console: the console services and, transitively,
+    /// what they wait for.
+    pub fn console_path(&self, desired: &BTreeMap<String, ServiceSpec>) -> HashSet<String> {
+        let mut path = HashSet::new();
+        let mut todo: Vec<&String> = desired
+            .iter()
+            .filter(|(_, spec)| spec.label(LABEL_CONSOLE).is_some())
+            .map(|(name, _)| name)
+            .collect();
+        while let Some(name) = todo.pop() {
+            if path.insert(name.clone()) {
+                todo.extend(self.after.get(name).into_iter().flatten());
+            }
+        }
+        path
+    }
+}
+
+/// Names PID 1 can wait for without a service of that name (`network`: a default route).
+pub const VIRTUAL_SERVICES: &[&str] = &["network"];
+
+/// The desired services in start waves, with every problem found on the way.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// What should run.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Start order: waves, and what each service waits for.
+    pub order: StartOrder,
+    /// Problems, one line each (file errors, unknown names, cycles).
+    pub problems: Vec<String>,
+    /// Enabled services left out, and why (an unknown name they wait for, a cycle).
+    pub left_out: BTreeMap<String, String>,
+}
+
+impl Catalog {
+    /// The enabled services in start order. Services with ordering errors (an unknown
+    /// name, a cycle) are left out and reported; the rest still start (the console must
+    /// come up). `ros service list` shows what was left out, and why.
+    pub fn plan(&self) -> Plan {
+        plan(self.enabled(), self.problems.clone())
+    }
+}
+
+fn plan(mut services: BTreeMap<String, ServiceSpec>, mut problems: Vec<String>) -> Plan {
+    let mut left_out = BTreeMap::new();
+    // Each round removes at least one service, so this ends.
+    loop {
+        match Graph::new(&services, VIRTUAL_SERVICES) {
+            Ok(graph) => {
+                let after = services
+                    .keys()
+                    .map(|name| {
+                        let real = graph
+                            .prerequisites(name)
+                            .filter(|p| services.contains_key(*p))
+                            .map(str::to_string)
+                            .collect();
+                        (name.clone(), real)
+                    })
+                    .collect();
+                return Plan {
+                    order: StartOrder {
+                        waves: graph.start_waves().to_vec(),
+                        after,
+                    },
+                    services,
+                    problems,
+                    left_out,
+                };
+            }
+            Err(errors) => {
+                for e in errors {
+                    problems.push(format!("{e} (not started)"));
+                    let names = match &e {
+                        GraphError::UnknownService { service, .. } => vec![service.clone()],
+                        GraphError::Cycle { path } => path.clone(),
+                    };
+                    for name in names {
+                        if services.remove(&name).is_some() {
+                            left_out.insert(name, e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +432,47 @@ mod tests {
             "{:?}",
             cat.problems
         );
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::service::ServiceSpec;
+
+    fn svc(after: &str) -> ServiceSpec {
+        let mut s = ServiceSpec {
+            image: "x".into(),
+            ..Default::default()
+        };
+        if !after.is_empty() {
+            s.labels.insert("io.rancher.os.after".into(), after.into());
+        }
+        s
+    }
+
+    #[test]
+    fn bad_services_are_dropped_and_the_rest_ordered() {
+        let mut services = BTreeMap::new();
+        services.insert("console".to_string(), svc("network"));
+        services.insert("a".to_string(), svc("b"));
+        services.insert("b".to_string(), svc("a"));
+        services.insert("typo".to_string(), svc("nope"));
+        services.insert("udev".to_string(), svc(""));
+        services.insert("ntp".to_string(), svc("udev"));
+        let p = plan(services, vec![]);
+        assert_eq!(p.order.waves, vec![vec!["console", "udev"], vec!["ntp"]]);
+        // `network` is virtual (a default route), not a service to wait for.
+        assert_eq!(p.order.after["ntp"], vec!["udev"]);
+        assert!(p.order.after["console"].is_empty());
+        assert_eq!(p.problems.len(), 2, "{:?}", p.problems);
+        assert!(p
+            .problems
+            .iter()
+            .any(|m| m.contains("a -> b -> a") || m.contains("b -> a -> b")));
+        assert!(p.problems.iter().any(|m| m.contains("nope")));
+        let left_out: Vec<&str> = p.left_out.keys().map(String::as_str).collect();
+        assert_eq!(left_out, ["a", "b", "typo"]);
+        assert!(p.left_out["typo"].contains("nope"), "{:?}", p.left_out);
     }
 }

@@ -21,6 +21,9 @@ pub struct Entry {
     pub enabled: bool,
     /// Where it is defined.
     pub source: Source,
+    /// Why PID 1 does not start it although it is enabled (it waits for a service that
+    /// does not exist, or is part of a cycle): the same plan PID 1 makes.
+    pub not_started: Option<String>,
 }
 
 impl Entry {
@@ -48,31 +51,16 @@ pub fn available(root: &Path) -> Vec<Entry> {
         &paths::under(root, SERVICE_INDEX_DIR),
         &loaded.config,
     );
+    let mut left_out = cat.plan().left_out;
     cat.entries
         .into_values()
         .map(|e| Entry {
+            not_started: left_out.remove(&e.name),
             name: e.name,
             enabled: e.enabled,
             source: e.source,
         })
         .collect()
-}
-
-/// The enabled `rancher.services_include` path whose file defines service `name`, if any
-/// (so `ros service disable NAME` works for a service enabled by its file's path).
-pub fn include_path_defining(root: &Path, name: &str) -> Option<String> {
-    let loaded = ros_config::load(root, read_cmdline(root).as_deref(), Mode::Boot);
-    loaded
-        .config
-        .rancher
-        .services_include
-        .iter()
-        .filter(|(key, on)| **on && key.starts_with('/'))
-        .find(|(key, _)| {
-            let (defs, _) = ros_config::check_service_path(Path::new(key.as_str()));
-            defs.contains_key(name)
-        })
-        .map(|(key, _)| key.clone())
 }
 
 /// The text of `ros service list`: `enabled  NAME` / `disabled NAME`, sorted by name, as
@@ -89,7 +77,7 @@ pub fn render(entries: &[Entry], all: bool) -> String {
     for e in entries {
         if !all {
             if e.source != Source::Missing {
-                out.push_str(&format!("{:<8} {}\n", state(e), e.name));
+                out.push_str(&format!("{:<8} {}{}\n", state(e), e.name, not_started(e)));
             }
             continue;
         }
@@ -100,9 +88,20 @@ pub fn render(entries: &[Entry], all: bool) -> String {
             Source::Include(p) => format!("file {}", p.display()),
             Source::Missing => "missing (no such index entry or file)".to_string(),
         };
-        out.push_str(&format!("{:<8} {:<width$}   {source}\n", state(e), e.name));
+        out.push_str(&format!(
+            "{:<8} {:<width$}   {source}{}\n",
+            state(e),
+            e.name,
+            not_started(e)
+        ));
     }
     out
+}
+
+fn not_started(e: &Entry) -> String {
+    e.not_started
+        .as_ref()
+        .map_or(String::new(), |why| format!("  (not started: {why})"))
 }
 
 #[cfg(test)]
@@ -138,7 +137,7 @@ mod tests {
         write(
             r,
             paths::USER_CONFIG,
-            "rancher:\n  services_include:\n    kernel-headers: true\n    acpid: false\n    gone: true\n  services:\n    web:\n      image: nginx\n",
+            "rancher:\n  services_include:\n    kernel-headers: true\n    acpid: false\n    gone: true\n  services:\n    web:\n      image: nginx\n      labels:\n        io.rancher.os.after: nope\n",
         );
         let entries = available(r);
         let shown: Vec<(&str, bool)> = entries
@@ -158,7 +157,8 @@ mod tests {
         );
         assert_eq!(
             render(&entries, false),
-            "disabled acpid\nenabled  console\nenabled  kernel-headers\ndisabled open-vm-tools\nenabled  web\n"
+            "disabled acpid\nenabled  console\nenabled  kernel-headers\ndisabled open-vm-tools\n\
+             enabled  web  (not started: service web: io.rancher.os.after names `nope`, which is not a defined service)\n"
         );
         let all = render(&entries, true);
         assert!(
@@ -166,7 +166,7 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("enabled  web              config rancher.services\n"),
+            all.contains("enabled  web              config rancher.services  (not started: "),
             "{all}"
         );
     }
