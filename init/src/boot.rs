@@ -720,7 +720,8 @@ async fn serve(
             log::error!("containerd: subscribing to exits: {e} (services won't be restarted)")
         }
     }
-    let files = crate::cloudinit::ContainerFiles::new(&config);
+    let files = Arc::new(crate::cloudinit::ContainerFiles::new(&config));
+    let hook_files = files.clone();
     // The console's pid: runcmd runs in its filesystem.
     let console_pid = Arc::new(AtomicU32::new(0));
     let started = console_pid.clone();
@@ -728,7 +729,7 @@ async fn serve(
         if service == crate::cloudinit::CONSOLE_SERVICE {
             started.store(pid, Ordering::Relaxed);
         }
-        files.write_for(service, pid)
+        hook_files.write_for(service, pid)
     }));
     crate::logrotate::spawn_watcher(PathBuf::from(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);
     let reload_cmdline = cmdline.clone();
@@ -736,6 +737,8 @@ async fn serve(
     let planner: crate::control::Planner = Arc::new(move || {
         let config = load_config(&reload_cmdline);
         console::set_debug(kernel_debug || config.rancher.debug);
+        // Services started from now on get the reloaded config's files.
+        files.replace(&config);
         plan_services(&config)
     });
     crate::control::spawn(

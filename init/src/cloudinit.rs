@@ -241,17 +241,35 @@ pub fn command_log() -> PathBuf {
 
 /// `write_files` entries with `container: NAME`, written into that service's container
 /// (through `/proc/<pid>/root`, so owners resolve against the container's own
-/// `/etc/passwd`) each time the service starts, as RancherOS did.
+/// `/etc/passwd`) each time the service starts, as RancherOS did. A reload of the config
+/// replaces them ([`ContainerFiles::replace`]).
 pub struct ContainerFiles {
-    config: ros_config::CloudConfig,
+    files: std::sync::RwLock<Vec<ros_config::schema::WriteFile>>,
 }
 
 impl ContainerFiles {
     /// The entries of `config` that target containers.
     pub fn new(config: &ros_config::CloudConfig) -> Self {
-        let mut config = config.clone();
-        config.write_files.retain(|f| f.container.is_some());
-        ContainerFiles { config }
+        ContainerFiles {
+            files: std::sync::RwLock::new(ros_cloudinit::container_files(config)),
+        }
+    }
+
+    /// From now on, the entries of `config` (a reloaded config).
+    pub fn replace(&self, config: &ros_config::CloudConfig) {
+        let files = ros_cloudinit::container_files(config);
+        *self.files.write().unwrap_or_else(|e| e.into_inner()) = files;
+    }
+
+    /// The entries for `service`.
+    fn for_service(&self, service: &str) -> Vec<ros_config::schema::WriteFile> {
+        self.files
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|f| f.container.as_ref().is_some_and(|c| c.0 == service))
+            .cloned()
+            .collect()
     }
 
     /// Write the files meant for `service`, whose task has host pid `pid`, inside its root:
@@ -259,13 +277,7 @@ impl ContainerFiles {
     /// (`apply_container_write_files`), so neither the entry nor a symlink in the image
     /// can put a file on the host.
     pub fn write_for(&self, service: &str, pid: u32) {
-        let mine: Vec<_> = self
-            .config
-            .write_files
-            .iter()
-            .filter(|f| f.container.as_ref().is_some_and(|c| c.0 == service))
-            .cloned()
-            .collect();
+        let mine = self.for_service(service);
         if mine.is_empty() {
             return;
         }
@@ -278,5 +290,37 @@ impl ContainerFiles {
             &mut report,
         );
         print(&report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ros_config::CloudConfig {
+        let layer = ros_config::Layer::parse("t.yml", text).unwrap();
+        ros_config::resolve(vec![layer], ros_config::Mode::Boot).config
+    }
+
+    #[test]
+    fn a_reload_replaces_the_files_for_containers() {
+        let files = ContainerFiles::new(&config(
+            "write_files:\n- {path: /etc/ntp.conf, content: a, container: ntp}\n\
+             - {path: /etc/host-only, content: b}\n",
+        ));
+        let paths = |service: &str| -> Vec<String> {
+            files
+                .for_service(service)
+                .iter()
+                .map(|f| f.path.to_string())
+                .collect()
+        };
+        assert_eq!(paths("ntp"), ["/etc/ntp.conf"]);
+        assert!(paths("syslog").is_empty());
+        files.replace(&config(
+            "write_files:\n- {path: /etc/syslog.conf, content: c, container: syslog}\n",
+        ));
+        assert!(paths("ntp").is_empty());
+        assert_eq!(paths("syslog"), ["/etc/syslog.conf"]);
     }
 }

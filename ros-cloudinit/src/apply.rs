@@ -18,14 +18,23 @@ use crate::mounts::apply_mounts;
 use crate::paths::{self, under};
 use crate::report::{Report, Step};
 
-/// What [`apply`] did, and the work left for the service supervisor.
+/// What [`apply`] did.
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Every step's result.
     pub report: Report,
-    /// `write_files` entries with `container:`, to be written inside that service's
-    /// container by whoever runs it. Not written here.
-    pub container_files: Vec<WriteFile>,
+}
+
+/// The `write_files` entries of `config` with `container:`, which [`apply`] leaves to
+/// whoever starts that service ([`apply_container_write_files`] into its root). One
+/// reading for the boot and for every reload of the config.
+pub fn container_files(config: &CloudConfig) -> Vec<WriteFile> {
+    config
+        .write_files
+        .iter()
+        .filter(|f| f.container.is_some())
+        .cloned()
+        .collect()
 }
 
 /// Apply everything that needs no command and no container, in this order: kernel
@@ -42,13 +51,10 @@ pub fn apply(
     load_modules(config, modules, &mut report);
     apply_sysctl(root, config, host, &mut report);
     apply_hostname(root, config, host, &mut report);
-    let container_files = apply_write_files(root, config, host, &mut report);
+    apply_write_files(root, config, host, &mut report);
     apply_mounts(root, config, host, &mut report);
     authorize_ssh_keys(root, config, host, &mut report);
-    Applied {
-        report,
-        container_files,
-    }
+    Applied { report }
 }
 
 /// `rancher.modules`: each entry is `NAME [PARAMS...]`.
@@ -211,20 +217,10 @@ fn read_optional(path: &Path) -> io::Result<Option<String>> {
 }
 
 /// `write_files` without `container:`: decode, resolve the owner under `root`, write
-/// atomically with the entry's mode (default 0644). Returns the `container:` entries,
-/// untouched.
-pub fn apply_write_files(
-    root: &Path,
-    config: &CloudConfig,
-    host: &dyn Host,
-    report: &mut Report,
-) -> Vec<WriteFile> {
-    let mut for_containers = Vec::new();
-    for file in &config.write_files {
-        if file.container.is_some() {
-            for_containers.push(file.clone());
-            continue;
-        }
+/// atomically with the entry's mode (default 0644).
+pub fn apply_write_files(root: &Path, config: &CloudConfig, host: &dyn Host, report: &mut Report) {
+    // Entries with `container:` are [`container_files`]: not written on the host.
+    for file in config.write_files.iter().filter(|f| f.container.is_none()) {
         let subject: &str = &file.path;
         if !subject.starts_with('/') {
             report.problem(Step::WriteFiles, subject, "path must be absolute");
@@ -254,7 +250,6 @@ pub fn apply_write_files(
             Err(e) => report.problem(Step::WriteFiles, subject, format!("writing: {e}")),
         }
     }
-    for_containers
 }
 
 /// `write_files` entries with `container:`, written inside the container whose root (as

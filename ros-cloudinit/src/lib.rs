@@ -15,8 +15,8 @@
 //!    (`ros_config::load`) so the new drop-ins count;
 //! 2. [`apply`] (modules, sysctl, hostname, write_files, mounts, ssh keys);
 //!    [`run_bootcmd`]; start containerd and the services;
-//! 3. [`run_runcmd`], then [`run_user_scripts`]; hand [`Applied::container_files`] to the
-//!    supervisor, which writes them with [`apply_container_write_files`] into each
+//! 3. [`run_runcmd`], then [`run_user_scripts`]; hand [`container_files`] to the
+//!    supervisor (again after each reload of the config), which writes them with [`apply_container_write_files`] into each
 //!    service's root (`/proc/PID/root`, resolved inside it: see [`confined`]) as it starts.
 //!
 //! Every call returns a [`Report`]; print its `problem_lines()` on the console. Nothing here
@@ -40,7 +40,8 @@ mod report;
 pub use accounts::{lookup_group, lookup_user, resolve_owner, AccountFiles, OwnerError};
 pub use apply::{
     apply, apply_container_write_files, apply_hostname, apply_sysctl, apply_write_files,
-    authorize_ssh_keys, hosts_with, load_modules, merge_authorized_keys, sysctl_path, Applied,
+    authorize_ssh_keys, container_files, hosts_with, load_modules, merge_authorized_keys,
+    sysctl_path, Applied,
 };
 pub use commands::{
     command_env, run_bootcmd, run_health_checks, run_runcmd, run_user_scripts, DEFAULT_PATH,

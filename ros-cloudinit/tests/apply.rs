@@ -187,9 +187,10 @@ write_files:
     // The container's file is returned, not written on the host.
     assert_eq!(call("etc/ntp.conf"), None);
     assert!(!root.join("etc/ntp.conf").exists());
-    assert_eq!(out.container_files.len(), 1);
-    assert_eq!(out.container_files[0].container.as_deref(), Some("ntp"));
-    assert_eq!(&*out.container_files[0].path, "/etc/ntp.conf");
+    let for_containers = ros_cloudinit::container_files(&cfg);
+    assert_eq!(for_containers.len(), 1);
+    assert_eq!(for_containers[0].container.as_deref(), Some("ntp"));
+    assert_eq!(&*for_containers[0].path, "/etc/ntp.conf");
     // An unknown owner is that entry's problem only.
     assert_eq!(call("etc/bad-owner"), None);
     let problems = out.report.problem_lines();
