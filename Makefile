@@ -42,9 +42,16 @@ run: image
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0 -cpu qemu64,+rdrand \
 		-append "$(KERNEL_ARGS)" $(QEMU_EXTRA)
 
-lint: deps
+# Needs cargo and shellcheck only (make deps installs shellcheck): no Go, no Debian sources.
+# The image's scripts run under busybox ash, which has `local` and `exec -a`.
+IMAGE_SCRIPTS = $(shell grep -rlE '^\#!/bin/(ba)?sh' images | sort)
+lint:
+	@command -v shellcheck >/dev/null || { echo "make lint: shellcheck not found (make deps installs it)" >&2; exit 1; }
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked --quiet
+	shellcheck -S warning scripts/*.sh initramfs/*.sh .ci/run
+	shellcheck -s sh -e SC3043,SC3038 -S warning $(IMAGE_SCRIPTS)
 
 unit-test: deps
 	$(CARGO) test --workspace --locked
@@ -52,7 +59,7 @@ unit-test: deps
 boot-test: image
 	ROS_IMAGE_DIR=$(abspath $(OUT)) $(CARGO) test --locked --no-fail-fast -p boot-tests -- --ignored --test-threads=1
 
-test: lint unit-test boot-test
+test: deps lint unit-test boot-test
 
 bench: image
 	bench/boot.py $(OUT)

@@ -162,7 +162,7 @@ install_modules() {
 # the unpacked Debian packages in SYSROOTS (space-separated; never from the build host).
 # Libraries already in one of $LOWER_LAYERS (image layers below DESTROOT) are not copied.
 lib_closure() {
-  local dest=$1 sysroots=($2); shift 2
+  local dest=$1 sysroots; read -ra sysroots <<< "$2"; shift 2
   local -A seen=()
   local queue=("$@")
   while [ ${#queue[@]} -gt 0 ]; do
@@ -172,7 +172,7 @@ lib_closure() {
     for lib in $(readelf -d "$bin" 2>/dev/null | awk '/NEEDED/{gsub(/[\[\]]/,"",$5); print $5}'); do
       [ -n "${seen[$lib]:-}" ] && continue
       seen[$lib]=1
-      local found= lower root d
+      local found='' lower root d
       for lower in ${LOWER_LAYERS:-}; do
         for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu; do
           [ -e "$lower/$d/$lib" ] && { found=1; break 2; }

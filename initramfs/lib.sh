@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell functions initramfs/build.sh and initramfs/from-source.sh share (sourced).
 
 log() { echo "==> $*"; }

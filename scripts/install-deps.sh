@@ -16,7 +16,7 @@ NEEDS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils protoc:protobuf-co
        dpkg-source:dpkg-dev dpkg-buildflags:dpkg-dev dpkg-parsechangelog:dpkg-dev
        sfdisk:fdisk mkfs.vfat:dosfstools mcopy:mtools mmd:mtools syslinux:syslinux
        apt-get:apt gcc:gcc cc:gcc make:make sha256sum:coreutils busybox:busybox-static
-       python3:python3
+       python3:python3 shellcheck:shellcheck
        # Files rather than commands: UEFI firmware (the ISO's UEFI boot test), iPXE's ROM.
        /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu)
 
@@ -49,13 +49,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     have=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
     if [ -n "$have" ] && [ "$have" != "$qv" ]; then
       log "qemu-utils $have is replaced by $qv, the version of qemu-system-x86 this machine's apt sources have"
-      install=("${install[@]/#qemu-utils/}")
-      install+=("qemu-utils=$qv")
+      kept=()
+      for p in "${install[@]}"; do [ "$p" = qemu-utils ] || kept+=("$p"); done
+      install=("${kept[@]}" "qemu-utils=$qv")
       extra=(--allow-downgrades)
     fi
   fi
   log "apt-get install ${install[*]}"
-  apt-get install -y -qq --no-install-recommends "${extra[@]}" ${install[*]} >/dev/null
+  apt-get install -y -qq --no-install-recommends "${extra[@]}" "${install[@]}" >/dev/null
 fi
 
 # Go, a C toolchain and the libraries for what initramfs/from-source.sh builds (containerd,

@@ -1,7 +1,7 @@
 //! Side-effecting syscalls behind small traits, one per concern.
 //!
 //! The boot sequence is written against these traits so it can be unit-tested with
-//! [`Recorder`], which records the calls instead of making them.
+//! `Recorder` (tests), which records the calls instead of making them.
 
 use std::fs::File;
 use std::io;

@@ -1,4 +1,4 @@
-//! `runc` in the user Docker engine: `ros`, by argv[0], in front of crun. Docker confines
+//! `runc` in the user Docker engine: `ros`, by `argv[0]`, in front of crun. Docker confines
 //! an unprivileged container's `/proc` (it masks `/proc/kcore`, `/proc/keys`, ...) but not
 //! `/proc/cmdline`, where the kernel shows `rancher.password=` to every process. For a
 //! container whose `/proc` Docker confines, this binds the kernel line with its secrets

@@ -1,4 +1,4 @@
-//! `ros`: the rOS command line. Thin: picks the command by argv[0] (`poweroff`,
+//! `ros`: the rOS command line. Thin: picks the command by `argv[0]` (`poweroff`,
 //! `reboot` and `halt` are `ros` too, and so is the user engine's `runc`), runs it, and maps errors to exit codes
 //! (see `ros_cli::ExitStatus`).
 

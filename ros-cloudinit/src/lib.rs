@@ -13,7 +13,7 @@
 //! 1. load [`CDROM_MODULE`] if a SCSI host is there;
 //!    [`fetch_user_data`] (it loads a found drive's filesystem); reload the config
 //!    (`ros_config::load`) so the new drop-ins count;
-//! 2. [`apply`] (modules, sysctl, hostname, write_files, mounts, ssh keys);
+//! 2. [`apply()`] (modules, sysctl, hostname, write_files, mounts, ssh keys);
 //!    [`run_bootcmd`]; start containerd and the services;
 //! 3. [`run_runcmd`], then [`run_user_scripts`]; hand [`container_files`] to the
 //!    supervisor (again after each reload of the config), which writes them with [`apply_container_write_files`] into each

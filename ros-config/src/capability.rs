@@ -1,7 +1,7 @@
 //! Linux capabilities as a service's `cap_add` and `cap_drop` name them, parsed once, when
 //! the service file is read: a name the kernel does not have is an error of that file, at
 //! its line, and the runtime only maps what was parsed. A primitive: it imports nothing of
-//! this crate but [`crate::suggest`].
+//! this crate but `suggest`.
 
 use std::fmt;
 use std::str::FromStr;

@@ -8,7 +8,7 @@
 //!
 //! PID 1 calls [`load`] with [`Mode::Boot`]: every layer plus the kernel command line,
 //! never failing; bad files or keys are dropped and reported as [`Diagnostic`]s. `ros config`
-//! uses [`get`], [`set`], [`merge`], [`export`], [`validate_text`] and [`write_atomic`].
+//! uses [`get`], [`set`], [`merge`], [`export()`], [`validate_text`] and [`write_atomic`].
 
 mod atomic;
 pub mod capability;

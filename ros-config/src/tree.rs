@@ -5,7 +5,7 @@ use crate::diagnostic::Diagnostic;
 use crate::keypath::{KeyPath, KeyPathError, Segment};
 use crate::yaml::{self, Mapping, Value};
 
-/// Errors from [`set`].
+/// Errors from [`crate::set`].
 #[derive(Debug, thiserror::Error)]
 pub enum SetError {
     /// The key does not parse.
