@@ -753,24 +753,24 @@ impl HttpServer {
     }
 }
 
-/// An HTTP server that answers one GET with the whole length of `file` but only the first
-/// half of its bytes, then holds the connection open until the client goes: a download in
+/// An HTTP server that answers one GET with the whole length of `file` but only its first
+/// `sent` bytes, then holds the connection open until the client goes: a download in
 /// progress for as long as the test wants one (a power cut in the middle of it).
 pub struct StalledServer {
     /// The port it serves on, on 127.0.0.1 (the guest's 10.0.2.2).
     pub port: u16,
     /// How many bytes it sends before it stalls.
-    pub half: u64,
+    pub sent: u64,
 }
 
 impl StalledServer {
-    /// Serve `file` (any path) once, in a thread of the test.
-    pub fn serve(file: &std::path::Path) -> StalledServer {
+    /// Serve `file` (any path) once, in a thread of the test, stalling after `percent` of it.
+    pub fn serve(file: &std::path::Path, percent: usize) -> StalledServer {
         use std::io::{Read, Write};
         let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let half = bytes.len() / 2;
+        let sent = bytes.len() * percent.min(99) / 100;
         std::thread::spawn(move || {
             let Ok((mut conn, _)) = listener.accept() else {
                 return;
@@ -788,7 +788,7 @@ impl StalledServer {
                  application/octet-stream\r\n\r\n",
                 bytes.len()
             );
-            if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&bytes[..half]).is_err() {
+            if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&bytes[..sent]).is_err() {
                 return;
             }
             // Until the client goes (its machine's power is cut: QEMU closes the socket).
@@ -796,7 +796,7 @@ impl StalledServer {
         });
         StalledServer {
             port,
-            half: half as u64,
+            sent: sent as u64,
         }
     }
 }

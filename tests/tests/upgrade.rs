@@ -286,7 +286,18 @@ fn console_up_and_saw(vm: &mut Vm, needle: &str) {
 
 /// `ros os upgrade -i /dev/vdb` in `vm`; it reboots, which ends QEMU.
 fn upgrade_and_reboot(vm: &mut Vm) -> String {
-    let out = vm.sh("ros os upgrade -i /dev/vdb --no-reboot 2>&1");
+    upgrade_with_and_reboot(vm, "")
+}
+
+/// [`upgrade_and_reboot`] with `-f`: a release rolled back before is tried again.
+fn upgrade_and_reboot_forced(vm: &mut Vm) -> String {
+    upgrade_with_and_reboot(vm, " -f")
+}
+
+fn upgrade_with_and_reboot(vm: &mut Vm, flags: &str) -> String {
+    let out = vm.sh(&format!(
+        "ros os upgrade -i /dev/vdb{flags} --no-reboot 2>&1"
+    ));
     assert!(out.contains("armed for one trial boot"), "{out}");
     vm.send("reboot");
     assert!(vm.wait_exit(Duration::from_secs(180)).success());
@@ -540,64 +551,58 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
     let good = bundle(tmp.path(), &v2, Variant::Healthy);
     let disk = installed_disk(tmp.path());
 
-    // 0. Cut while a URL's bundle is downloading (half of it is on the partition): the
-    //    good slot boots, nothing is armed, and the partial download is removed.
-    let mut vm = boot_disk(&disk, None);
-    vm.console_up(BOOT);
-    vm.until("ros os list --format json | grep -q '\"booted_healthy\": true'");
-    let server = StalledServer::serve(&good);
-    vm.sh(&format!(
-        "(ros os upgrade -i http://10.0.2.2:{}/v2.upgrade --no-reboot >/tmp/up.log 2>&1 &)",
-        server.port
-    ));
-    vm.until(&format!(
-        "[ $(stat -c %s /run/ros/boot-disk/boot/upgrade.download 2>/dev/null || echo 0) -ge {} ]",
-        server.half
-    ));
-    // On the disk, not only in the page cache, when the power goes.
-    vm.sh("sync");
-    drop(vm); // SIGKILL: the power cut
-    let mut vm = boot_disk(&disk, Some(&good));
-    console_up_and_saw(
-        &mut vm,
-        "upgrade: removed what an interrupted upgrade left: /run/ros/boot-disk/boot/upgrade.download",
-    );
-    assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
-    assert!(vm
-        .sh("ros os list --format json")
-        .contains("\"next_boot\": \"a\""));
-
-    // 1. Cut while the slot is being written, at three points: in the kernel's part, and
-    //    twice in the root image's (the bundle's disk is read at 8 MiB/s, so the point is
-    //    the test's choice; what was written is synced first, so there is something to
-    //    leave behind). Each time the good slot boots, nothing is armed, and the
-    //    half-written files are removed.
-    drop(vm);
-    let after_cut = |vm: &mut Vm| {
-        console_up_and_saw(vm, "upgrade: removed what an interrupted upgrade left: ");
-        assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
-        assert!(vm
-            .sh("ros os list --format json")
-            .contains("\"next_boot\": \"a\""));
-        assert_eq!(
-            vm.sh("ls /run/ros/boot-disk/boot/slot-b 2>/dev/null | grep -c '[.]new$' || true"),
-            "0"
-        );
-    };
-    for (i, mib) in [2, 24, 44].into_iter().enumerate() {
-        let mut vm = boot_machine(
+    // Each boot below checks what the cut before it left, then sets up the next cut. The
+    // bundle's disk is read at 8 MiB/s, so that a cut lands where the test wants it.
+    let throttled = || {
+        boot_machine(
             &disk,
             Machine {
                 bundle: Some(&good),
                 bundle_read_bps: Some(8 << 20),
                 ..Machine::default()
             },
+        )
+    };
+    let mut vm = throttled();
+    vm.console_up(BOOT);
+    vm.until("ros os list --format json | grep -q '\"booted_healthy\": true'");
+    let slot_a_boots = |vm: &mut Vm| {
+        assert_eq!(vm.sh("ros os version"), format!("v{v1} (slot a)"));
+        assert!(vm
+            .sh("ros os list --format json")
+            .contains("\"next_boot\": \"a\""));
+    };
+
+    // 1. Download: cut twice while a URL's bundle is coming (a quarter of it, then three
+    //    quarters, on the partition). The good slot boots, nothing is armed, and the
+    //    partial download is removed.
+    for percent in [25, 75] {
+        let server = StalledServer::serve(&good, percent);
+        vm.sh(&format!(
+            "(ros os upgrade -i http://10.0.2.2:{}/v2.upgrade --no-reboot >/tmp/up.log 2>&1 &)",
+            server.port
+        ));
+        vm.until(&format!(
+            "[ $(stat -c %s /run/ros/boot-disk/boot/upgrade.download 2>/dev/null || echo 0) -ge {} ]",
+            server.sent
+        ));
+        // On the disk, not only in the page cache, when the power goes.
+        vm.sh("sync");
+        drop(vm); // SIGKILL: the power cut
+        vm = throttled();
+        console_up_and_saw(
+            &mut vm,
+            "upgrade: removed what an interrupted upgrade left: \
+             /run/ros/boot-disk/boot/upgrade.download",
         );
-        if i == 0 {
-            vm.console_up(BOOT);
-        } else {
-            after_cut(&mut vm);
-        }
+        slot_a_boots(&mut vm);
+    }
+
+    // 2. Write: cut while the slot is being written, at three points: in the kernel's
+    //    part, and twice in the root image's (what was written is synced first, so there
+    //    is something to leave behind). Each time the good slot boots, nothing is armed,
+    //    and the half-written files are removed.
+    for (i, mib) in [2, 24, 44].into_iter().enumerate() {
         vm.sh("(ros os upgrade -i /dev/vdb --no-reboot >/tmp/up.log 2>&1 &)");
         vm.until(&format!(
             "[ $(stat -c %s /run/ros/boot-disk/boot/slot-b/*.new 2>/dev/null | \
@@ -606,23 +611,65 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
         ));
         vm.sh("sync");
         drop(vm); // SIGKILL: the power cut
+        vm = if i < 2 {
+            throttled()
+        } else {
+            boot_disk(&disk, Some(&good))
+        };
+        console_up_and_saw(
+            &mut vm,
+            "upgrade: removed what an interrupted upgrade left: ",
+        );
+        slot_a_boots(&mut vm);
+        assert_eq!(
+            vm.sh("ls /run/ros/boot-disk/boot/slot-b 2>/dev/null | grep -c '[.]new$' || true"),
+            "0"
+        );
     }
-    let mut vm = boot_disk(&disk, Some(&good));
-    after_cut(&mut vm);
 
-    // 2. Cut right after arming, before the reboot: the next boot is the trial, which
-    //    commits; the disk was consistent when the power went.
+    // 3. Arm: `ros os upgrade` writes the state (arming), then the ADV (extlinux --once),
+    //    then the state again (armed). Its writes take milliseconds, so the first two cuts
+    //    leave, by hand, what a cut there leaves: the state file of a finished arming with
+    //    the phase set back to arming, with or without the ADV.
+    let state = "/run/ros/boot-disk/boot/ros-os.json";
+    let arming = format!(
+        "sed 's/\"phase\": \"armed\"/\"phase\": \"arming\"/' /tmp/armed.json > {state}.cut \
+         && mv {state}.cut {state} && sync"
+    );
+    //    a. After the state, before the ADV: the good slot boots and cancels the upgrade.
+    //       (`ros os rollback` clears the ADV; the state is put back.)
     let out = vm.sh("ros os upgrade -i /dev/vdb --no-reboot 2>&1");
     assert!(out.contains("armed for one trial boot"), "{out}");
+    vm.sh(&format!(
+        "cp {state} /tmp/armed.json && ros os rollback && {arming}"
+    ));
+    assert!(vm
+        .sh("ros os list --format json")
+        .contains("\"next_boot\": \"a\""));
     drop(vm);
-    let mut vm = boot_disk(&disk, Some(&good));
-    console_up_and_saw(&mut vm, &format!("upgrade: {v2} committed"));
+    vm = boot_disk(&disk, Some(&good));
+    console_up_and_saw(
+        &mut vm,
+        "upgrade: an upgrade was being armed when this machine went down: cancelled",
+    );
+    slot_a_boots(&mut vm);
+    //    b. After the ADV, before the state says armed: the trial boots, and commits.
+    //       Cut the moment it says so: the commit was on the disk before it did.
+    let out = vm.sh("ros os upgrade -i /dev/vdb --no-reboot 2>&1");
+    assert!(out.contains("armed for one trial boot"), "{out}");
+    vm.sh(&format!("cp {state} /tmp/armed.json && {arming}"));
+    drop(vm);
+    let mut vm = boot_disk(&disk, None);
+    vm.wait_for(&format!("upgrade: {v2} committed"), BOOT);
+    drop(vm);
+    let mut vm = boot_disk(&disk, None);
+    vm.console_up(BOOT);
     assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
 
-    // 2b. Cut in the middle of a commit: the state says b is good, syslinux.cfg still
-    //     says ros-a (one byte written in place, as the bootloader reads it). The old
-    //     slot boots, complete; its PID 1 writes the entries the state implies, and the
-    //     next boot is the committed release.
+    // 4. Commit: cut between its two writes: the state says b is good, syslinux.cfg
+    //    still says ros-a (one byte written in place, as the bootloader reads it). The
+    //    old slot boots, complete; its PID 1 writes the entries the state implies, and
+    //    the next boot is the committed release.
     vm.sh("f=/run/ros/boot-disk/boot/syslinux/syslinux.cfg; \
          o=$(awk '/^DEFAULT ros-b$/ {print n; exit} {n += length($0) + 1}' $f); \
          printf a | dd of=$f bs=1 seek=$((o + 12)) conv=notrunc 2>/dev/null; sync");
@@ -636,25 +683,43 @@ fn power_cuts_during_an_upgrade_leave_a_disk_that_boots_and_upgrades_later() {
     vm.console_up(BOOT);
     assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
 
-    // 3. Cut during a trial boot, before its health gate decides: the bootloader's
-    //    boot-once is spent, so the good slot boots and says the trial ended early.
+    //    c. Arm, the third cut: after arming, before the reboot (a real cut). The next
+    //       boot is the trial (its user check marks when it runs, then waits).
+    vm.sh("ros config set rancher.upgrade.health_checks \
+           '[touch /tmp/checking; sleep 600]'");
     let out = vm.sh("ros os upgrade -i /dev/vdb -f --no-reboot 2>&1");
     assert!(out.contains("armed for one trial boot"), "{out}");
-    vm.send("reboot");
-    assert!(vm.wait_exit(Duration::from_secs(180)).success());
+    drop(vm);
+
+    // 5. Trial: cut twice, before its health gate decides: the bootloader's boot-once is
+    //    spent, so the good slot boots and says the trial ended early.
+    //    a. As soon as the trial's PID 1 says so (services still starting).
     let mut vm = boot_disk(&disk, None);
     vm.wait_for("upgrade: trial boot of", BOOT);
+    drop(vm);
+    let cut_short = |vm: &mut Vm| {
+        console_up_and_saw(
+            vm,
+            "was rolled back: the trial boot ended before its health check finished",
+        );
+        // A power cut is not taken for the watchdog's reset.
+        assert!(!vm.output().contains(WATCHDOG_RESET));
+        assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
+    };
+    let mut vm = boot_disk(&disk, Some(&good));
+    cut_short(&mut vm);
+    vm.sh("rm -f /tmp/checking");
+    upgrade_and_reboot_forced(&mut vm);
+    //    b. While the user's check runs: every service is up, the gate is waiting on it.
+    let mut vm = boot_disk(&disk, None);
+    vm.console_up(BOOT);
+    vm.until_within("[ -e /tmp/checking ]", BOOT);
     drop(vm);
     // (The build's own bundle, release v1, on the second disk this time.)
     let v1_bundle = image_dir().join(format!("ros-{v1}.upgrade"));
     let mut vm = boot_disk(&disk, Some(&v1_bundle));
-    console_up_and_saw(
-        &mut vm,
-        "was rolled back: the trial boot ended before its health check finished",
-    );
-    // A power cut is not taken for the watchdog's reset.
-    assert!(!vm.output().contains(WATCHDOG_RESET));
-    assert_eq!(vm.sh("ros os version"), format!("v{v2} (slot b)"));
+    cut_short(&mut vm);
+    vm.sh("ros config set rancher.upgrade.health_checks '[]'");
     // And a later upgrade still works: v1 -> v2 -> v1, the second upgrade writing the
     // other slot (a) with the build's own bundle.
     upgrade_and_reboot(&mut vm);
