@@ -6,13 +6,13 @@
 
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use ros_config::{
     paths, AtomicWriteError, Diagnostic, KeyPath, KeyPathError, Layer, Loaded, Mode, SetError,
-    ToYamlError, Value, MAX_FILE_BYTES, SECRET_MODE,
+    ToYamlError, UserConfig, UserConfigError, Value, Written, MAX_FILE_BYTES, SECRET_MODE,
 };
 
 use crate::exit::{CliError, ExitStatus};
@@ -20,9 +20,6 @@ use crate::exit::{CliError, ExitStatus};
 /// How `-i` spells standard input, and how diagnostics name it.
 const STDIN_ARG: &str = "-";
 const STDIN_ORIGIN: &str = "<stdin>";
-
-/// Mode of directories created for the user config (RancherOS's `/var/lib/rancher/conf`).
-const CONF_DIR_MODE: u32 = 0o755;
 
 const AFTER_HELP: &str = "\
 Layers, lowest first (later wins; maps merge key by key, lists and scalars replace):
@@ -204,17 +201,9 @@ pub enum ConfigError {
         /// The key asked for.
         key: String,
     },
-    /// The user config cannot be read as YAML, so it is not rewritten (that would lose it).
-    #[error(
-        "{path} is not a usable cloud-config and was not changed; fix or remove it first:{}",
-        listed(.diagnostics)
-    )]
-    UserConfigUnusable {
-        /// The user config.
-        path: PathBuf,
-        /// Why.
-        diagnostics: Vec<Diagnostic>,
-    },
+    /// The user config cannot be read, or written back.
+    #[error(transparent)]
+    User(#[from] UserConfigError),
     /// The change was refused because of the listed problems; nothing was written.
     #[error("{action}: refused, {path} not changed:{}", listed(.diagnostics))]
     Refused {
@@ -241,15 +230,6 @@ pub enum ConfigError {
         origin: String,
         /// Every problem, warnings too.
         diagnostics: Vec<Diagnostic>,
-    },
-    /// A directory for the user config could not be created.
-    #[error("creating directory {path}: {source}")]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
     },
     /// An existing `export -o` target could not be restricted to mode 0600 before writing.
     #[error("restricting {path} to mode 0600 before writing private config: {source}")]
@@ -290,14 +270,14 @@ impl ConfigError {
             }
             ConfigError::KeyNotFound { .. } => ExitStatus::NotFound,
             ConfigError::BadKey(_) => ExitStatus::Usage,
+            ConfigError::User(e) if e.is_invalid_config() => ExitStatus::InvalidConfig,
             ConfigError::NotUtf8 { .. }
-            | ConfigError::UserConfigUnusable { .. }
             | ConfigError::Refused { .. }
             | ConfigError::SetImpossible { .. }
             | ConfigError::Invalid { .. } => ExitStatus::InvalidConfig,
             ConfigError::Read { .. }
             | ConfigError::ReadStdin { .. }
-            | ConfigError::CreateDir { .. }
+            | ConfigError::User(_)
             | ConfigError::RestrictMode { .. }
             | ConfigError::Write(_)
             | ConfigError::ToYaml { .. }
@@ -376,27 +356,27 @@ fn get(root: &Path, key: Option<&str>, verbose: bool, io: &mut Io<'_>) -> Result
 }
 
 fn set(root: &Path, key: &str, value_text: &str, io: &mut Io<'_>) -> Result<(), ConfigError> {
-    let user = UserConfig::read(root)?;
-    let mut value = user.value.clone();
-    ros_config::set(&mut value, key, value_text).map_err(|e| match e {
+    let mut user = UserConfig::read(root)?;
+    user.set(key, value_text).map_err(|e| match e {
         SetError::Key(e) => ConfigError::BadKey(e),
         SetError::Invalid { diagnostics, .. } => ConfigError::Refused {
             action: format!("setting `{key}`"),
-            path: user.path.clone(),
-            diagnostics: in_file(diagnostics, &user.path),
+            path: user.path().to_path_buf(),
+            diagnostics,
         },
         other => ConfigError::SetImpossible {
-            path: user.path.clone(),
+            path: user.path().to_path_buf(),
             source: other,
         },
     })?;
-    if user.write(&value, io)? {
+    if written(&user, io)? {
         notify_config_changed(root);
     }
+    let value = user.value();
     // A higher layer (a drop-in, the command line) may still win; say so rather than let
     // the user wonder why `get` shows something else. Best effort: this is only a hint.
     if let Ok(merged) = load_merged(root) {
-        if ros_config::get(&merged.value, key) != ros_config::get(&value, key) {
+        if ros_config::get(&merged.value, key) != ros_config::get(value, key) {
             io.note(format_args!(
                 "note: `{key}` is overridden by a higher layer ({}/*.yml or {}); \
                  `ros config get {key}` shows the value in effect",
@@ -430,30 +410,36 @@ fn merge(root: &Path, input: Option<&Path>, io: &mut Io<'_>) -> Result<(), Confi
             diagnostics: vec![d],
         })?
         .value();
-    let user = UserConfig::read(root)?;
-    let merged = ros_config::merge(user.value.clone(), incoming);
+    let mut user = UserConfig::read(root)?;
     // The input is valid on its own, but combined with what the user file already has it
     // may not be; only errors the file did not have before block the merge.
-    let before = errors_in(&user.value, &user.path);
-    let introduced: Vec<Diagnostic> = errors_in(&merged, &user.path)
-        .into_iter()
-        .filter(|d| {
-            !before
-                .iter()
-                .any(|b| b.key_path == d.key_path && b.message == d.message)
-        })
-        .collect();
-    if !introduced.is_empty() {
-        return Err(ConfigError::Refused {
+    user.merge(incoming)
+        .map_err(|diagnostics| ConfigError::Refused {
             action,
-            path: user.path,
-            diagnostics: introduced,
-        });
-    }
-    if user.write(&merged, io)? {
+            path: user.path().to_path_buf(),
+            diagnostics,
+        })?;
+    if written(&user, io)? {
         notify_config_changed(root);
     }
     Ok(())
+}
+
+/// Write the edited user config; true when the file changed (a note when its comments
+/// went with the rewrite).
+fn written(user: &UserConfig, io: &mut Io<'_>) -> Result<bool, ConfigError> {
+    match user.write()? {
+        Written::Unchanged => Ok(false),
+        Written::Replaced { comments_dropped } => {
+            if comments_dropped {
+                io.note(format_args!(
+                    "note: {}: comments are not kept when `ros config` rewrites the file",
+                    user.path().display()
+                ));
+            }
+            Ok(true)
+        }
+    }
 }
 
 fn export(
@@ -469,7 +455,7 @@ fn export(
         report_load_problems(&loaded, verbose, io);
         (loaded.value, "the merged config")
     } else {
-        (UserConfig::read(root)?.value, "the user config")
+        (UserConfig::read(root)?.value().clone(), "the user config")
     };
     let text = to_yaml(&ros_config::export(&value, private), what)?;
     match output {
@@ -533,25 +519,6 @@ fn to_yaml(value: &Value, what: &str) -> Result<String, ConfigError> {
 }
 
 /// Errors a tree would have as the user config on its own (strict mode).
-fn errors_in(value: &Value, path: &Path) -> Vec<Diagnostic> {
-    ros_config::validate_value(&path.display().to_string(), value, Mode::Strict)
-        .into_iter()
-        .filter(Diagnostic::is_error)
-        .collect()
-}
-
-/// Diagnostics about a tree checked in memory name the file it is destined for.
-fn in_file(diagnostics: Vec<Diagnostic>, path: &Path) -> Vec<Diagnostic> {
-    let file = path.display().to_string();
-    diagnostics
-        .into_iter()
-        .map(|d| Diagnostic {
-            file: file.clone(),
-            ..d
-        })
-        .collect()
-}
-
 /// `-i FILE`, or standard input when absent or `-`: its name for diagnostics and its text.
 /// Larger inputs than the library accepts are cut one byte over the limit, so that the
 /// library refuses them with its own message instead of this reading without bound.
@@ -583,102 +550,6 @@ fn read_input(input: Option<&Path>, io: &mut Io<'_>) -> Result<(String, String),
         valid_up_to: e.utf8_error().valid_up_to(),
     })?;
     Ok((origin, text))
-}
-
-/// The user config file: what `set` and `merge` edit and plain `export` prints.
-#[derive(Debug)]
-struct UserConfig {
-    path: PathBuf,
-    /// The file's text; `None` when it does not exist yet.
-    text: Option<String>,
-    /// Its tree (an empty mapping for a missing or empty file).
-    value: Value,
-}
-
-impl UserConfig {
-    /// Read `<root>/var/lib/rancher/conf/cloud-config.yml`. A missing file is an empty
-    /// config; a file that is not YAML is an error (rewriting it would destroy it).
-    fn read(root: &Path) -> Result<UserConfig, ConfigError> {
-        let path = paths::under(root, paths::USER_CONFIG);
-        let limit = u64::try_from(MAX_FILE_BYTES + 1).unwrap_or(u64::MAX);
-        let mut bytes = Vec::new();
-        match fs::File::open(&path) {
-            Ok(file) => {
-                file.take(limit)
-                    .read_to_end(&mut bytes)
-                    .map_err(|source| ConfigError::Read {
-                        path: path.clone(),
-                        source,
-                    })?
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(UserConfig {
-                    path,
-                    text: None,
-                    value: Value::Mapping(Default::default()),
-                })
-            }
-            Err(source) => return Err(ConfigError::Read { path, source }),
-        };
-        let text = String::from_utf8(bytes).map_err(|e| ConfigError::NotUtf8 {
-            origin: path.display().to_string(),
-            valid_up_to: e.utf8_error().valid_up_to(),
-        })?;
-        let layer = Layer::parse(path.display().to_string(), &text).map_err(|d| {
-            ConfigError::UserConfigUnusable {
-                path: path.clone(),
-                diagnostics: vec![d],
-            }
-        })?;
-        Ok(UserConfig {
-            path,
-            value: layer.value(),
-            text: Some(text),
-        })
-    }
-
-    /// Replace the file with `value` (atomically; a new file gets mode 0600, an existing
-    /// one keeps its mode). False when there was nothing to change.
-    fn write(&self, value: &Value, io: &mut Io<'_>) -> Result<bool, ConfigError> {
-        if self.text.is_some() && *value == self.value {
-            return Ok(false);
-        }
-        let original = self.text.as_deref().unwrap_or_default();
-        let mut text = to_yaml(value, &self.path.display().to_string())?;
-        if has_cloud_config_header(original) {
-            text.insert_str(0, "#cloud-config\n");
-        }
-        if has_comments(original) {
-            io.note(format_args!(
-                "note: {}: comments are not kept when `ros config` rewrites the file",
-                self.path.display()
-            ));
-        }
-        if let Some(dir) = self.path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(CONF_DIR_MODE)
-                .create(dir)
-                .map_err(|source| ConfigError::CreateDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-        }
-        ros_config::write_atomic(&self.path, text.as_bytes(), SECRET_MODE)?;
-        Ok(true)
-    }
-}
-
-/// cloud-init reads a user-data file as cloud-config only with this first line; keep it.
-fn has_cloud_config_header(text: &str) -> bool {
-    text.lines().next().map(str::trim_end) == Some("#cloud-config")
-}
-
-/// Comment lines other than the `#cloud-config` header (which is kept).
-fn has_comments(text: &str) -> bool {
-    text.lines()
-        .skip(usize::from(has_cloud_config_header(text)))
-        .any(|l| l.trim_start().starts_with('#'))
 }
 
 /// `export -o FILE`: atomically, and never readable by others, even when FILE already

@@ -5,14 +5,12 @@
 //! service definitions or config itself (`ros_config` does) nor start containers (PID 1
 //! does: every state change is a request on the socket).
 
-use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use ros_config::{paths, AtomicWriteError, Diagnostic, KeyPath, Layer, SetError, Value};
+use ros_config::{paths, Diagnostic, KeyPath, SetError};
 use ros_control::{ControlError, ErrorKind, Request, Response};
 
 use crate::exit::{CliError, ExitStatus};
@@ -32,8 +30,6 @@ pub const SOCKET_ENV: &str = "ROS_CONTROL_SOCKET";
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a best-effort `reload` after `enable`/`disable`/`delete` may take.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Mode of directories created for the user config (RancherOS's `/var/lib/rancher/conf`).
-const CONF_DIR_MODE: u32 = 0o755;
 
 const AFTER_HELP: &str = "\
 Services come from the built-in definitions (/usr/share/ros/services/*.yml), the service
@@ -188,14 +184,9 @@ pub enum ServiceCmdError {
         /// Its errors.
         diagnostics: Vec<Diagnostic>,
     },
-    /// The user config cannot be read as YAML, so it cannot be rewritten safely.
-    #[error("{path}: cannot update it:{}", listed(.diagnostics))]
-    UserConfigUnusable {
-        /// The user config.
-        path: PathBuf,
-        /// Why.
-        diagnostics: Vec<Diagnostic>,
-    },
+    /// The user config cannot be read, or written back.
+    #[error(transparent)]
+    User(#[from] ros_config::UserConfigError),
     /// The change would make the user config invalid.
     #[error("{path}: {source}")]
     Set {
@@ -204,26 +195,6 @@ pub enum ServiceCmdError {
         /// Why.
         #[source]
         source: SetError,
-    },
-    /// Creating the user config's directory failed.
-    #[error("creating {path}: {source}")]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Writing the user config failed.
-    #[error(transparent)]
-    Write(#[from] AtomicWriteError),
-    /// Serializing the user config failed.
-    #[error("{path}: {message}")]
-    Serialize {
-        /// The user config.
-        path: PathBuf,
-        /// Why.
-        message: String,
     },
     /// Reading a file failed.
     #[error("reading {path}: {source}")]
@@ -272,17 +243,15 @@ impl ServiceCmdError {
             ServiceCmdError::NotFound { .. } | ServiceCmdError::NoLog { .. } => {
                 ExitStatus::NotFound
             }
-            ServiceCmdError::InvalidServiceFile { .. }
-            | ServiceCmdError::UserConfigUnusable { .. } => ExitStatus::InvalidConfig,
+            ServiceCmdError::InvalidServiceFile { .. } => ExitStatus::InvalidConfig,
+            ServiceCmdError::User(e) if e.is_invalid_config() => ExitStatus::InvalidConfig,
             ServiceCmdError::Set { source, .. } => match source {
                 SetError::Invalid { .. } => ExitStatus::InvalidConfig,
                 _ => ExitStatus::Usage,
             },
             ServiceCmdError::Usage(_) => ExitStatus::Usage,
             ServiceCmdError::Control(_)
-            | ServiceCmdError::CreateDir { .. }
-            | ServiceCmdError::Write(_)
-            | ServiceCmdError::Serialize { .. }
+            | ServiceCmdError::User(_)
             | ServiceCmdError::Read { .. }
             | ServiceCmdError::Follow { .. }
             | ServiceCmdError::Stdout(_) => ExitStatus::Failure,
@@ -432,34 +401,13 @@ fn ps(env: &Env, format: PsFormat, no_trunc: bool) -> Result<(), ServiceCmdError
     }
 }
 
-/// `rancher.services_include` edits: read the user config, change one key, write it back.
-struct UserConfig {
-    path: PathBuf,
-    had_header: bool,
-    value: Value,
-}
+/// `rancher.services_include` edits of the user config (`ros_config::UserConfig`, the one
+/// editor `ros config` uses too): read it, change one key, write it back.
+struct UserConfig(ros_config::UserConfig);
 
 impl UserConfig {
     fn read(root: &Path) -> Result<UserConfig, ServiceCmdError> {
-        let path = paths::under(root, paths::USER_CONFIG);
-        let unusable = |d: Diagnostic| ServiceCmdError::UserConfigUnusable {
-            path: path.clone(),
-            diagnostics: vec![d],
-        };
-        let value = match Layer::read(&path).map_err(unusable)? {
-            Some(layer) => layer.value(),
-            None => Value::Mapping(Default::default()),
-        };
-        // Layer::read succeeded, so the file is readable text (or absent).
-        let had_header = fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| t.lines().next().map(|l| l.trim_end() == "#cloud-config"))
-            .unwrap_or(false);
-        Ok(UserConfig {
-            path,
-            had_header,
-            value,
-        })
+        Ok(UserConfig(ros_config::UserConfig::read(root)?))
     }
 
     fn include_key(name: &str) -> String {
@@ -471,7 +419,8 @@ impl UserConfig {
     }
 
     fn include(&self, name: &str) -> Option<bool> {
-        self.value
+        self.0
+            .value()
             .get("rancher")?
             .get("services_include")?
             .get(name)?
@@ -479,51 +428,21 @@ impl UserConfig {
     }
 
     fn set(&mut self, name: &str, on: bool) -> Result<(), ServiceCmdError> {
-        ros_config::set(&mut self.value, &Self::include_key(name), &on.to_string()).map_err(
-            |source| ServiceCmdError::Set {
-                path: self.path.clone(),
+        self.0
+            .set(&Self::include_key(name), &on.to_string())
+            .map_err(|source| ServiceCmdError::Set {
+                path: self.0.path().to_path_buf(),
                 source,
-            },
-        )
+            })
     }
 
-    /// Remove the entry; false when there was none.
+    /// Remove the entry (and `services_include` when it empties); false when there was none.
     fn remove(&mut self, name: &str) -> bool {
-        let Some(rancher) = self.value.get_mut("rancher") else {
-            return false;
-        };
-        let Some(Value::Mapping(include)) = rancher.get_mut("services_include") else {
-            return false;
-        };
-        let removed = include.shift_remove(name).is_some();
-        if include.is_empty() {
-            if let Value::Mapping(r) = rancher {
-                r.shift_remove("services_include");
-            }
-        }
-        removed
+        self.0.remove(&Self::include_key(name)).unwrap_or(false)
     }
 
     fn write(&self) -> Result<(), ServiceCmdError> {
-        let mut text =
-            ros_config::to_yaml(&self.value).map_err(|e| ServiceCmdError::Serialize {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        if self.had_header {
-            text.insert_str(0, "#cloud-config\n");
-        }
-        if let Some(dir) = self.path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(CONF_DIR_MODE)
-                .create(dir)
-                .map_err(|source| ServiceCmdError::CreateDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-        }
-        ros_config::write_atomic(&self.path, text.as_bytes(), ros_config::SECRET_MODE)?;
+        self.0.write()?;
         Ok(())
     }
 }
@@ -672,7 +591,10 @@ fn delete(env: &Env, name: &str) -> Result<(), ServiceCmdError> {
     if !user.remove(name) {
         return Err(ServiceCmdError::NotFound {
             name: name.to_string(),
-            why: format!("not in rancher.services_include of {}", user.path.display()),
+            why: format!(
+                "not in rancher.services_include of {}",
+                user.0.path().display()
+            ),
         });
     }
     user.write()?;

@@ -16,15 +16,7 @@ pub fn set(value: &mut Value, key: &str, value_text: &str) -> Result<(), SetErro
     let new = parse_value_text(value_text);
     let mut candidate = value.clone();
     insert(&mut candidate, &path, new, InsertMode::Keep).map_err(|e| e.into_set_error(key))?;
-    let before = errors_of(value);
-    let introduced: Vec<Diagnostic> = errors_of(&candidate)
-        .into_iter()
-        .filter(|d| {
-            !before
-                .iter()
-                .any(|b| b.key_path == d.key_path && b.message == d.message)
-        })
-        .collect();
+    let introduced = introduced_errors(value, &candidate);
     if !introduced.is_empty() {
         return Err(SetError::Invalid {
             key: key.to_string(),
@@ -33,6 +25,21 @@ pub fn set(value: &mut Value, key: &str, value_text: &str) -> Result<(), SetErro
     }
     *value = candidate;
     Ok(())
+}
+
+/// The errors `after` has that `before` did not (same key, same message): what an edit
+/// from `before` to `after` would introduce. The one rule for refusing an edit: a file's
+/// existing problems do not block an unrelated change.
+pub(crate) fn introduced_errors(before: &Value, after: &Value) -> Vec<Diagnostic> {
+    let before = errors_of(before);
+    errors_of(after)
+        .into_iter()
+        .filter(|d| {
+            !before
+                .iter()
+                .any(|b| b.key_path == d.key_path && b.message == d.message)
+        })
+        .collect()
 }
 
 fn errors_of(value: &Value) -> Vec<Diagnostic> {

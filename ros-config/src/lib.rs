@@ -29,6 +29,7 @@ pub mod service;
 mod suggest;
 mod text;
 mod tree;
+mod user_config;
 mod userdata;
 mod yaml;
 
@@ -48,5 +49,6 @@ pub use resolve::{
 pub use schema::CloudConfig;
 pub use service::{check_service_file, check_service_path, ServiceFile, ServiceSpec};
 pub use tree::{get, merge, SetError};
+pub use user_config::{UserConfig, UserConfigError, Written};
 pub use userdata::{parse_user_data, UserData, UserDataError};
 pub use yaml::{to_yaml, Mapping, ToYamlError, Value, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES};
