@@ -481,11 +481,10 @@ fn validate(input: Option<&Path>, io: &mut Io<'_>) -> Result<(), ConfigError> {
 
 /// Every layer under `root` plus `<root>/proc/cmdline` (absent: empty), as PID 1 sees them.
 fn load_merged(root: &Path) -> Result<Loaded, ConfigError> {
-    let cmdline = ros_config::read_cmdline(root).map_err(|source| ConfigError::Read {
+    ros_config::load_system(root).map_err(|source| ConfigError::Read {
         path: paths::under(root, paths::KERNEL_CMDLINE),
         source,
-    })?;
-    Ok(ros_config::load(root, cmdline.as_deref(), Mode::Boot))
+    })
 }
 
 /// Errors always (a value the user wrote was dropped, so what is shown is not what they

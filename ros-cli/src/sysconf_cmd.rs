@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ros_config::schema::InterfaceConfig;
-use ros_config::{CloudConfig, Mode};
+use ros_config::CloudConfig;
 
 use crate::CliError;
 
@@ -60,13 +60,13 @@ pub fn run(args: SysconfArgs) -> Result<(), CliError> {
 
 /// The merged config as PID 1 sees it (every layer under `root`, its kernel line).
 pub(crate) fn load(root: &Path) -> Result<CloudConfig, CliError> {
-    let cmdline = ros_config::read_cmdline(root).map_err(|e| {
+    let loaded = ros_config::load_system(root).map_err(|e| {
         CliError::failure(format!(
             "reading {root}/proc/cmdline: {e}",
             root = root.display()
         ))
     })?;
-    Ok(ros_config::load(root, cmdline.as_deref(), Mode::Boot).config)
+    Ok(loaded.config)
 }
 
 /// A network link: its name and MAC address (lower case).
@@ -249,7 +249,7 @@ mod tests {
 
     fn config(yaml: &str) -> CloudConfig {
         let layer = ros_config::Layer::parse("test.yml", yaml).unwrap();
-        ros_config::resolve(vec![layer], Mode::Strict).config
+        ros_config::resolve(vec![layer], ros_config::Mode::Strict).config
     }
 
     fn link(name: &str, mac: &str) -> Link {

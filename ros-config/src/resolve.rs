@@ -669,6 +669,14 @@ pub struct Loaded {
     pub cmdline: Cmdline,
 }
 
+/// The config of the system below `root` as PID 1 loads it: every layer and the kernel
+/// command line (`root/proc/cmdline`), in boot mode. The one loader `ros config`, `ros
+/// service` and `ros sysconf` use. Fails only when the command line cannot be read.
+pub fn load_system(root: &Path) -> io::Result<Loaded> {
+    let cmdline = crate::cmdline::read_cmdline(root)?;
+    Ok(load(root, cmdline.as_deref(), Mode::Boot))
+}
+
 /// Load every layer under `root` (see [`layer_files`]) plus the kernel command line text,
 /// and resolve them. Never fails: unusable files are skipped and reported.
 pub fn load(root: &Path, cmdline: Option<&str>, mode: Mode) -> Loaded {

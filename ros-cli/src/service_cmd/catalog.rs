@@ -38,14 +38,12 @@ pub fn index_file(root: &Path, name: &str) -> PathBuf {
     paths::under(root, SERVICE_INDEX_DIR).join(format!("{name}.yml"))
 }
 
-fn read_cmdline(root: &Path) -> Option<String> {
-    ros_config::read_cmdline(root).ok().flatten()
-}
-
 /// Every service below `root`, by name, as PID 1 sees them (its problems are in the boot
 /// log and `ros config validate`).
 pub fn available(root: &Path) -> Vec<Entry> {
-    let loaded = ros_config::load(root, read_cmdline(root).as_deref(), Mode::Boot);
+    // A command line that cannot be read counts as empty here: the list is still shown.
+    let loaded =
+        ros_config::load_system(root).unwrap_or_else(|_| ros_config::load(root, None, Mode::Boot));
     let cat = ros_config::catalog::read(
         &paths::under(root, SERVICES_DIR),
         &paths::under(root, SERVICE_INDEX_DIR),
