@@ -21,10 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// Annotation containerd reads for the image name on `ctr import`.
-pub(crate) const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
-/// Standard OCI annotation for the reference name.
-pub(crate) const OCI_REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+pub(crate) use ros_store::{CONTAINERD_NAME_ANNOTATION, OCI_REF_NAME_ANNOTATION};
 /// Fixed so that output does not depend on flate2's default; 6 is gzip's own default.
 const GZIP_LEVEL: u32 = 6;
 const OCI_LAYOUT_VERSION: &str = "1.0.0";

@@ -9,7 +9,6 @@
 
 use crate::inspect::{for_each_entry, inspect_archive, InspectError};
 use flate2::read::GzDecoder;
-use oci_spec::image::ImageConfiguration;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -61,16 +60,7 @@ pub enum StoreError {
     },
 }
 
-/// The record of one image in a store.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StoreRecord {
-    /// The image reference.
-    pub name: String,
-    /// The image's OCI config.
-    pub config: ImageConfiguration,
-    /// diff_ids of the layers, base first; `layers/<hex>` holds each.
-    pub layers: Vec<String>,
-}
+pub use ros_store::StoreRecord;
 
 /// What [`add_to_store`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,24 +73,7 @@ pub struct Stored {
     pub record: PathBuf,
 }
 
-/// The record file for image `name` in `store`.
-pub fn record_path(store: &Path, name: &str) -> PathBuf {
-    let file: String = name
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
-            _ => '_',
-        })
-        .collect();
-    store.join("images").join(format!("{file}.json"))
-}
-
-/// The directory of layer `diff_id` in `store`.
-pub fn layer_path(store: &Path, diff_id: &str) -> PathBuf {
-    store
-        .join("layers")
-        .join(diff_id.trim_start_matches("sha256:"))
-}
+pub use ros_store::{layer_path, record_path};
 
 /// Verify `archive` (as [`inspect_archive`] does), unpack the layers `store` lacks and
 /// write the image's record. A layer is unpacked into a temporary directory and renamed

@@ -21,11 +21,7 @@ const SMALL_BLOB_LIMIT: u64 = 1 << 20;
 /// Size of the pieces a blob is streamed in (containerd accepts gRPC messages up to 16 MiB).
 pub(crate) const CHUNK_SIZE: usize = 1 << 20;
 
-/// Name annotations, in order of preference.
-pub(crate) const NAME_ANNOTATIONS: [&str; 2] = [
-    "io.containerd.image.name",
-    "org.opencontainers.image.ref.name",
-];
+pub(crate) use ros_store::NAME_ANNOTATIONS;
 
 const INDEX_MEDIA_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",

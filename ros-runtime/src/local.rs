@@ -18,13 +18,7 @@ use crate::archive;
 use crate::error::RuntimeError;
 use crate::Result;
 
-/// The record of one image in the store.
-#[derive(Debug, serde::Deserialize)]
-struct Record {
-    name: String,
-    config: ImageConfiguration,
-    layers: Vec<String>,
-}
+use ros_store::StoreRecord as Record;
 
 /// An image found in the store.
 #[derive(Debug, Clone)]
@@ -83,7 +77,7 @@ impl LocalImages {
     /// A store that does not exist holds nothing; a broken record or a missing layer is an
     /// error naming the file.
     pub(crate) fn find(&self, reference: &str) -> Result<Option<LocalImage>> {
-        let dir = self.store.join("images");
+        let dir = ros_store::records_dir(&self.store);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -107,11 +101,10 @@ impl LocalImages {
             }
             let mut layers = Vec::with_capacity(record.layers.len());
             for diff_id in &record.layers {
-                let hex = diff_id.trim_start_matches("sha256:");
-                if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if ros_store::layer_hex(diff_id).is_none() {
                     return Err(invalid(reference, &file, format!("layer {diff_id:?}")));
                 }
-                let layer = self.store.join("layers").join(hex);
+                let layer = ros_store::layer_path(&self.store, diff_id);
                 if !layer.is_dir() {
                     return Err(invalid(
                         reference,
