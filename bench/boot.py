@@ -20,17 +20,17 @@ import subprocess
 import tempfile
 import time
 
+from vm import qemu_base
+
 MARKER = re.compile(r"ROS BOOT (\S+) (\d+\.\d+)s ?(\S*)")
 CONSOLE_UP = "rOS console on /dev/"
 
 
 def qemu_cmd(out, initrd, mem, root_disk, append, state=None):
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
-           "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+    # The same virtual hardware for the floor as for rOS (vm.py).
+    cmd = [*qemu_base(mem),
            "-kernel", os.path.join(out, "vmlinuz"), "-initrd", initrd,
-           "-append", "console=ttyS0 quiet panic=-1 " + append,
-           # The same virtual hardware for the floor as for rOS (see vm.py).
-           "-cpu", "qemu64,+rdrand"]
+           "-append", "console=ttyS0 quiet panic=-1 " + append]
     if root_disk:
         cmd += ["-drive", f"file={root_disk},if=virtio,format=raw,readonly=on",
                 "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]

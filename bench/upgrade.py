@@ -26,13 +26,14 @@ import subprocess
 import tempfile
 import time
 
+from vm import qemu_base
+
 
 class Guest:
     def __init__(self, args):
         self.p = subprocess.Popen(
-            ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", "512", "-display", "none",
-             "-serial", "stdio", "-monitor", "none", "-no-reboot", "-cpu", "qemu64,+rdrand",
-             "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0", *args],
+            [*qemu_base(512), "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+             *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.buf, self.pos, self.seq = b"", 0, 0
 

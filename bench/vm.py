@@ -6,26 +6,30 @@ import subprocess
 import time
 
 
+def qemu_base(mem=512):
+    """The virtual machine every bench boots, the tests' (tests/src/lib.rs `qemu_base_args`,
+    which a cargo test compares with this): TCG, two CPUs, MEM MiB, the serial console on
+    stdio, no reboot. A hardware RNG (the CPU's RDRAND), as `make run` gives: without one,
+    the kernel's random pool is not initialised during boot, and chronyd and dropbearkey
+    spin the CPU in the kernel until it is."""
+    return ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
+            "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            "-cpu", "qemu64,+rdrand"]
+
+
 class Vm:
     """One QEMU boot of OUT_DIR's kernel and initrd, with the image (ros.img) as its disk."""
 
     def __init__(self, out, mem=512, append="", extra=(), timeout=300, firmware=None):
         """`firmware`: QEMU arguments that boot through the machine's firmware instead (an
         ISO, the network) with no kernel, initrd or image disk passed."""
-        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
-               "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+        cmd = [*qemu_base(mem),
                "-kernel", os.path.join(out, "vmlinuz"), "-initrd", os.path.join(out, "initrd"),
                "-drive", f"file={os.path.join(out, 'ros.img')},if=virtio,format=raw,readonly=on",
                "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
-               # A hardware RNG (the CPU's RDRAND), as `make run` gives: without one, the
-               # kernel's random pool is not initialised during boot, and chronyd and
-               # dropbearkey spin the CPU in the kernel until it is.
-               "-cpu", "qemu64,+rdrand",
                "-append", f"console=ttyS0 quiet panic=-1 root=/dev/vda2 rancher.autologin=ttyS0 {append}", *extra]
         if firmware is not None:
-            cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(mem),
-                   "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-                   "-cpu", "qemu64,+rdrand", *firmware, *extra]
+            cmd = [*qemu_base(mem), *firmware, *extra]
         self.start = time.monotonic()
         self.deadline = self.start + timeout
         self.buf = b""
@@ -93,3 +97,13 @@ class Vm:
     def close(self):
         self.p.kill()
         self.p.wait()
+
+
+if __name__ == "__main__":
+    # `bench/vm.py --base-args MEM`: qemu_base, one argument a line (for the cargo test
+    # that keeps the tests' machine and the benches' the same).
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--base-args":
+        print("\n".join(qemu_base(int(sys.argv[2]))))
+    else:
+        sys.exit("usage: bench/vm.py --base-args MEM")

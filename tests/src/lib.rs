@@ -158,6 +158,33 @@ struct Console {
     changed: Condvar,
 }
 
+/// The machine every test boots, and every bench (`bench/vm.py`'s `qemu_base`, which a
+/// test compares with this): QEMU under TCG, two CPUs, `mem_mb` MiB, the serial console
+/// on stdio, no reboot (QEMU exits), and a hardware RNG (RDRAND). [`BootOptions`] may drop
+/// the last two.
+pub fn qemu_base_args(mem_mb: u32) -> Vec<String> {
+    [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-smp",
+        "2",
+        "-m",
+        &mem_mb.to_string(),
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-cpu",
+        "qemu64,+rdrand",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A running QEMU guest.
 pub struct Vm {
     pid: u32,
@@ -173,17 +200,24 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 impl Vm {
     /// Boot the image with `opts`.
     pub fn boot(opts: &BootOptions) -> Vm {
-        let mut qemu = Command::new("qemu-system-x86_64");
-        qemu.args(["-accel", "tcg", "-smp", "2", "-m", &opts.mem_mb.to_string()])
-            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
-            .args((!opts.reboots).then_some("-no-reboot"))
-            .arg("-netdev")
+        let base = qemu_base_args(opts.mem_mb);
+        let mut qemu = Command::new(&base[0]);
+        let mut rest = base[1..].iter().map(String::as_str);
+        while let Some(arg) = rest.next() {
+            match arg {
+                "-no-reboot" if opts.reboots => {}
+                "-cpu" if !opts.rng => {
+                    rest.next();
+                }
+                _ => {
+                    qemu.arg(arg);
+                }
+            }
+        }
+        qemu.arg("-netdev")
             .arg(&opts.netdev)
             .arg("-device")
             .arg(format!("{},netdev=n0", opts.nic));
-        if opts.rng {
-            qemu.args(["-cpu", "qemu64,+rdrand"]);
-        }
         match &opts.boot_disk {
             Some(disk) => {
                 qemu.arg("-drive")
