@@ -507,8 +507,7 @@ LIVE_ARGS="console=tty0 console=ttyS0 quiet rancher.autologin=ttyS0"
 # syslinux_cfg WHAT INITRDS ARGS: the syslinux (or isolinux) config of a live medium's one
 # entry, on the serial console too.
 syslinux_cfg() {
-  printf '%s\n' "# $1 (initramfs/build.sh)." "SERIAL 0 115200" "DEFAULT ros" "PROMPT 0" \
-    "TIMEOUT 10" "" "LABEL ros" "  KERNEL /boot/vmlinuz" "  INITRD $2" "  APPEND $3"
+  "$HOSTBIN/ros-bundle" syslinux-cfg --comment "$1" --initrd "$2" --append "$3"
 }
 
 # The image's MBR disk signature: its root partition is root=PARTUUID=$DISK_ID-02, whatever

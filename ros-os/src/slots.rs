@@ -298,17 +298,45 @@ pub fn boot_config(
     root: Option<&str>,
     append: &str,
 ) -> String {
-    let mut cfg = format!(
-        "# Written by ros (ros install, ros os upgrade): DEFAULT is the known-good slot.\n\
-         SERIAL 0 115200\nDEFAULT {}\nPROMPT 0\nTIMEOUT 10\n",
-        good.label()
-    );
-    for slot in slots {
+    let entries: Vec<SyslinuxEntry> = slots
+        .into_iter()
+        .map(|slot| SyslinuxEntry {
+            label: slot.label(),
+            kernel: format!("/{}/vmlinuz", slot.dir()),
+            initrd: format!("/{}/initrd", slot.dir()),
+            append: kernel_args(slot, root, append),
+        })
+        .collect();
+    syslinux_config(
+        "Written by ros (ros install, ros os upgrade): DEFAULT is the known-good slot.",
+        &good.label(),
+        &entries,
+    )
+}
+
+/// One entry of a syslinux (or isolinux) config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslinuxEntry {
+    /// Its `LABEL`.
+    pub label: String,
+    /// The kernel's path on the boot partition.
+    pub kernel: String,
+    /// The initrds, comma-separated (syslinux's syntax for several).
+    pub initrd: String,
+    /// The kernel command line.
+    pub append: String,
+}
+
+/// A syslinux config: on the serial console too (ttyS0 at 115200), `default` booted
+/// after a second. The one writer of syslinux configs: the installed disk's slots here,
+/// and the image's and the ISO's through `ros-bundle syslinux-cfg` (initramfs/build.sh).
+pub fn syslinux_config(comment: &str, default: &str, entries: &[SyslinuxEntry]) -> String {
+    let mut cfg =
+        format!("# {comment}\nSERIAL 0 115200\nDEFAULT {default}\nPROMPT 0\nTIMEOUT 10\n");
+    for e in entries {
         cfg.push_str(&format!(
-            "\nLABEL {}\n  KERNEL /{dir}/vmlinuz\n  INITRD /{dir}/initrd\n  APPEND {}\n",
-            slot.label(),
-            kernel_args(slot, root, append),
-            dir = slot.dir()
+            "\nLABEL {}\n  KERNEL {}\n  INITRD {}\n  APPEND {}\n",
+            e.label, e.kernel, e.initrd, e.append
         ));
     }
     cfg

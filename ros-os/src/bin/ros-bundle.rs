@@ -56,6 +56,18 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a live medium's syslinux (or isolinux) config, one entry `ros`, to stdout.
+    SyslinuxCfg {
+        /// What it boots, for its first line.
+        #[arg(long)]
+        comment: String,
+        /// The initrds, comma-separated.
+        #[arg(long)]
+        initrd: String,
+        /// The kernel command line.
+        #[arg(long)]
+        append: String,
+    },
     /// Check a bundle against the keys in DIR.
     Verify {
         #[arg(long)]
@@ -131,6 +143,27 @@ fn run(cli: Cli) -> Result<(), String> {
                 meta.version,
                 meta.arch,
                 meta.key
+            );
+            Ok(())
+        }
+        Cmd::SyslinuxCfg {
+            comment,
+            initrd,
+            append,
+        } => {
+            let entry = ros_os::slots::SyslinuxEntry {
+                label: "ros".into(),
+                kernel: "/boot/vmlinuz".into(),
+                initrd,
+                append,
+            };
+            print!(
+                "{}",
+                ros_os::slots::syslinux_config(
+                    &format!("{comment} (initramfs/build.sh)."),
+                    "ros",
+                    &[entry]
+                )
             );
             Ok(())
         }
