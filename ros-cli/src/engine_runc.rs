@@ -20,7 +20,10 @@ use crate::CliError;
 /// The name by which `ros` acts as the engine's runc (the symlink
 /// `/usr/lib/ros/engine/runc`, first on dockerd's PATH).
 pub const ARGV0: &str = "runc";
-/// The real runtime, beside the symlink (initramfs/build.sh).
+/// Where the user engine's binaries are (initramfs/build.sh puts them there; the docker
+/// service binds the directory and puts it first on dockerd's PATH).
+pub const ENGINE_DIR: &str = "/usr/lib/ros/engine";
+/// The real runtime, beside the symlink, in [`ENGINE_DIR`].
 const CRUN: &str = "/usr/lib/ros/engine/crun";
 /// The kernel line with its secrets hidden, as PID 1 wrote it
 /// (`ros_config::paths::REDACTED_CMDLINE`), where services/docker.yml binds it.

@@ -24,3 +24,93 @@ fn the_benches_boot_the_machine_the_tests_boot() {
         .collect();
     assert_eq!(benches, boot_tests::qemu_base_args(768));
 }
+
+/// Every constant path (`const NAME: &str = "/..."`) declared in the crates' sources.
+fn rust_path_constants() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut consts = Vec::new();
+    let mut todo: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("src")))
+        .filter(|p| p.is_dir())
+        .collect();
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for line in text.lines() {
+                    let Some((_, rest)) = line.split_once(": &str = \"/") else {
+                        continue;
+                    };
+                    if !line.trim_start().starts_with("pub const ")
+                        && !line.trim_start().starts_with("const ")
+                        && !line.trim_start().starts_with("pub(crate) const ")
+                    {
+                        continue;
+                    }
+                    if let Some((path, _)) = rest.split_once('"') {
+                        consts.push(format!("/{}", path.trim_end_matches('/')));
+                    }
+                }
+            }
+        }
+    }
+    consts
+}
+
+/// The paths of rOS's own places (`/usr/share/ros`, `/usr/lib/ros`, `/run/ros`, ...) that
+/// the image build and the service files spell out are declared in Rust: renaming one
+/// there without the other fails here, not at boot.
+#[test]
+fn the_shell_and_yaml_paths_are_the_rust_constants() {
+    let consts = rust_path_constants();
+    assert!(consts.len() > 20, "{consts:?}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![root.join("initramfs/build.sh")];
+    for e in std::fs::read_dir(root.join("services")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    const OURS: [&str; 7] = [
+        "/usr/share/ros",
+        "/usr/lib/ros",
+        "/run/ros",
+        "/etc/ros",
+        "/run/syslog",
+        "/run/system-containerd",
+        "/var/lib/system-containerd",
+    ];
+    let mut unknown = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, _) in text.match_indices('/') {
+            let rest = &text[i..];
+            if !OURS.iter().any(|p| {
+                rest.starts_with(p)
+                    && !rest[p.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '-')
+            }) || text[..i].ends_with(|c: char| c.is_alphanumeric() || "/._-$}".contains(c))
+            {
+                continue;
+            }
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "/._-".contains(*c))
+                .collect();
+            let path = path.trim_end_matches(['/', '.']);
+            let known = consts.iter().any(|c| {
+                path == c
+                    || path.starts_with(&format!("{c}/"))
+                    || c.starts_with(&format!("{path}/"))
+            });
+            if !known {
+                unknown.push(format!("{}: {path}", file.display()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "paths no Rust constant declares: {unknown:#?}"
+    );
+}
