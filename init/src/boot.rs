@@ -12,14 +12,13 @@ use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 
 /// ramfs (the initramfs rootfs without tmpfs); nix doesn't name it.
 const RAMFS_MAGIC: FsType = FsType(0x858458f6);
-use ros_config::{CloudConfig, Mode, Severity};
+use ros_config::{CloudConfig, Mode};
 use ros_control::PowerAction;
 use ros_runtime::{Containerd, LocalImages, ServiceRuntime, SYSTEM_NAMESPACE};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-use crate::catalog;
 use crate::cmdline::KernelCmdline;
 use crate::console::{self, BootPhase};
 use crate::containerd::{ContainerdPaths, SystemContainerd};
@@ -265,28 +264,6 @@ fn set_hostname(config: &CloudConfig) {
     }
 }
 
-/// Load every config layer plus the kernel command line, boot mode: never fails; every
-/// problem is printed on the console and kept in `/var/log/ros/config.log`.
-pub fn load_config(cmdline: &str) -> CloudConfig {
-    let loaded = ros_config::load(Path::new("/"), Some(cmdline), Mode::Boot);
-    let mut report = String::new();
-    for d in &loaded.diagnostics {
-        match d.severity {
-            Severity::Error => log::error!("config: {d}"),
-            Severity::Warning => log::warn!("config: {d}"),
-        }
-        report.push_str(&format!("{d}\n"));
-    }
-    // Through LogDir, not fs::write: a `config.log` symlink planted in the log directory
-    // must not let the diagnostics overwrite what it points to (the user's config).
-    let written = crate::logfile::LogDir::open(Path::new(paths::LOG_DIR))
-        .and_then(|dir| dir.write_truncated("config.log", report.as_bytes()));
-    if let Err(e) = written {
-        log::warn!("config: {e}");
-    }
-    loaded.config
-}
-
 /// Read `files` into the page cache on a background thread (best-effort: a file that
 /// cannot be read is paged in on first use instead).
 fn warm_page_cache(files: &'static [&'static str]) {
@@ -477,7 +454,7 @@ fn cloud_init(
             log::info!("{line}");
         }
     }
-    let config = load_config(cmdline);
+    let config = crate::desired::load_config(cmdline);
     let applied = ros_cloudinit::apply(root, &config, &host, modules);
     crate::cloudinit::print(&applied.report);
     if config.hostname.is_none() {
@@ -490,19 +467,6 @@ fn cloud_init(
         &crate::cloudinit::command_log(),
     ));
     config
-}
-
-/// What should run, in order, for `config`; problems are printed.
-fn plan_services(config: &CloudConfig) -> catalog::Plan {
-    let plan = catalog::plan(
-        Path::new(paths::SERVICES_DIR),
-        Path::new(paths::SERVICE_INDEX_DIR),
-        config,
-    );
-    for p in &plan.problems {
-        log::error!("{p}");
-    }
-    plan
 }
 
 /// PID 1's whole life. Never returns.
@@ -720,35 +684,21 @@ async fn serve(
             log::error!("containerd: subscribing to exits: {e} (services won't be restarted)")
         }
     }
-    let files = Arc::new(crate::cloudinit::ContainerFiles::new(&config));
-    let hook_files = files.clone();
-    // The console's pid: runcmd runs in its filesystem.
-    let console_pid = Arc::new(AtomicU32::new(0));
-    let started = console_pid.clone();
-    sup.set_start_hook(Arc::new(move |service, pid| {
-        if service == crate::cloudinit::CONSOLE_SERVICE {
-            started.store(pid, Ordering::Relaxed);
-        }
-        hook_files.write_for(service, pid)
-    }));
+    // What should run: the boot's plan now, and every reload's (`ros service up`,
+    // `ros config set`) through the control socket.
+    let desired = Arc::new(crate::desired::Desired::new(cmdline.clone(), &config));
+    let on_start = desired.clone();
+    sup.set_start_hook(Arc::new(move |service, pid| on_start.started(service, pid)));
     crate::logrotate::spawn_watcher(PathBuf::from(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);
-    let reload_cmdline = cmdline.clone();
-    let kernel_debug = KernelCmdline::parse(&cmdline).debug();
-    let planner: crate::control::Planner = Arc::new(move || {
-        let config = load_config(&reload_cmdline);
-        console::set_debug(kernel_debug || config.rancher.debug);
-        // Services started from now on get the reloaded config's files.
-        files.replace(&config);
-        plan_services(&config)
-    });
     crate::control::spawn(
         sup.clone(),
-        planner,
+        desired.clone(),
         PathBuf::from(ros_control::protocol::CONTROL_SOCKET),
     );
+    let console_pid = desired.console_pid();
 
     let shutdown_timeout = config.shutdown_timeout();
-    let plan = plan_services(&config);
+    let plan = desired.plan(&config);
     let booting = sup.clone();
     let late_config = config.clone();
     let reaper_for_deadline = reaper.clone();

@@ -18,11 +18,11 @@ use ros_runtime::ServiceRuntime;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::catalog::Plan;
+use crate::desired::Desired;
 use crate::supervisor::{State, Supervisor, SupervisorError};
 
-/// Re-reads the config and says what should run.
-pub type Planner = Arc<dyn Fn() -> Plan + Send + Sync>;
+/// The reconciler a reload asks what should run ([`Desired::reload`]).
+pub type Planner = Arc<Desired>;
 
 /// Default SIGTERM→SIGKILL grace for `stop`.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -161,7 +161,7 @@ async fn handle<R: ServiceRuntime + 'static>(
         }
         Request::Reload | Request::Up { .. } => {
             let planner = planner.clone();
-            let plan = match tokio::task::spawn_blocking(move || planner()).await {
+            let plan = match tokio::task::spawn_blocking(move || planner.reload()).await {
                 Ok(p) => p,
                 Err(e) => return Response::error(ErrorKind::Failed, format!("reload: {e}")),
             };

@@ -7,6 +7,7 @@ mod cmdline;
 mod console;
 mod containerd;
 mod control;
+mod desired;
 mod logfile;
 mod logrotate;
 mod modules;
