@@ -64,6 +64,50 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// What a deserialization error of a config document says, typed. serde's errors are
+/// text; this is the one place that reads them, for both checkers (cloud-config layers in
+/// `resolve`, service files in `service`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SerdeProblem {
+    /// A key the type does not have, with the known key it is closest to.
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// A known key close enough to be meant.
+        suggestion: Option<String>,
+    },
+    /// Anything else (a wrong type, a bad value, a missing field), in serde's words.
+    Other(String),
+}
+
+impl SerdeProblem {
+    /// Read serde's `message`.
+    pub(crate) fn read(message: &str) -> SerdeProblem {
+        let Some(rest) = message.strip_prefix("unknown field `") else {
+            return SerdeProblem::Other(message.to_string());
+        };
+        // "unknown field `x`, expected one of `a`, `b`": the names between backquotes.
+        let names: Vec<&str> = rest.split('`').step_by(2).collect();
+        let key = names.first().copied().unwrap_or_default();
+        SerdeProblem::UnknownKey {
+            key: key.to_string(),
+            suggestion: crate::suggest::suggest(key, names.get(1..).unwrap_or_default())
+                .map(String::from),
+        }
+    }
+
+    /// For a person: `unknown key `x` (did you mean `y`?)`, or serde's words.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            SerdeProblem::UnknownKey { key, suggestion } => match suggestion {
+                Some(s) => format!("unknown key `{key}` (did you mean `{s}`?)"),
+                None => format!("unknown key `{key}`"),
+            },
+            SerdeProblem::Other(m) => m.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +131,31 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "/var/lib/rancher/conf/cloud-config.yml: invalid type"
+        );
+    }
+}
+
+#[cfg(test)]
+mod serde_problem_tests {
+    use super::*;
+
+    #[test]
+    fn serdes_messages_are_read_once_into_kinds() {
+        let p = SerdeProblem::read("unknown field `imagee`, expected one of `image`, `command`");
+        assert_eq!(
+            p,
+            SerdeProblem::UnknownKey {
+                key: "imagee".into(),
+                suggestion: Some("image".into())
+            }
+        );
+        assert_eq!(p.message(), "unknown key `imagee` (did you mean `image`?)");
+        let far = SerdeProblem::read("unknown field `zzz`, expected `image`");
+        assert_eq!(far.message(), "unknown key `zzz`");
+        let other = SerdeProblem::read("invalid type: string \"x\", expected a boolean");
+        assert_eq!(
+            other,
+            SerdeProblem::Other("invalid type: string \"x\", expected a boolean".into())
         );
     }
 }

@@ -17,12 +17,11 @@ use std::path::{Path, PathBuf};
 
 use crate::check::{check, Finding};
 use crate::cmdline::{Cmdline, WordPos};
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::{Diagnostic, SerdeProblem, Severity};
 use crate::file::{open_config_file, MAX_FILE_BYTES};
 use crate::keypath::{KeyPath, Segment};
 use crate::paths;
 use crate::schema::CloudConfig;
-use crate::suggest::suggest;
 use crate::tree::{get_exact, merge, original_path, remove_exact, strip_holes};
 use crate::yaml::{self, Mapping, Target, Value};
 
@@ -582,13 +581,9 @@ fn drop_anchor(path: &KeyPath) -> KeyPath {
 
 fn classify(path: KeyPath, message: &str, mode: Mode) -> Problem {
     let drop = drop_anchor(&path);
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let names: Vec<&str> = rest.split('`').step_by(2).collect();
-        let unknown = names.first().copied().unwrap_or_default();
-        let mut message = format!("unknown key `{unknown}`");
-        if let Some(s) = suggest(unknown, names.get(1..).unwrap_or_default()) {
-            message.push_str(&format!(" (did you mean `{s}`?)"));
-        }
+    let problem = SerdeProblem::read(message);
+    if let SerdeProblem::UnknownKey { .. } = problem {
+        let mut message = problem.message();
         let in_rancher = matches!(path.segments().first(), Some(Segment::Key(k)) if k == "rancher");
         let severity = if drop != path {
             // The whole entry goes, not just the key: that is an error in any mode.

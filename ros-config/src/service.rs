@@ -22,11 +22,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 use crate::capability::CapEntry;
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::{Diagnostic, SerdeProblem, Severity};
 use crate::fields::{Device, User, Volume};
 use crate::file::MAX_FILE_BYTES;
 use crate::keypath::{KeyPath, Segment};
-use crate::suggest::suggest;
 use crate::text::Text;
 use crate::yaml::{self, Target, Value};
 
@@ -1200,19 +1199,14 @@ fn remove_field(value: &mut Value, path: &KeyPath) -> bool {
 
 /// A person's message for a deserialization error, and where it points.
 fn describe(message: &str) -> (String, Target) {
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let names: Vec<&str> = rest.split('`').step_by(2).collect();
-        let unknown = names.first().copied().unwrap_or_default();
-        let mut out = format!("unknown key `{unknown}`");
-        if let Some(s) = suggest(unknown, names.get(1..).unwrap_or_default()) {
-            out.push_str(&format!(" (did you mean `{s}`?)"));
-        }
-        return (out, Target::Key);
-    }
-    if message.starts_with(UNSUPPORTED_PREFIX) {
-        return (message.to_string(), Target::Key);
-    }
-    (message.to_string(), Target::Value)
+    let problem = SerdeProblem::read(message);
+    let target = match &problem {
+        SerdeProblem::UnknownKey { .. } => Target::Key,
+        // The key is what is unsupported (KeySeed's own error).
+        SerdeProblem::Other(m) if m.starts_with(UNSUPPORTED_PREFIX) => Target::Key,
+        SerdeProblem::Other(_) => Target::Value,
+    };
+    (problem.message(), target)
 }
 
 fn split_words(s: &str) -> Vec<String> {
