@@ -114,3 +114,64 @@ fn the_shell_and_yaml_paths_are_the_rust_constants() {
         "paths no Rust constant declares: {unknown:#?}"
     );
 }
+
+/// Every crate's dependencies are named in its sources (an unused one costs build time and
+/// supply chain for nothing). By name only, as cargo-machete checks: `foo-bar` must appear
+/// as `foo_bar` somewhere under the crate.
+#[test]
+fn every_dependency_is_used() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut unused = Vec::new();
+    for e in std::fs::read_dir(&root).unwrap() {
+        let dir = e.unwrap().path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        if manifest.contains("[workspace]") {
+            continue;
+        }
+        let mut sources = String::new();
+        let mut todo = vec![dir.clone()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() && !p.ends_with("target") {
+                    todo.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        let mut section = "";
+        for line in manifest.lines() {
+            if line.starts_with('[') {
+                section = line;
+                continue;
+            }
+            if section != "[dependencies]" && section != "[dev-dependencies]" {
+                continue;
+            }
+            let Some((name, _)) = line.split_once('=') else {
+                continue;
+            };
+            let name = name.trim();
+            if name.is_empty() || name.starts_with('#') {
+                continue;
+            }
+            let ident = name.replace('-', "_");
+            let used = sources.match_indices(&ident).any(|(i, _)| {
+                let before = sources[..i].chars().next_back();
+                let after = sources[i + ident.len()..].chars().next();
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                !word(before) && !word(after)
+            });
+            if !used {
+                unused.push(format!("{}: {name}", dir.display()));
+            }
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "dependencies no source names: {unused:#?}"
+    );
+}
