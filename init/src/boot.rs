@@ -686,7 +686,7 @@ async fn serve(
     }
     // What should run: the boot's plan now, and every reload's (`ros service up`,
     // `ros config set`) through the control socket.
-    let desired = Arc::new(crate::desired::Desired::new(cmdline.clone(), &config));
+    let desired = Arc::new(crate::desired::Desired::new(cmdline.clone()));
     let on_start = desired.clone();
     sup.set_start_hook(Arc::new(move |service, pid| on_start.started(service, pid)));
     crate::logrotate::spawn_watcher(PathBuf::from(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);

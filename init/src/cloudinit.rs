@@ -242,20 +242,14 @@ pub fn command_log() -> PathBuf {
 /// `write_files` entries with `container: NAME`, written into that service's container
 /// (through `/proc/<pid>/root`, so owners resolve against the container's own
 /// `/etc/passwd`) each time the service starts, as RancherOS did. A reload of the config
-/// replaces them ([`ContainerFiles::replace`]).
+/// replaces them ([`ContainerFiles::replace`]); none until the first.
+#[derive(Default)]
 pub struct ContainerFiles {
     files: std::sync::RwLock<Vec<ros_config::schema::WriteFile>>,
 }
 
 impl ContainerFiles {
-    /// The entries of `config` that target containers.
-    pub fn new(config: &ros_config::CloudConfig) -> Self {
-        ContainerFiles {
-            files: std::sync::RwLock::new(ros_cloudinit::container_files(config)),
-        }
-    }
-
-    /// From now on, the entries of `config` (a reloaded config).
+    /// From now on, the entries of `config` that target containers.
     pub fn replace(&self, config: &ros_config::CloudConfig) {
         let files = ros_cloudinit::container_files(config);
         *self.files.write().unwrap_or_else(|e| e.into_inner()) = files;
@@ -304,7 +298,8 @@ mod tests {
 
     #[test]
     fn a_reload_replaces_the_files_for_containers() {
-        let files = ContainerFiles::new(&config(
+        let files = ContainerFiles::default();
+        files.replace(&config(
             "write_files:\n- {path: /etc/ntp.conf, content: a, container: ntp}\n\
              - {path: /etc/host-only, content: b}\n",
         ));

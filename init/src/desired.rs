@@ -24,12 +24,12 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// For the kernel line `cmdline` and the boot's `config`.
-    pub fn new(cmdline: String, config: &CloudConfig) -> Desired {
+    /// For the kernel line `cmdline`; the first [`Desired::plan`] gives it a config.
+    pub fn new(cmdline: String) -> Desired {
         Desired {
             kernel_debug: KernelCmdline::parse(&cmdline).debug(),
             cmdline,
-            files: ContainerFiles::new(config),
+            files: ContainerFiles::default(),
             console_pid: Arc::new(AtomicU32::new(0)),
         }
     }
