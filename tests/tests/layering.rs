@@ -9,18 +9,7 @@ use std::path::{Path, PathBuf};
 /// Each top-level module of the crate whose `src` is `dir`, with the crate's modules its
 /// non-test code names (`crate::x`, `crate::{x, y}`).
 fn imports(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut files = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                files.push(p);
-            }
-        }
-    }
+    let files = boot_tests::rust_files(dir);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
         let rel = file.strip_prefix(dir).unwrap();
@@ -99,10 +88,7 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
 }
 
 fn src(krate: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(krate)
-        .join("src")
+    boot_tests::workspace_root().join(krate).join("src")
 }
 
 #[test]

@@ -27,34 +27,25 @@ fn the_benches_boot_the_machine_the_tests_boot() {
 
 /// Every constant path (`const NAME: &str = "/..."`) declared in the crates' sources.
 fn rust_path_constants() -> Vec<String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut consts = Vec::new();
-    let mut todo: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+    let srcs = std::fs::read_dir(boot_tests::workspace_root())
         .unwrap()
         .filter_map(|e| Some(e.ok()?.path().join("src")))
-        .filter(|p| p.is_dir())
-        .collect();
-    while let Some(dir) = todo.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                let text = std::fs::read_to_string(&p).unwrap();
-                for line in text.lines() {
-                    let Some((_, rest)) = line.split_once(": &str = \"/") else {
-                        continue;
-                    };
-                    if !line.trim_start().starts_with("pub const ")
-                        && !line.trim_start().starts_with("const ")
-                        && !line.trim_start().starts_with("pub(crate) const ")
-                    {
-                        continue;
-                    }
-                    if let Some((path, _)) = rest.split_once('"') {
-                        consts.push(format!("/{}", path.trim_end_matches('/')));
-                    }
-                }
+        .filter(|p| p.is_dir());
+    for p in srcs.flat_map(|src| boot_tests::rust_files(&src)) {
+        let text = std::fs::read_to_string(&p).unwrap();
+        for line in text.lines() {
+            let Some((_, rest)) = line.split_once(": &str = \"/") else {
+                continue;
+            };
+            if !line.trim_start().starts_with("pub const ")
+                && !line.trim_start().starts_with("const ")
+                && !line.trim_start().starts_with("pub(crate) const ")
+            {
+                continue;
+            }
+            if let Some((path, _)) = rest.split_once('"') {
+                consts.push(format!("/{}", path.trim_end_matches('/')));
             }
         }
     }
@@ -68,7 +59,7 @@ fn rust_path_constants() -> Vec<String> {
 fn the_shell_and_yaml_paths_are_the_rust_constants() {
     let consts = rust_path_constants();
     assert!(consts.len() > 20, "{consts:?}");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = boot_tests::workspace_root();
     let mut files = vec![root.join("initramfs/build.sh")];
     for e in std::fs::read_dir(root.join("services")).unwrap() {
         files.push(e.unwrap().path());
@@ -120,7 +111,7 @@ fn the_shell_and_yaml_paths_are_the_rust_constants() {
 /// as `foo_bar` somewhere under the crate.
 #[test]
 fn every_dependency_is_used() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = boot_tests::workspace_root();
     let mut unused = Vec::new();
     for e in std::fs::read_dir(&root).unwrap() {
         let dir = e.unwrap().path();
@@ -130,18 +121,10 @@ fn every_dependency_is_used() {
         if manifest.contains("[workspace]") {
             continue;
         }
-        let mut sources = String::new();
-        let mut todo = vec![dir.clone()];
-        while let Some(d) = todo.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() && !p.ends_with("target") {
-                    todo.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    sources.push_str(&std::fs::read_to_string(&p).unwrap());
-                }
-            }
-        }
+        let sources: String = boot_tests::rust_files(&dir)
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
         let mut section = "";
         for line in manifest.lines() {
             if line.starts_with('[') {
