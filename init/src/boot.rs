@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::cmdline::KernelCmdline;
 use crate::console::{self, BootPhase};
 use crate::containerd::{ContainerdPaths, SystemContainerd};
+use crate::mode;
 use crate::modules::{kernel_release, ModuleIndex};
 use crate::mounts::{self, PSEUDO_MOUNTS, WRITABLE_MOUNTS};
 use crate::paths;
@@ -266,7 +267,7 @@ fn set_hostname(config: &CloudConfig) {
 
 /// Read `files` into the page cache on a background thread (best-effort: a file that
 /// cannot be read is paged in on first use instead).
-fn warm_page_cache(files: &'static [&'static str]) {
+fn warm_page_cache<const N: usize>(files: [PathBuf; N]) {
     let spawned = std::thread::Builder::new()
         .name("warm-cache".into())
         .spawn(move || {
@@ -330,7 +331,7 @@ fn mount_state(cmdline: &str, modules: &crate::cloudinit::InitModules, reaper: &
             }
         }
     };
-    let early = ros_config::load(Path::new("/"), Some(cmdline), Mode::Boot);
+    let early = ros_config::load(mode::root(), Some(cmdline), Mode::Boot);
     let settings = state::StateSettings::from_config(&early.config);
     let format = |dev: &Path, label: &str| -> Result<(), String> {
         let mut cmd = std::process::Command::new(state::MKFS);
@@ -408,7 +409,7 @@ fn cloud_init(
     reaper: &Reaper,
     cdrom: CdromDrivers,
 ) -> CloudConfig {
-    let root = Path::new("/");
+    let root = mode::root();
     // The datasources to read come from the config itself (defaults + cmdline).
     let first = ros_config::load(root, Some(cmdline), Mode::Boot);
     if ros_cloudinit::lists_config_drive(&first.config) {
@@ -417,17 +418,22 @@ fn cloud_init(
     // Quietly: the CD-ROM driver, when an adapter a CD-ROM may sit on is there (a missing
     // module only hides that drive). It loads while containerd starts, on the CPUs it
     // needs: only what can find a drive (its filesystem is loaded once one is found).
-    if has_entries(Path::new("/sys/class/scsi_host")) {
+    if !mode::subreaper() && has_entries(Path::new("/sys/class/scsi_host")) {
         let cdrom = ros_cloudinit::CDROM_MODULE;
         if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, cdrom, "") {
             log::debug!("{e}");
         }
     }
-    let host = ros_cloudinit::SystemHost;
+    let host = crate::cloudinit::BootHost;
     let url = first.cmdline.cloud_config_url();
     let url = url.as_deref();
     // A `url:` or `cmdline` datasource: a network first, for as long as they take.
     let net = ros_cloudinit::needs_network(&first.config, url).then(|| {
+        if mode::subreaper() {
+            // The machine running a subreaper keeps its own network.
+            log::error!("network: not brought up in subreaper mode; the URL datasources will fail");
+            return Err(());
+        }
         crate::netboot::up(modules, reaper, EARLY_DHCP_TIMEOUT)
             .map_err(|e| log::error!("network: {e}; the URL datasources will fail"))
     });
@@ -457,7 +463,7 @@ fn cloud_init(
     let config = crate::desired::load_config(cmdline);
     let applied = ros_cloudinit::apply(root, &config, &host, modules);
     crate::cloudinit::print(&applied.report);
-    if config.hostname.is_none() {
+    if config.hostname.is_none() && !mode::subreaper() {
         set_hostname(&config);
     }
     let runner = crate::cloudinit::ReaperRunner::for_bootcmd(reaper.clone());
@@ -469,19 +475,24 @@ fn cloud_init(
     config
 }
 
-/// PID 1's whole life. Never returns.
+/// PID 1's whole life, as a short list of named steps. Never returns.
+///
+/// The steps only a machine's PID 1 takes (mounts, modules, the root switch, the state
+/// disk, cgroup controllers) are skipped in subreaper mode ([`mode::subreaper`]), where
+/// every well-known path is below the test root ([`paths::at`]).
 pub fn run() -> ! {
     recovery::install_panic_hook();
     console::init_logging(false);
     console::marker(BootPhase::Init, env!("CARGO_PKG_VERSION"));
+    let machine = !mode::subreaper();
     let host = Host;
-
-    // Fatal: without /proc, /sys, /dev and /run nothing below can work.
-    if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host) {
-        fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
+    if machine {
+        mount_pseudo_filesystems(&host);
+    } else {
+        become_subreaper();
     }
     // One reader for PID 1 and `ros`: one stray byte must not empty the whole line.
-    let cmdline_text = ros_config::read_cmdline(Path::new("/"))
+    let cmdline_text = ros_config::read_cmdline(mode::root())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -490,114 +501,51 @@ pub fn run() -> ! {
     // An installed disk: the root image is a file on its ext4 partition.
     let installed_disk = cmdline.root_image().is_some() || cmdline.root_fstype() == "ext4";
     // The ISO and PXE: the root image came in the initramfs, and no `root=` names another.
-    let live = cmdline.get("root").is_none() && Path::new(paths::LIVE_ROOT_IMAGE).is_file();
+    let live = cmdline.get("root").is_none() && paths::at(paths::LIVE_ROOT_IMAGE).is_file();
     recovery::set_offer_shell(recovery::offer_shell(cmdline.recovery(), installed_disk));
 
     let reaper = Reaper::default();
-    let (power_tx, power_rx) = mpsc::unbounded_channel();
-    // The upgrade machinery asks for a reboot too (a trial that fails its health gate).
-    let upgrade_power = power_tx.clone();
-    let (sig_tx, sig_rx) = std::sync::mpsc::channel::<PowerAction>();
-    // Fatal: PID 1 that can't reap or hear signals would fill with zombies.
-    if let Err(e) = power::start_signal_thread(reaper.clone(), sig_tx) {
-        fatal(&format!("starting the signal thread: {e}"));
-    }
-    std::thread::spawn(move || {
-        while let Ok(a) = sig_rx.recv() {
-            let _ = power_tx.send(a);
-        }
-    });
+    let (power_tx, power_rx) = listen_for_power_signals(&reaper);
     console::marker(BootPhase::Mounts, "");
 
     let kver = kernel_release();
-    let mut cdrom = CdromDrivers(Vec::new());
-    if in_initramfs() {
-        let modules = InitrdModules::open(&Path::new(paths::MODULES_DIR).join(&kver));
-        modules.load_boot(unneeded_initrd_modules(installed_disk, live), &host);
-        console::marker(BootPhase::Modules, "");
-
-        let device = if live {
-            log::info!(
-                "root: {} from the initramfs, in RAM",
-                paths::LIVE_ROOT_IMAGE
-            );
-            // No disk held the root; the state disk, an install target or a CD-ROM config
-            // drive may be on any controller.
-            modules.load_fallback(&host);
-            root::attach_loop(Path::new(paths::LIVE_ROOT_IMAGE))
-                .unwrap_or_else(|e| fatal(&e.to_string()))
-        } else {
-            let (disk, on_virtio) = found_root(&cmdline, &modules, &host);
-            if on_virtio {
-                cdrom = modules.cdrom_drivers();
-            }
-            // An installed disk: the root image is a file on it.
-            match cmdline.root_image() {
-                Some(image) => root::attach_image(&disk, &image, &host)
-                    .unwrap_or_else(|e| fatal(&e.to_string())),
-                None => disk,
-            }
-        };
-        let device = device.display().to_string();
-        let newroot = Path::new(paths::NEWROOT);
-        if let Err(e) = root::mount_root(&device, &cmdline.root_fstype(), newroot, &host) {
-            fatal(&e.to_string());
-        }
-        if let Err(e) = root::switch_root(newroot, &host) {
-            fatal(&e.to_string());
-        }
-        console::marker(BootPhase::Root, &device);
+    let cdrom = if machine && in_initramfs() {
+        switch_to_the_root(&cmdline, &kver, installed_disk, live, &host)
     } else {
-        log::info!("root: not in an initramfs, using / as it is");
-    }
-
-    // The pseudo mounts again (idempotent: adds /tmp on the new root), then the state
-    // disk, then tmpfs for whatever it didn't provide. Fatal rows are fatal for the same
-    // reasons as above.
-    if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), &host) {
-        fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
+        log::info!(
+            "root: not in an initramfs, using {} as it is",
+            mode::root().display()
+        );
+        CdromDrivers(Vec::new())
+    };
+    if machine {
+        // Again (idempotent: adds /tmp on the new root).
+        mount_pseudo_filesystems(&host);
     }
     // Page in the binaries every service start needs, on a second CPU while this one
     // mounts the state and starts containerd: under emulation, decompressing them from
     // the squashfs as they fault in is a good part of containerd's start-up.
-    warm_page_cache(&[paths::CONTAINERD_BIN, paths::SHIM_BIN, paths::OCI_RUNTIME]);
+    warm_page_cache([paths::CONTAINERD_BIN, paths::SHIM_BIN, paths::OCI_RUNTIME].map(paths::at));
     // One index of the root's modules for every later load (state disk, cloud-init).
     let root_modules =
-        crate::cloudinit::InitModules::new(&Path::new(paths::MODULES_DIR).join(&kver));
-    mount_state(&cmdline_text, &root_modules, &reaper);
+        crate::cloudinit::InitModules::new(&paths::at(paths::MODULES_DIR).join(&kver));
+    if machine {
+        mount_state(&cmdline_text, &root_modules, &reaper);
+    } else {
+        console::marker(BootPhase::State, "ram");
+    }
     // An installed disk of two slots: a trial boot, or the good slot after a failed one.
     let slots = crate::upgrade::at_boot(&cmdline, &root_modules);
-    crate::upgrade::arm_trial_deadline(&slots, upgrade_power.clone());
-    let writable = mounts::apply(WRITABLE_MOUNTS, Path::new("/"), &mountinfo(), &host);
-    if let Err(e) = writable {
-        fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
+    crate::upgrade::arm_trial_deadline(&slots, power_tx.clone());
+    if machine {
+        mount_writable_filesystems(&host);
+        enable_cgroup_controllers(Path::new("/sys/fs/cgroup"));
     }
-    enable_cgroup_controllers(Path::new("/sys/fs/cgroup"));
-    for dir in [paths::USER_CONF_DIR, paths::LOG_DIR] {
-        // Best-effort: a missing dir shows up as that feature's own error later.
-        if let Err(e) = fs::create_dir_all(dir) {
-            log::warn!("creating {dir}: {e}");
-        }
-    }
-    if let Err(e) = link_syslog_socket(Path::new(paths::SYSLOG_DIR), Path::new(paths::DEV_LOG)) {
-        log::warn!("{}: {e}; nothing reaches syslog through it", paths::DEV_LOG);
-    }
-
-    let cpaths = ContainerdPaths {
-        bin: paths::CONTAINERD_BIN.into(),
-        config: paths::CONTAINERD_CONFIG.into(),
-        root: paths::CONTAINERD_ROOT.into(),
-        state: paths::CONTAINERD_STATE.into(),
-        socket: paths::CONTAINERD_SOCKET.into(),
-        log: Path::new(paths::LOG_DIR).join("containerd.log"),
-    };
-    // Fatal: every service runs in it. Started before cloud-init (as RancherOS started
-    // system-docker first): it needs nothing from the config, and its start-up (seconds
-    // under emulation) overlaps the datasources, config and bootcmd.
-    let containerd = match SystemContainerd::start(cpaths, reaper.clone()) {
-        Ok(c) => c,
-        Err(e) => fatal(&e.to_string()),
-    };
+    prepare_directories();
+    // Started before cloud-init (as RancherOS started system-docker first): it needs
+    // nothing from the config, and its start-up (seconds under emulation) overlaps the
+    // datasources, config and bootcmd.
+    let containerd = start_containerd(&reaper);
     let config = cloud_init(&cmdline_text, &root_modules, &reaper, cdrom);
     // `rancher.debug` set in a cloud-config, not only on the kernel line (which the config
     // also holds).
@@ -613,7 +561,7 @@ pub fn run() -> ! {
     };
     let action = rt.block_on(serve(
         &containerd,
-        (power_rx, upgrade_power),
+        (power_rx, power_tx),
         config,
         cmdline_text,
         reaper.clone(),
@@ -624,6 +572,142 @@ pub fn run() -> ! {
     // command (already killed) must not hold the shutdown.
     rt.shutdown_timeout(Duration::from_secs(2));
     power::finish(action, &reaper, &host)
+}
+
+/// /proc, /sys, /dev, /run and /tmp. Fatal: without them nothing below can work.
+fn mount_pseudo_filesystems(host: &Host) {
+    if let Err(e) = mounts::apply(PSEUDO_MOUNTS, Path::new("/"), &mountinfo(), host) {
+        fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
+    }
+}
+
+/// /var, /home and /opt on tmpfs where the state disk did not provide them. Fatal rows
+/// are fatal for the reasons the table gives.
+fn mount_writable_filesystems(host: &Host) {
+    if let Err(e) = mounts::apply(WRITABLE_MOUNTS, Path::new("/"), &mountinfo(), host) {
+        fatal(&format!("{e} ({})", e.fatal.unwrap_or("")));
+    }
+}
+
+/// Subreaper mode: the processes this init's children leave behind (containerd's shims,
+/// a bootcmd's background job) become its children, as they would be PID 1's. Fatal: a
+/// test of the reaper without it tests nothing.
+fn become_subreaper() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        fatal(&format!("becoming a child subreaper: {e}"));
+    }
+    log::info!(
+        "subreaper mode: paths below {}; no mounts, modules, hostname or reboot",
+        mode::root().display()
+    );
+}
+
+/// Start the signal thread (SIGCHLD drives the reaper; the power signals become power
+/// actions). Returns the power actions' channel, and a sender for the upgrade machinery,
+/// which asks for a reboot too (a trial that fails its health gate). Fatal: PID 1 that
+/// can't reap or hear signals would fill with zombies.
+fn listen_for_power_signals(
+    reaper: &Reaper,
+) -> (
+    mpsc::UnboundedSender<PowerAction>,
+    mpsc::UnboundedReceiver<PowerAction>,
+) {
+    let (power_tx, power_rx) = mpsc::unbounded_channel();
+    let (sig_tx, sig_rx) = std::sync::mpsc::channel::<PowerAction>();
+    if let Err(e) = power::start_signal_thread(reaper.clone(), sig_tx) {
+        fatal(&format!("starting the signal thread: {e}"));
+    }
+    let forward = power_tx.clone();
+    std::thread::spawn(move || {
+        while let Ok(a) = sig_rx.recv() {
+            let _ = forward.send(a);
+        }
+    });
+    (power_tx, power_rx)
+}
+
+/// In the initramfs: load the boot modules, find the root (a disk, an image file on one,
+/// or the initramfs's own image), mount it and switch into it. Fatal: there is nothing to
+/// boot without the root. Returns the CD-ROM drivers opened for cloud-init (a boot from a
+/// virtio disk).
+fn switch_to_the_root(
+    cmdline: &KernelCmdline,
+    kver: &str,
+    installed_disk: bool,
+    live: bool,
+    host: &Host,
+) -> CdromDrivers {
+    let mut cdrom = CdromDrivers(Vec::new());
+    let modules = InitrdModules::open(&Path::new(paths::MODULES_DIR).join(kver));
+    modules.load_boot(unneeded_initrd_modules(installed_disk, live), host);
+    console::marker(BootPhase::Modules, "");
+
+    let device = if live {
+        log::info!(
+            "root: {} from the initramfs, in RAM",
+            paths::LIVE_ROOT_IMAGE
+        );
+        // No disk held the root; the state disk, an install target or a CD-ROM config
+        // drive may be on any controller.
+        modules.load_fallback(host);
+        root::attach_loop(Path::new(paths::LIVE_ROOT_IMAGE))
+            .unwrap_or_else(|e| fatal(&e.to_string()))
+    } else {
+        let (disk, on_virtio) = found_root(cmdline, &modules, host);
+        if on_virtio {
+            cdrom = modules.cdrom_drivers();
+        }
+        // An installed disk: the root image is a file on it.
+        match cmdline.root_image() {
+            Some(image) => {
+                root::attach_image(&disk, &image, host).unwrap_or_else(|e| fatal(&e.to_string()))
+            }
+            None => disk,
+        }
+    };
+    let device = device.display().to_string();
+    let newroot = Path::new(paths::NEWROOT);
+    if let Err(e) = root::mount_root(&device, &cmdline.root_fstype(), newroot, host) {
+        fatal(&e.to_string());
+    }
+    if let Err(e) = root::switch_root(newroot, host) {
+        fatal(&e.to_string());
+    }
+    console::marker(BootPhase::Root, &device);
+    cdrom
+}
+
+/// The user's config and log directories, and `/dev/log`. Best-effort: a missing one
+/// shows up as that feature's own error later.
+fn prepare_directories() {
+    for dir in [paths::USER_CONF_DIR, paths::LOG_DIR].map(paths::at) {
+        if let Err(e) = fs::create_dir_all(&dir) {
+            log::warn!("creating {}: {e}", dir.display());
+        }
+    }
+    let dev_log = paths::at(paths::DEV_LOG);
+    if let Err(e) = link_syslog_socket(&paths::at(paths::SYSLOG_DIR), &dev_log) {
+        log::warn!(
+            "{}: {e}; nothing reaches syslog through it",
+            dev_log.display()
+        );
+    }
+}
+
+/// The system containerd, supervised. Fatal: every service runs in it.
+fn start_containerd(reaper: &Reaper) -> SystemContainerd {
+    let cpaths = ContainerdPaths {
+        bin: paths::at(paths::CONTAINERD_BIN),
+        config: paths::at(paths::CONTAINERD_CONFIG),
+        root: paths::at(paths::CONTAINERD_ROOT),
+        state: paths::at(paths::CONTAINERD_STATE),
+        socket: paths::at(paths::CONTAINERD_SOCKET),
+        log: paths::at(paths::LOG_DIR).join("containerd.log"),
+    };
+    match SystemContainerd::start(cpaths, reaper.clone()) {
+        Ok(c) => c,
+        Err(e) => fatal(&e.to_string()),
+    }
 }
 
 /// Bring up containerd's images and services, then supervise until a power action.
@@ -640,19 +724,34 @@ async fn serve(
 ) -> PowerAction {
     let socket = containerd.socket().to_path_buf();
     // Fatal: without the system runtime there is no console to offer.
-    let local = LocalImages::new(paths::IMAGE_STORE, paths::SERVICE_ROOTS);
-    let runtime =
-        match Containerd::wait_ready(&socket, SYSTEM_NAMESPACE, CONTAINERD_READY_TIMEOUT).await {
-            Ok(c) => c
-                .with_local_images(local)
-                .with_runtime_binary(paths::OCI_RUNTIME),
-            Err(e) => fatal(&format!("system containerd never became ready: {e}")),
-        };
+    let local = LocalImages::new(
+        paths::at(paths::IMAGE_STORE),
+        paths::at(paths::SERVICE_ROOTS),
+    );
+    // A subreaper's containers get a namespace of their own: the shim keeps runc's state
+    // per namespace in the machine's /run/containerd/runc, where the machine's `ros` is.
+    let namespace = match mode::subreaper() {
+        true => format!("{SYSTEM_NAMESPACE}-subreaper-{}", std::process::id()),
+        false => SYSTEM_NAMESPACE.to_string(),
+    };
+    let runtime = match Containerd::wait_ready(&socket, &namespace, CONTAINERD_READY_TIMEOUT).await
+    {
+        Ok(c) => c
+            .with_local_images(local)
+            .with_runtime_binary(paths::at(paths::OCI_RUNTIME).display().to_string()),
+        Err(e) => fatal(&format!("system containerd never became ready: {e}")),
+    };
+    // A subreaper's services get a cgroup of its own, never the machine's `/ros`.
+    let runtime = if mode::subreaper() {
+        runtime.with_cgroup_parent(Some(format!("/ros-subreaper-{}", std::process::id())))
+    } else {
+        runtime
+    };
     // Unprivileged services see the kernel line without its secrets (rancher.password).
     // Best-effort: without the file they see the kernel's own, as privileged ones do.
-    let redacted = Path::new(ros_config::paths::REDACTED_CMDLINE);
-    let runtime = match write_redacted_cmdline(redacted, &cmdline) {
-        Ok(()) => runtime.with_kernel_cmdline(redacted),
+    let redacted = paths::at(ros_config::paths::REDACTED_CMDLINE);
+    let runtime = match write_redacted_cmdline(&redacted, &cmdline) {
+        Ok(()) => runtime.with_kernel_cmdline(&redacted),
         Err(e) => {
             log::warn!(
                 "{}: {e}; services see the whole kernel line",
@@ -666,12 +765,12 @@ async fn serve(
     }
     console::marker(BootPhase::ContainerdReady, "");
 
-    import_images(&runtime, Path::new(paths::IMAGES_DIR)).await;
+    import_images(&runtime, &paths::at(paths::IMAGES_DIR)).await;
 
     let rt = Arc::new(runtime);
     let sup = Supervisor::new(
         rt.clone(),
-        PathBuf::from(paths::LOG_DIR),
+        paths::at(paths::LOG_DIR),
         PathBuf::from("/proc/net/route"),
         Timeouts::default(),
     );
@@ -689,11 +788,11 @@ async fn serve(
     let desired = Arc::new(crate::desired::Desired::new(cmdline.clone()));
     let on_start = desired.clone();
     sup.set_start_hook(Arc::new(move |service, pid| on_start.started(service, pid)));
-    crate::logrotate::spawn_watcher(PathBuf::from(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);
+    crate::logrotate::spawn_watcher(paths::at(paths::LOG_DIR), crate::logrotate::DEFAULT_CAP);
     crate::control::spawn(
         sup.clone(),
         desired.clone(),
-        PathBuf::from(ros_control::protocol::CONTROL_SOCKET),
+        paths::at(ros_control::protocol::CONTROL_SOCKET),
     );
     let console_pid = desired.console_pid();
 
@@ -725,7 +824,7 @@ async fn serve(
             );
             let log = crate::cloudinit::command_log();
             crate::cloudinit::print_commands(&ros_cloudinit::run_user_scripts(
-                Path::new("/"),
+                mode::root(),
                 &late_config,
                 &runner,
                 &log,
@@ -807,8 +906,8 @@ async fn import_images(runtime: &Containerd, dir: &Path) {
     // and every service would then fail with "exec format error" on every boot. Make the
     // unpacked layers durable before anything runs from them.
     if imported > 0 {
-        let root = Path::new(paths::CONTAINERD_ROOT);
-        match fs::File::open(root).and_then(|f| nix::unistd::syncfs(&f).map_err(Into::into)) {
+        let root = paths::at(paths::CONTAINERD_ROOT);
+        match fs::File::open(&root).and_then(|f| nix::unistd::syncfs(&f).map_err(Into::into)) {
             Ok(()) => log::debug!("images: synced {}", root.display()),
             Err(e) => log::warn!("images: syncing {}: {e}", root.display()),
         }

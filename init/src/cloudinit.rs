@@ -24,6 +24,10 @@ pub struct InitModules {
 impl InitModules {
     /// Index the modules in `dir` (missing index: every load fails with a clear message).
     pub fn new(dir: &Path) -> Self {
+        // A subreaper loads nothing into the kernel of the machine running it.
+        if crate::mode::subreaper() {
+            return InitModules { index: None };
+        }
         let index = match ModuleIndex::open(dir) {
             Ok(i) => Some(i),
             Err(e) => {
@@ -190,6 +194,11 @@ impl CommandRunner for ReaperRunner {
 
 /// [`COMMANDS_CGROUP`], created if missing; `None` (with a warning) when it cannot be.
 fn commands_cgroup() -> Option<PathBuf> {
+    // A subreaper's commands stay in its own cgroup: the machine's cloud-init cgroup is
+    // not its to make or to kill.
+    if crate::mode::subreaper() {
+        return None;
+    }
     let dir = PathBuf::from(COMMANDS_CGROUP);
     match std::fs::create_dir(&dir) {
         Ok(()) => Some(dir),
@@ -208,6 +217,11 @@ static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// start no more: the first step of a shutdown, so that nothing they do holds it.
 pub fn kill_commands() {
     STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+    if crate::mode::subreaper() {
+        // No cgroup of its own (see `commands_cgroup`): the shutdown's TERM of its
+        // children reaches the commands.
+        return;
+    }
     let kill = Path::new(COMMANDS_CGROUP).join("cgroup.kill");
     if kill.exists() {
         if let Err(e) = std::fs::write(&kill, "1") {
@@ -236,7 +250,96 @@ pub fn print(report: &Report) {
 
 /// Where command output goes.
 pub fn command_log() -> PathBuf {
-    PathBuf::from(ros_cloudinit::paths::COMMAND_LOG)
+    crate::paths::at(ros_cloudinit::paths::COMMAND_LOG)
+}
+
+/// The host cloud-init acts on: the machine ([`ros_cloudinit::SystemHost`]). In subreaper
+/// mode, what would change the machine running the test (its name, its mounts, its
+/// sysctls) is refused with an error that says so; files are written below the root.
+pub struct BootHost;
+
+impl BootHost {
+    fn machine_only(&self, what: &str) -> std::io::Result<()> {
+        if crate::mode::subreaper() {
+            return Err(std::io::Error::other(format!(
+                "{what}: not done in subreaper mode (it would change the machine running it)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ros_cloudinit::Host for BootHost {
+    fn set_hostname(&self, name: &str) -> std::io::Result<()> {
+        self.machine_only("sethostname")?;
+        ros_cloudinit::SystemHost.set_hostname(name)
+    }
+
+    fn write_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        owner: ros_cloudinit::Owner,
+    ) -> std::io::Result<()> {
+        ros_cloudinit::SystemHost.write_file(path, bytes, mode, owner)
+    }
+
+    fn create_dir(
+        &self,
+        path: &Path,
+        mode: u32,
+        owner: ros_cloudinit::Owner,
+    ) -> std::io::Result<()> {
+        ros_cloudinit::SystemHost.create_dir(path, mode, owner)
+    }
+
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        ros_cloudinit::SystemHost.remove(path)
+    }
+
+    fn write_file_in_root(
+        &self,
+        root: &ros_cloudinit::ContainerRoot,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        owner: ros_cloudinit::Owner,
+    ) -> Result<(), ros_cloudinit::ConfinedError> {
+        ros_cloudinit::SystemHost.write_file_in_root(root, path, bytes, mode, owner)
+    }
+
+    fn update_home_file(
+        &self,
+        home: &Path,
+        file: &ros_cloudinit::HomeFile<'_>,
+        owner: ros_cloudinit::Owner,
+        update: &dyn Fn(&str) -> String,
+    ) -> Result<(), ros_cloudinit::ConfinedError> {
+        ros_cloudinit::SystemHost.update_home_file(home, file, owner, update)
+    }
+
+    fn sysctl(&self, path: &Path, value: &str) -> std::io::Result<()> {
+        self.machine_only("sysctl")?;
+        ros_cloudinit::SystemHost.sysctl(path, value)
+    }
+
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: nix::mount::MsFlags,
+        data: Option<&str>,
+    ) -> std::io::Result<()> {
+        self.machine_only("mount")?;
+        ros_cloudinit::SystemHost.mount(source, target, fstype, flags, data)
+    }
+
+    fn umount(&self, target: &Path) -> std::io::Result<()> {
+        self.machine_only("umount")?;
+        ros_cloudinit::SystemHost.umount(target)
+    }
 }
 
 /// `write_files` entries with `container: NAME`, written into that service's container

@@ -3,7 +3,6 @@
 //! `write_files` for containers (replaced by each plan), and the console's pid (runcmd
 //! and the health checks run in its filesystem).
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -66,7 +65,7 @@ impl Desired {
 /// Load every config layer plus the kernel command line, boot mode: never fails; every
 /// problem is printed on the console and kept in `/var/log/ros/config.log`.
 pub fn load_config(cmdline: &str) -> CloudConfig {
-    let loaded = ros_config::load(Path::new("/"), Some(cmdline), Mode::Boot);
+    let loaded = ros_config::load(crate::mode::root(), Some(cmdline), Mode::Boot);
     let mut report = String::new();
     for d in &loaded.diagnostics {
         match d.severity {
@@ -77,7 +76,7 @@ pub fn load_config(cmdline: &str) -> CloudConfig {
     }
     // Through LogDir, not fs::write: a `config.log` symlink planted in the log directory
     // must not let the diagnostics overwrite what it points to (the user's config).
-    let written = crate::logfile::LogDir::open(Path::new(paths::LOG_DIR))
+    let written = crate::logfile::LogDir::open(&paths::at(paths::LOG_DIR))
         .and_then(|dir| dir.write_truncated("config.log", report.as_bytes()));
     if let Err(e) = written {
         log::warn!("config: {e}");
@@ -88,8 +87,8 @@ pub fn load_config(cmdline: &str) -> CloudConfig {
 /// What should run, in order, for `config`; problems are printed.
 fn plan_services(config: &CloudConfig) -> catalog::Plan {
     let plan = catalog::plan(
-        Path::new(paths::SERVICES_DIR),
-        Path::new(paths::SERVICE_INDEX_DIR),
+        &paths::at(paths::SERVICES_DIR),
+        &paths::at(paths::SERVICE_INDEX_DIR),
         config,
     );
     for p in &plan.problems {

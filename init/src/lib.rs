@@ -12,6 +12,7 @@ mod control;
 mod desired;
 mod logfile;
 mod logrotate;
+pub mod mode;
 mod modules;
 mod mounts;
 mod netboot;
@@ -29,5 +30,13 @@ mod watchdog;
 
 /// PID 1's whole life (`boot::run`). Never returns.
 pub fn run() -> ! {
+    boot::run()
+}
+
+/// The same life as a child subreaper whose well-known paths are below `root`
+/// ([`mode::RunMode::Subreaper`]): what the process tests run. Exits at the end of a
+/// shutdown.
+pub fn run_subreaper(root: std::path::PathBuf) -> ! {
+    mode::set(mode::RunMode::Subreaper { root });
     boot::run()
 }

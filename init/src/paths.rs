@@ -48,3 +48,9 @@ pub const RECOVERY_SHELL: &str = "/bin/sh";
 pub const BUSYBOX: &str = "/bin/busybox";
 /// The user's config directory (cloud-config.yml, cloud-config.d/).
 pub const USER_CONF_DIR: &str = "/var/lib/rancher/conf";
+
+/// The well-known path `path` where this init's root is: itself for PID 1, below the test
+/// root in subreaper mode ([`crate::mode`]).
+pub fn at(path: &str) -> std::path::PathBuf {
+    ros_config::paths::under(crate::mode::root(), path)
+}

@@ -51,11 +51,44 @@ pub fn start_signal_thread(reaper: Reaper, actions: Sender<PowerAction>) -> std:
     Ok(())
 }
 
-/// Whether any user process other than PID 1 is left (zombies included).
+/// Which processes a shutdown ends: every user process of the machine (PID 1), or only
+/// this process's descendants (subreaper mode: the machine's others are not its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Machine,
+    DescendantsOf(u32),
+}
+
+impl Scope {
+    fn current() -> Scope {
+        if crate::mode::subreaper() {
+            Scope::DescendantsOf(std::process::id())
+        } else {
+            Scope::Machine
+        }
+    }
+}
+
+/// Whether any process in `scope` is left (zombies included).
 ///
 /// Not `kill(-1, 0)`: it counts kernel threads, so it never says "none".
-fn others_alive() -> bool {
-    !survivors(Path::new("/proc")).is_empty()
+fn others_alive(scope: Scope) -> bool {
+    !survivors(Path::new("/proc"), scope).is_empty()
+}
+
+/// Send `signal` to every process in `scope`: `kill(-1)` for PID 1; each descendant, one
+/// by one, for a subreaper.
+fn signal_all(scope: Scope, signal: Signal) {
+    match scope {
+        Scope::Machine => {
+            let _ = kill(Pid::from_raw(-1), signal);
+        }
+        Scope::DescendantsOf(_) => {
+            for (pid, _) in processes(Path::new("/proc"), scope) {
+                let _ = kill(Pid::from_raw(pid as i32), signal);
+            }
+        }
+    }
 }
 
 /// The farthest deadline [`deadline_after`] gives when the clock cannot hold the one asked.
@@ -74,30 +107,41 @@ pub fn deadline_after(after: Duration) -> Instant {
 
 /// TERM every process, wait up to `grace` for them to exit, then KILL the rest.
 pub fn terminate_all(reaper: &Reaper, grace: Duration) {
-    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
-    let gone = reaper.wait_until(deadline_after(grace), || !others_alive());
+    let scope = Scope::current();
+    signal_all(scope, Signal::SIGTERM);
+    let gone = reaper.wait_until(deadline_after(grace), || !others_alive(scope));
     if !gone {
         log::warn!(
             "shutdown: processes left after {grace:?}, killing them: {}",
-            survivors(Path::new("/proc")).join(", ")
+            survivors(Path::new("/proc"), scope).join(", ")
         );
-        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-        reaper.wait_until(Instant::now() + Duration::from_secs(2), || !others_alive());
+        signal_all(scope, Signal::SIGKILL);
+        reaper.wait_until(Instant::now() + Duration::from_secs(2), || {
+            !others_alive(scope)
+        });
     }
 }
 
-/// `pid:name` of every user process but PID 1, zombies included. Kernel threads are
-/// kthreadd (pid 2) and its children, so they are skipped by their parent.
-fn survivors(proc: &Path) -> Vec<String> {
-    let mut out = Vec::new();
+/// `pid:name` of every process in `scope` ([`processes`]).
+fn survivors(proc: &Path, scope: Scope) -> Vec<String> {
+    let mut out: Vec<String> = processes(proc, scope)
+        .into_iter()
+        .map(|(pid, comm)| format!("{pid}:{comm}"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every user process but PID 1, zombies included (`Scope::Machine`), or every
+/// descendant of one process: pid and name. Kernel threads are kthreadd (pid 2) and its
+/// children, so they are skipped by their parent.
+fn processes(proc: &Path, scope: Scope) -> Vec<(u32, String)> {
+    let mut all: Vec<(u32, u32, String)> = Vec::new();
     for entry in std::fs::read_dir(proc).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(pid) = name.parse::<u32>() else {
             continue;
         };
-        if pid <= 2 {
-            continue;
-        }
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
@@ -106,17 +150,39 @@ fn survivors(proc: &Path) -> Vec<String> {
             continue;
         };
         let comm = head.split_once('(').map_or("", |(_, c)| c);
-        let ppid = rest
+        let Some(ppid) = rest
             .split_whitespace()
             .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
-        if matches!(ppid, Some(0) | Some(2)) {
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
-        }
-        out.push(format!("{pid}:{comm}"));
+        };
+        all.push((pid, ppid, comm.to_string()));
     }
-    out.sort();
-    out
+    match scope {
+        Scope::Machine => all
+            .into_iter()
+            .filter(|(pid, ppid, _)| *pid > 2 && *ppid != 0 && *ppid != 2)
+            .map(|(pid, _, comm)| (pid, comm))
+            .collect(),
+        Scope::DescendantsOf(root) => {
+            let mut found: Vec<u32> = vec![root];
+            let mut out = Vec::new();
+            // Parents before children is not guaranteed in /proc: go until nothing is added.
+            loop {
+                let before = out.len();
+                for (pid, ppid, comm) in &all {
+                    if found.contains(ppid) && !found.contains(pid) {
+                        found.push(*pid);
+                        out.push((*pid, comm.clone()));
+                    }
+                }
+                if out.len() == before {
+                    break out;
+                }
+            }
+        }
+    }
 }
 
 /// Unmount everything but `/` and the kernel's pseudo filesystems, newest first.
@@ -238,6 +304,11 @@ pub fn finish(action: PowerAction, reaper: &Reaper, m: &dyn Mounter) -> ! {
         }
     }
     terminate_all(reaper, Duration::from_secs(5));
+    if crate::mode::subreaper() {
+        // The machine's mounts and power are not a subreaper's: it ends here.
+        eprintln!("ros-init: {action} (subreaper: exiting)");
+        std::process::exit(0);
+    }
     nix::unistd::sync();
     unmount_all(Path::new("/proc/self/mountinfo"), m, &nix::unistd::sync);
     nix::unistd::sync();
@@ -290,10 +361,27 @@ mod tests {
         add(15, "15 (kworker/0:1) I 2 0 0 0");
         add(300, "300 (containerd-shim) S 1 300 300 0");
         add(301, "301 (a (b) c) Z 300 300 300 0");
+        add(400, "400 (test-runner) S 1 400 400 0");
+        add(401, "401 (init) S 400 401 401 0");
+        add(402, "402 (containerd) S 401 401 401 0");
+        add(403, "403 (shim) S 402 401 401 0");
         std::fs::create_dir_all(dir.path().join("self")).unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            survivors(dir.path()),
-            vec!["300:containerd-shim".to_string(), "301:a (b) c".to_string()]
+            survivors(dir.path(), Scope::Machine),
+            names(&[
+                "300:containerd-shim",
+                "301:a (b) c",
+                "400:test-runner",
+                "401:init",
+                "402:containerd",
+                "403:shim"
+            ])
+        );
+        // A subreaper ends its own descendants, never its parent or the machine's others.
+        assert_eq!(
+            survivors(dir.path(), Scope::DescendantsOf(401)),
+            names(&["402:containerd", "403:shim"])
         );
     }
 

@@ -55,6 +55,11 @@ fn open_tty(path: &Path) -> Option<File> {
 pub fn fatal(reason: &str) -> ! {
     console::marker(BootPhase::Fatal, reason);
     eprintln!("ros-init: FATAL: {reason}");
+    if crate::mode::subreaper() {
+        // No shell and no reboot for a test's process: it exits, and says so.
+        eprintln!("ros-init: subreaper mode: exiting");
+        std::process::exit(1);
+    }
     if OFFER_SHELL.load(Ordering::Relaxed) && Path::new(paths::RECOVERY_SHELL).exists() {
         eprintln!(
             "ros-init: starting a recovery shell; exit it to reboot \
@@ -120,7 +125,7 @@ pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let msg = info.to_string().replace('\n', " ");
         eprintln!("ros-init: PANIC: {msg}");
-        if std::process::id() == 1 {
+        if std::process::id() == 1 || crate::mode::subreaper() {
             fatal(&format!("panic: {msg}"));
         }
     }));

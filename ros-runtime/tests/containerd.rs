@@ -4,7 +4,6 @@
 //!
 //! Skips (passes with a message) when not root or when /usr/bin/containerd is missing.
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio as ProcessStdio};
@@ -17,125 +16,14 @@ use ros_runtime::{
     Containerd, ExitEvent, ExitEvents, LocalImages, RuntimeError, ServiceRuntime, ServiceStatus,
     Stdio,
 };
-use sha2::{Digest, Sha256};
+use ros_test_support::{busybox_image as build_archive, BUSYBOX};
 
 const CONTAINERD: &str = "/usr/bin/containerd";
-const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "ros/test:1";
 const GZ_IMAGE: &str = "docker.io/ros/test-gz:1";
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Docker's default capability set as /proc/self/status shows it.
 const DEFAULT_CAP_EFF: &str = "00000000a80425fb";
-
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(data))
-}
-
-fn hex(digest: &str) -> &str {
-    digest.trim_start_matches("sha256:")
-}
-
-/// A one-layer OCI archive: busybox and a few applet links. Returns the manifest digest.
-fn build_archive(out: &Path, name: &str, gzip_archive: bool) -> anyhow::Result<String> {
-    let mut layer = tar::Builder::new(Vec::new());
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o755);
-    dir.set_size(0);
-    layer.append_data(&mut dir, "bin/", std::io::empty())?;
-    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}"))?;
-    let mut file = tar::Header::new_gnu();
-    file.set_mode(0o755);
-    file.set_size(busybox.len() as u64);
-    layer.append_data(&mut file, "bin/busybox", busybox.as_slice())?;
-    for applet in ["sh", "echo", "sleep", "cat", "grep"] {
-        let mut link = tar::Header::new_gnu();
-        link.set_entry_type(tar::EntryType::Symlink);
-        link.set_mode(0o777);
-        link.set_size(0);
-        layer.append_link(&mut link, format!("bin/{applet}"), "busybox")?;
-    }
-    // Incompressible filler so the layer blob spans several write chunks.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let filler: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let mut file = tar::Header::new_gnu();
-    file.set_mode(0o644);
-    file.set_size(filler.len() as u64);
-    layer.append_data(&mut file, "filler", filler.as_slice())?;
-    let layer_tar = layer.into_inner()?;
-    let diff_id = sha256(&layer_tar);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&layer_tar)?;
-    let layer_gz = gz.finish()?;
-    let layer_digest = sha256(&layer_gz);
-
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": match std::env::consts::ARCH { "aarch64" => "arm64", _ => "amd64" },
-        "os": "linux",
-        "config": { "Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/" },
-        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
-    }))?;
-    let config_digest = sha256(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config.len(),
-        },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": layer_digest,
-            "size": layer_gz.len(),
-        }],
-    }))?;
-    let manifest_digest = sha256(&manifest);
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            "annotations": {
-                "io.containerd.image.name": name,
-                "org.opencontainers.image.ref.name": "1",
-            },
-        }],
-    }))?;
-
-    let file = std::fs::File::create(out)?;
-    let writer: Box<dyn Write> = if gzip_archive {
-        Box::new(flate2::write::GzEncoder::new(
-            file,
-            flate2::Compression::fast(),
-        ))
-    } else {
-        Box::new(file)
-    };
-    let mut archive = tar::Builder::new(writer);
-    let mut add = |path: String, data: &[u8]| -> std::io::Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o644);
-        header.set_size(data.len() as u64);
-        archive.append_data(&mut header, path, data)
-    };
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    // Layer before index.json, as a streaming writer would produce it.
-    add(format!("blobs/sha256/{}", hex(&layer_digest)), &layer_gz)?;
-    add(format!("blobs/sha256/{}", hex(&config_digest)), &config)?;
-    add(format!("blobs/sha256/{}", hex(&manifest_digest)), &manifest)?;
-    add("index.json".into(), &index)?;
-    archive.into_inner()?.flush()?;
-    Ok(manifest_digest)
-}
 
 /// A containerd with its own root, state and socket under a temp dir.
 struct PrivateContainerd {

@@ -1,6 +1,9 @@
 //! What the workspace's tests share (a dev-dependency only; nothing here ships).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 /// A test that cannot run here says why and returns, except under CI (`CI=true`), where
 /// a skip is a failure: a package `make deps` forgot must not pass as green.
@@ -32,6 +35,125 @@ pub fn private_ca(dir: &Path, host: &str) -> (String, PathBuf, PathBuf) {
     std::fs::write(&cert_file, server.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
     (ca.pem(), cert_file, key_file)
+}
+
+/// The host's static busybox, the one program in [`busybox_image`]'s layer.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+fn hex(digest: &str) -> &str {
+    digest.trim_start_matches("sha256:")
+}
+
+/// A one-layer OCI archive of image `name`, written to `out` (gzipped when asked): the
+/// host's static busybox ([`BUSYBOX`]), a few applet links, and 3 MiB of incompressible
+/// filler so the layer spans several write chunks. Returns the manifest digest.
+pub fn busybox_image(out: &Path, name: &str, gzip_archive: bool) -> std::io::Result<String> {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    layer.append_data(&mut dir, "bin/", std::io::empty())?;
+    let busybox = std::fs::read(BUSYBOX)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("reading {BUSYBOX}: {e}")))?;
+    let mut file = tar::Header::new_gnu();
+    file.set_mode(0o755);
+    file.set_size(busybox.len() as u64);
+    layer.append_data(&mut file, "bin/busybox", busybox.as_slice())?;
+    for applet in ["sh", "echo", "sleep", "cat", "grep", "ls"] {
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_mode(0o777);
+        link.set_size(0);
+        layer.append_link(&mut link, format!("bin/{applet}"), "busybox")?;
+    }
+    // Incompressible filler so the layer blob spans several write chunks.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let filler: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut file = tar::Header::new_gnu();
+    file.set_mode(0o644);
+    file.set_size(filler.len() as u64);
+    layer.append_data(&mut file, "filler", filler.as_slice())?;
+    let layer_tar = layer.into_inner()?;
+    let diff_id = sha256(&layer_tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer_tar)?;
+    let layer_gz = gz.finish()?;
+    let layer_digest = sha256(&layer_gz);
+
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": match std::env::consts::ARCH { "aarch64" => "arm64", _ => "amd64" },
+        "os": "linux",
+        "config": { "Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/" },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+    }))
+    .map_err(std::io::Error::other)?;
+    let config_digest = sha256(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": layer_digest,
+            "size": layer_gz.len(),
+        }],
+    }))
+    .map_err(std::io::Error::other)?;
+    let manifest_digest = sha256(&manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": "1",
+            },
+        }],
+    }))
+    .map_err(std::io::Error::other)?;
+
+    let file = std::fs::File::create(out)?;
+    let writer: Box<dyn Write> = if gzip_archive {
+        Box::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(file)
+    };
+    let mut archive = tar::Builder::new(writer);
+    let mut add = |path: String, data: &[u8]| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        archive.append_data(&mut header, path, data)
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    // Layer before index.json, as a streaming writer would produce it.
+    add(format!("blobs/sha256/{}", hex(&layer_digest)), &layer_gz)?;
+    add(format!("blobs/sha256/{}", hex(&config_digest)), &config)?;
+    add(format!("blobs/sha256/{}", hex(&manifest_digest)), &manifest)?;
+    add("index.json".into(), &index)?;
+    archive.into_inner()?.flush()?;
+    Ok(manifest_digest)
 }
 
 #[cfg(test)]

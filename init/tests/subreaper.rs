@@ -1,0 +1,472 @@
+//! The process-level tier (STYLE 18): the real `init` binary as a child subreaper
+//! (`init --subreaper`) below a temporary root, with a containerd of its own (the host's
+//! /usr/bin/containerd, as ros-runtime's tests use it), services from a busybox image in
+//! the root's image store, and `ros` over the real control socket. What a QEMU boot takes
+//! minutes to check, in seconds: boot markers, reaping, `ros service`, a reload, and the
+//! shutdown's order on SIGTERM.
+//!
+//! Needs root, containerd, runc and busybox (make deps installs them), and the `ros`
+//! binary beside `init` (`cargo test --workspace` builds it): skipped without them, a
+//! failure under CI.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const INIT: &str = env!("CARGO_BIN_EXE_init");
+const CONTAINERD: &str = "/usr/bin/containerd";
+const IMAGE: &str = "ros/test:1";
+/// How long any one step may take (the slowest is containerd's first start).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The runc the host has, which the root's `crun` points at. The image's runtime is crun;
+/// this machine's (a cgroup v2 hierarchy holding a controller beside v1's) makes crun
+/// refuse every container, and either speaks the OCI runtime's command line.
+fn runc() -> Option<PathBuf> {
+    ["/usr/sbin/runc", "/usr/bin/runc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+fn ros_binary() -> PathBuf {
+    Path::new(INIT).with_file_name("ros")
+}
+
+/// What init wrote on its "console" (stderr), line by line, as it comes.
+#[derive(Default)]
+struct Console {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl Console {
+    fn follow(self: &Arc<Self>, stderr: std::process::ChildStderr) {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                me.lines.lock().unwrap().push(line);
+                me.grew.notify_all();
+            }
+        });
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The index of the first line from `from` on that contains `text`, waiting for it up
+    /// to [`DEADLINE`]; on timeout, the test fails with the console's last lines.
+    fn wait_for(&self, text: &str, from: usize) -> usize {
+        let deadline = Instant::now() + DEADLINE;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if let Some(i) = lines.iter().skip(from).position(|l| l.contains(text)) {
+                return from + i;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no `{text}` on init's console within {DEADLINE:?}; last lines:\n{}",
+                tail(&lines)
+            );
+            lines = self.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+}
+
+fn tail(lines: &[String]) -> String {
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// A temporary root with what init reads, and init running in it.
+struct Subreaper {
+    root: tempfile::TempDir,
+    child: Option<Child>,
+    /// init's pid (kept after it exits: its namespace and cgroup are named after it).
+    pid: u32,
+    console: Arc<Console>,
+}
+
+impl Subreaper {
+    fn path(&self, well_known: &str) -> PathBuf {
+        self.root.path().join(well_known.trim_start_matches('/'))
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `ros ARGS` as the console's root would type it, with this root's paths.
+    fn ros(&self, args: &[&str]) -> Output {
+        #[allow(clippy::disallowed_methods)] // a test process, not PID 1: no reaper here
+        Command::new(ros_binary())
+            .args(args)
+            .env("ROS_ROOT", self.root.path())
+            .output()
+            .expect("running ros")
+    }
+
+    /// Wait for init to exit, up to [`DEADLINE`]; its exit code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let child = self.child.as_mut().expect("init runs");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for init") {
+                self.child = None;
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "init did not exit within {DEADLINE:?}; last lines:\n{}",
+                tail(&self.console.snapshot())
+            );
+            // A poll of the exit with a deadline, not a synchronisation: nothing else to wait on.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            #[allow(clippy::disallowed_methods)] // a test process, not PID 1
+            let _ = child.wait();
+        }
+        // What a killed init leaves: its containerd and shims (children of the test now),
+        // the services' overlay mounts below the root, their cgroup parent.
+        let root = self.root.path().to_string_lossy().to_string();
+        for (pid, cmdline) in processes() {
+            if cmdline.contains(&root) {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                // The test is their subreaper once init is gone (see `start`).
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
+        }
+        // runc's state for init's namespace, and what a killed init left running there.
+        let state = Path::new("/run/containerd/runc")
+            .join(format!("{}-subreaper-{pid}", ros_runtime::SYSTEM_NAMESPACE));
+        for entry in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+            if let Some(runc) = runc() {
+                #[allow(clippy::disallowed_methods)] // a test process, not PID 1
+                let _ = Command::new(runc)
+                    .arg("--root")
+                    .arg(&state)
+                    .args(["delete", "-f"])
+                    .arg(entry.file_name())
+                    .status();
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<String> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(|p| p.replace("\\040", " "))
+            .filter(|p| p.starts_with(&root))
+            .collect();
+        mounts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for mount in mounts {
+            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        // The services' cgroup parent, in each hierarchy (v2, or v1's one per controller);
+        // the runtime removed the services' own unless init was killed.
+        let name = format!("ros-subreaper-{pid}");
+        let hierarchies = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .chain([PathBuf::from("/sys/fs/cgroup")]);
+        for parent in hierarchies.map(|h| h.join(&name)) {
+            for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if entry.path().is_dir() {
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+        let _ = std::fs::remove_dir(&state);
+    }
+}
+
+/// Every process: pid and command line (NULs as spaces).
+fn processes() -> Vec<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .collect()
+}
+
+fn write(path: &Path, text: &str, mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A long-running service of the test image that says when it starts and, on TERM, when
+/// it stops (in `/shared/order`, a directory of the root bound into every service).
+/// Privileged: runc refuses the bind of the redacted kernel line over `/proc/cmdline`
+/// that an unprivileged service gets (the image's crun makes it; the boot tests check it).
+fn service(name: &str, after: Option<&str>, shared: &Path) -> String {
+    let after = after.map_or(String::new(), |a| format!("\n    io.rancher.os.after: {a}"));
+    format!(
+        r#"{name}:
+  image: {IMAGE}
+  command: ["sh", "-c", "trap 'echo {name} stopping >> /shared/order; exit 0' TERM; echo {name} up >> /shared/order; sleep 3600 & wait $!"]
+  labels:
+    io.rancher.os.scope: system{after}
+  privileged: true
+  net: none
+  restart: always
+  volumes: ["{shared}:/shared"]
+"#,
+        shared = shared.display()
+    )
+}
+
+/// The root: the os-config, two services, the test image in the image store, the kernel
+/// line, a user config whose bootcmd leaves an orphan behind, and the host's containerd
+/// and runc where init looks for them (as its crun).
+fn make_root() -> tempfile::TempDir {
+    let root = tempfile::Builder::new()
+        .prefix("ros-subreaper-")
+        .tempdir()
+        .unwrap();
+    let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+    write(&at("/proc/cmdline"), "console=ttyS0 rancher.debug\n", 0o644);
+    write(
+        &at(ros_config::paths::OS_CONFIG),
+        "rancher:\n  shutdown_timeout: 20\n  cloud_init:\n    datasources: []\n",
+        0o644,
+    );
+    let shared = at("/shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    write(
+        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
+        &format!(
+            "{}{}",
+            service("first", None, &shared),
+            service("second", Some("first"), &shared)
+        ),
+        0o644,
+    );
+    write(
+        &at(ros_config::paths::USER_CONFIG),
+        &format!(
+            "#cloud-config\nbootcmd:\n  - [sh, -c, 'sleep 600 & echo $! > {}']\n",
+            at("/orphan").display()
+        ),
+        0o600,
+    );
+    let archive = root.path().join("test-image.tar");
+    ros_test_support::busybox_image(&archive, IMAGE, false).unwrap();
+    ros_image::add_to_store(&archive, &at("/usr/share/ros/image-store")).unwrap();
+    std::fs::remove_file(&archive).unwrap();
+    let bin = at("/usr/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(CONTAINERD, bin.join("containerd")).unwrap();
+    std::os::unix::fs::symlink(runc().unwrap(), bin.join("crun")).unwrap();
+    // What the machine's root always has: /dev (init links /dev/log there) and /run
+    // (its syslog directory, the control socket, containerd's state).
+    for dir in ["/dev", "/run"] {
+        std::fs::create_dir_all(at(dir)).unwrap();
+    }
+    root
+}
+
+fn start(root: tempfile::TempDir) -> Subreaper {
+    // What a killed init leaves (containerd, shims) is the test's to reap, not the machine's.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let console = Arc::new(Console::default());
+    let mut child = Command::new(INIT)
+        .arg("--subreaper")
+        .env("ROS_ROOT", root.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting init --subreaper");
+    console.follow(child.stderr.take().unwrap());
+    Subreaper {
+        root,
+        pid: child.id(),
+        child: Some(child),
+        console,
+    }
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order() {
+    let euid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
+    let needed = [CONTAINERD, ros_test_support::BUSYBOX];
+    if euid != 0 || !needed.iter().all(|p| Path::new(p).exists()) || runc().is_none() {
+        ros_test_support::skip(
+            "init_as_a_subreaper",
+            &format!("needs root, {needed:?} and runc"),
+        );
+        return;
+    }
+    if !ros_binary().exists() {
+        ros_test_support::skip(
+            "init_as_a_subreaper",
+            &format!(
+                "no {} (cargo test --workspace builds it)",
+                ros_binary().display()
+            ),
+        );
+        return;
+    }
+    let mut init = start(make_root());
+    let console = init.console.clone();
+
+    // The boot, in its order, as the console shows it.
+    let mut at = 0;
+    for marker in [
+        "ROS BOOT init ",
+        "ROS BOOT state ",
+        "ROS BOOT containerd-ready ",
+        "ROS BOOT images-imported ",
+        "ROS BOOT service-started ",
+        "ROS BOOT service-started ",
+        "ROS BOOT boot-complete ",
+    ] {
+        at = console.wait_for(marker, at) + 1;
+    }
+    let lines = console.snapshot();
+    let started: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("ROS BOOT service-started"))
+        .collect();
+    assert!(
+        started[0].ends_with(" first") && started[1].ends_with(" second"),
+        "io.rancher.os.after: first, so first starts first: {started:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("ROS BOOT fatal") || l.contains("ERROR")),
+        "errors on the console:\n{}",
+        tail(&lines)
+    );
+
+    // Reaping: the bootcmd's shell exited and left its `sleep` behind; the subreaper is
+    // its parent now, and reaps it once it is killed (a zombie would keep /proc/PID).
+    let orphan: u32 = std::fs::read_to_string(init.path("/orphan"))
+        .expect("the bootcmd ran")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        ppid(orphan),
+        Some(init.pid()),
+        "the orphan's parent is init"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(orphan as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while Path::new(&format!("/proc/{orphan}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the orphan {orphan} was not reaped"
+        );
+        // A poll with a deadline: a reaped process leaves no event to wait on.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // `ros service` over the real control socket.
+    let ps = init.ros(&["service", "ps"]);
+    let out = text(&ps);
+    assert!(ps.status.success(), "ros service ps: {out}");
+    for name in ["first", "second"] {
+        assert!(
+            out.lines().any(|l| l.contains(name) && l.contains("Up")),
+            "ros service ps shows {name} up:\n{out}"
+        );
+    }
+
+    // A reload: a service added to the user's config starts on `ros service up`.
+    let shared = init.path("/shared");
+    let user = init.path(ros_config::paths::USER_CONFIG);
+    let mut config = std::fs::read_to_string(&user).unwrap();
+    let third = service("third", None, &shared).replace('\n', "\n    ");
+    config.push_str(&format!("rancher:\n  services:\n    {third}\n"));
+    write(&user, &config, 0o600);
+    let from = console.snapshot().len();
+    let up = init.ros(&["service", "up", "third"]);
+    assert!(up.status.success(), "ros service up third: {}", text(&up));
+    console.wait_for("ROS BOOT service-started ", from);
+    let list = text(&init.ros(&["service", "list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.contains("enabled") && l.contains("third")),
+        "ros service list shows the new service:\n{list}"
+    );
+
+    // SIGTERM: a power-off; the services stop in reverse order, then init exits 0 and
+    // leaves no process behind.
+    let from = console.snapshot().len();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    console.wait_for("ROS BOOT shutdown ", from);
+    let code = init.wait_exit();
+    let lines = console.snapshot();
+    assert_eq!(code, Some(0), "init's exit; last lines:\n{}", tail(&lines));
+    let order = std::fs::read_to_string(shared.join("order")).unwrap();
+    let position = |line: &str| {
+        order
+            .lines()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("no `{line}` in the services' log:\n{order}"))
+    };
+    assert!(
+        position("second stopping") < position("first stopping"),
+        "second (after first) stops before first:\n{order}"
+    );
+    position("third stopping");
+    let root = init.root.path().to_string_lossy().to_string();
+    let left: Vec<(u32, String)> = processes()
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains(&root))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes left after init's exit: {left:?}"
+    );
+}
