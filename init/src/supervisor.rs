@@ -442,6 +442,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
                 }
             }
             self.resync().await;
+            log::info!("supervisor: re-attached to containerd (exit events and services resynced)");
         }
     }
 

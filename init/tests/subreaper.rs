@@ -237,40 +237,22 @@ fn service(name: &str, after: Option<&str>, shared: &Path) -> String {
     )
 }
 
-/// The root: the os-config, two services, the test image in the image store, the kernel
-/// line, a user config whose bootcmd leaves an orphan behind, and the host's containerd
-/// and runc where init looks for them (as its crun).
+/// A root with what every test here needs: the os-config, the test image in the image
+/// store, the host's containerd and runc where init looks for them (runc as its crun),
+/// and `/shared`, bound into the services. Each test adds its kernel line
+/// ([`KERNEL_LINE`]), services and user config.
 fn make_root() -> tempfile::TempDir {
     let root = tempfile::Builder::new()
         .prefix("ros-subreaper-")
         .tempdir()
         .unwrap();
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
-    write(&at("/proc/cmdline"), "console=ttyS0 rancher.debug\n", 0o644);
     write(
         &at(ros_config::paths::OS_CONFIG),
         "rancher:\n  shutdown_timeout: 20\n  cloud_init:\n    datasources: []\n",
         0o644,
     );
-    let shared = at("/shared");
-    std::fs::create_dir_all(&shared).unwrap();
-    write(
-        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
-        &format!(
-            "{}{}",
-            service("first", None, &shared),
-            service("second", Some("first"), &shared)
-        ),
-        0o644,
-    );
-    write(
-        &at(ros_config::paths::USER_CONFIG),
-        &format!(
-            "#cloud-config\nbootcmd:\n  - [sh, -c, 'sleep 600 & echo $! > {}']\n",
-            at("/orphan").display()
-        ),
-        0o600,
-    );
+    std::fs::create_dir_all(at("/shared")).unwrap();
     let archive = root.path().join("test-image.tar");
     ros_test_support::busybox_image(&archive, IMAGE, false).unwrap();
     ros_image::add_to_store(&archive, &at("/usr/share/ros/image-store")).unwrap();
@@ -285,6 +267,29 @@ fn make_root() -> tempfile::TempDir {
         std::fs::create_dir_all(at(dir)).unwrap();
     }
     root
+}
+
+/// The kernel line every test here boots with.
+const KERNEL_LINE: &str = "console=ttyS0";
+
+/// Whether this machine can run the tests here; if not, the test is skipped (a failure
+/// under CI).
+fn can_run(test: &str) -> bool {
+    let euid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
+    let needed = [CONTAINERD, ros_test_support::BUSYBOX];
+    if euid != 0 || !needed.iter().all(|p| Path::new(p).exists()) || runc().is_none() {
+        ros_test_support::skip(test, &format!("needs root, {needed:?} and runc"));
+        return false;
+    }
+    if !ros_binary().exists() {
+        let why = format!(
+            "no {} (cargo test --workspace builds it)",
+            ros_binary().display()
+        );
+        ros_test_support::skip(test, &why);
+        return false;
+    }
+    true
 }
 
 fn start(root: tempfile::TempDir) -> Subreaper {
@@ -328,26 +333,31 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order() {
-    let euid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
-    let needed = [CONTAINERD, ros_test_support::BUSYBOX];
-    if euid != 0 || !needed.iter().all(|p| Path::new(p).exists()) || runc().is_none() {
-        ros_test_support::skip(
-            "init_as_a_subreaper",
-            &format!("needs root, {needed:?} and runc"),
-        );
+    if !can_run("init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order") {
         return;
     }
-    if !ros_binary().exists() {
-        ros_test_support::skip(
-            "init_as_a_subreaper",
-            &format!(
-                "no {} (cargo test --workspace builds it)",
-                ros_binary().display()
-            ),
-        );
-        return;
-    }
-    let mut init = start(make_root());
+    let root = make_root();
+    let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+    write(&at("/proc/cmdline"), KERNEL_LINE, 0o644);
+    let shared = at("/shared");
+    write(
+        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
+        &format!(
+            "{}{}",
+            service("first", None, &shared),
+            service("second", Some("first"), &shared)
+        ),
+        0o644,
+    );
+    write(
+        &at(ros_config::paths::USER_CONFIG),
+        &format!(
+            "#cloud-config\nbootcmd:\n  - [sh, -c, 'sleep 600 & echo $! > {}']\n",
+            at("/orphan").display()
+        ),
+        0o600,
+    );
+    let mut init = start(root);
     let console = init.console.clone();
 
     // The boot, in its order, as the console shows it.
@@ -468,5 +478,220 @@ fn init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order() {
     assert!(
         left.is_empty(),
         "processes left after init's exit: {left:?}"
+    );
+}
+
+impl Subreaper {
+    /// Run `ros ARGS` until its output satisfies `done`, up to [`DEADLINE`]; that output.
+    fn ros_until(&self, args: &[&str], what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let out = text(&self.ros(args));
+            if done(&out) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ros {}: never {what}; last output:\n{out}\nconsole:\n{}",
+                args.join(" "),
+                tail(&self.console.snapshot())
+            );
+            // A poll with a deadline, as the boot tests' `until`: `ros` answers, it does
+            // not notify.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The `ros service ps` row of `name`, split in fields.
+fn ps_row(ps: &str, name: &str) -> Vec<String> {
+    ps.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// The pid a `... started pid N ...` or `... (pid N)` console line names.
+fn pid_in(line: &str) -> u32 {
+    let after = line.split("pid ").nth(1).expect("a pid on the line");
+    after
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// The supervisor as a user meets it through `ros service` (the QEMU test of the same
+/// checks the console container's view): restart of a killed service, a crash loop's
+/// backoff, stop and logs, one catalog for PID 1 and `ros` on a partly broken file,
+/// unknown services, `rancher.debug` from a cloud-config, and a containerd killed under
+/// running services.
+#[test]
+fn services_are_restarted_backed_off_and_managed_over_the_control_socket() {
+    if !can_run("services_are_restarted_backed_off_and_managed_over_the_control_socket") {
+        return;
+    }
+    let root = make_root();
+    let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+    write(&at("/proc/cmdline"), KERNEL_LINE, 0o644);
+    write(
+        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
+        &format!(
+            r#"ticker:
+  image: {IMAGE}
+  command: ["sh", "-c", "trap 'exit 0' TERM; echo tick; sleep 3600 & wait $!"]
+  privileged: true
+  net: none
+  restart: always
+crasher:
+  image: {IMAGE}
+  command: ["sh", "-c", "echo crashing; exit 1"]
+  privileged: true
+  net: none
+  restart: always
+"#
+        ),
+        0o644,
+    );
+    let bars = at("/conf/bars.yml");
+    write(
+        &bars,
+        &format!("bars-good:\n  image: {IMAGE}\n  command: [sh, -c, \"trap 'exit 0' TERM; sleep 1000 & wait $!\"]\n  privileged: true\n  net: none\n"),
+        0o644,
+    );
+    // Debug from the user's config, not the kernel line.
+    write(
+        &at(ros_config::paths::USER_CONFIG),
+        &format!(
+            "#cloud-config\nrancher:\n  debug: true\n  services_include:\n    {}: true\n",
+            bars.display()
+        ),
+        0o600,
+    );
+    let mut init = start(root);
+    let console = init.console.clone();
+    console.wait_for("debug logging on (rancher.debug)", 0);
+    console.wait_for("ROS BOOT boot-complete", 0);
+
+    // A crash loop backs off: 1 s, then 2 s between restarts; stopped, it stays stopped,
+    // and its log keeps what it printed.
+    let mut at_line = 0;
+    for delay in ["1s", "2s"] {
+        at_line = console.wait_for(
+            &format!("service crasher: exited (1), restarting in {delay}"),
+            at_line,
+        );
+    }
+    let stop = init.ros(&["service", "stop", "crasher"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    init.ros_until(&["service", "ps"], "shows crasher Exited", |ps| {
+        ps_row(ps, "crasher").iter().any(|f| f == "Exited")
+    });
+    let log = text(&init.ros(&["service", "logs", "crasher"]));
+    assert!(log.contains("crashing"), "ros service logs crasher:\n{log}");
+
+    // A killed service is restarted, and the restart counted.
+    let lines = console.snapshot();
+    let ticker = lines
+        .iter()
+        .find(|l| l.contains("service ticker: started pid"))
+        .map(|l| pid_in(l))
+        .expect("ticker started");
+    let ps = text(&init.ros(&["service", "ps"]));
+    assert_eq!(
+        ps_row(&ps, "ticker").last().map(String::as_str),
+        Some("0"),
+        "{ps}"
+    );
+    let from = console.snapshot().len();
+    kill9(ticker);
+    console.wait_for("service ticker: restarted pid", from);
+    init.ros_until(&["service", "ps"], "counts ticker's restart", |ps| {
+        let row = ps_row(ps, "ticker");
+        row.iter().any(|f| f == "Up") && row.last().map(String::as_str) == Some("1")
+    });
+
+    // One catalog: the file's good service runs; a broken one added beside it is named
+    // with its line and left out, alone. PID 1 and `ros service list` agree.
+    init.ros_until(&["service", "ps"], "shows bars-good Up", |ps| {
+        ps_row(ps, "bars-good").iter().any(|f| f == "Up")
+    });
+    let mut file = std::fs::read_to_string(&bars).unwrap();
+    file.push_str("bars-bad:\n  image: ros/test:1\n  restart: sometimes\n");
+    write(&bars, &file, 0o644);
+    let from = console.snapshot().len();
+    let up = init.ros(&["service", "up", "bars-good"]);
+    assert!(up.status.success(), "{}", text(&up));
+    console.wait_for("bars.yml:8:12: bars-bad.restart", from);
+    let list = text(&init.ros(&["service", "list"]));
+    assert!(list.contains("enabled  bars-good"), "{list}");
+    let ps = text(&init.ros(&["service", "ps"]));
+    assert!(ps_row(&ps, "bars-good").iter().any(|f| f == "Up"), "{ps}");
+
+    // Unknown services: exit code 5.
+    let unknown = init.ros(&["service", "start", "no-such-service"]);
+    assert_eq!(unknown.status.code(), Some(5), "{}", text(&unknown));
+
+    // containerd killed under running services: PID 1 starts it again and re-attaches;
+    // ticker keeps its process, and new work goes through the new containerd.
+    let lines = console.snapshot();
+    let ticker = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("service ticker: ") && l.contains("started pid"))
+        .map(|l| pid_in(l))
+        .unwrap();
+    let containerd = lines
+        .iter()
+        .find(|l| l.contains("containerd: started (pid"))
+        .map(|l| pid_in(l))
+        .unwrap();
+    let from = lines.len();
+    kill9(containerd);
+    console.wait_for("containerd: started (pid", from);
+    console.wait_for("supervisor: re-attached to containerd", from);
+    let ps = text(&init.ros(&["service", "ps"]));
+    assert!(ps_row(&ps, "ticker").iter().any(|f| f == "Up"), "{ps}");
+    assert!(
+        Path::new(&format!("/proc/{ticker}")).exists(),
+        "ticker's process {ticker} did not survive containerd's restart"
+    );
+    let ps = text(&init.ros(&["service", "ps"]));
+    assert_eq!(
+        ps_row(&ps, "ticker").last().map(String::as_str),
+        Some("1"),
+        "{ps}"
+    );
+    let from = console.snapshot().len();
+    let restart = init.ros(&["service", "restart", "ticker"]);
+    assert!(restart.status.success(), "{}", text(&restart));
+    console.wait_for("ROS BOOT service-started ", from);
+
+    // SIGINT (Ctrl-Alt-Del) asks for a reboot: PID 1 stops everything and, a subreaper,
+    // exits 0. (Not `ros reboot`: it signals the machine's PID 1.)
+    let from = console.snapshot().len();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init.pid() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    console.wait_for("ROS BOOT shutdown ", from);
+    let code = init.wait_exit();
+    assert_eq!(code, Some(0), "{}", tail(&console.snapshot()));
+    assert!(
+        console
+            .snapshot()
+            .iter()
+            .any(|l| l.ends_with(" reboot") && l.contains("ROS BOOT shutdown")),
+        "the shutdown is a reboot"
     );
 }
