@@ -27,11 +27,9 @@ use crate::watchdog::Watchdog;
 /// is given up (recorded, and the good slot booted).
 pub const TRIAL_DEADLINE: Duration = Duration::from_secs(900);
 /// After `boot-complete`, how long every enabled service may take to be up and stay up
-/// for [`HEALTH_STABLE`].
+/// for `rancher.upgrade.healthy_after` (20 s by default: a service that crashes at once
+/// is up for an instant after each of its restarts).
 pub const HEALTH_WINDOW: Duration = Duration::from_secs(180);
-/// How long every service must stay up, without a restart, to count as healthy: a
-/// service that crashes at once is up for an instant after each of its restarts.
-pub const HEALTH_STABLE: Duration = Duration::from_secs(20);
 /// Restarts of one service after `boot-complete` that fail the gate at once (a crash
 /// loop: waiting for the window to close would tell nothing more).
 pub const HEALTH_MAX_RESTARTS: u32 = 3;
@@ -336,8 +334,9 @@ pub async fn after_boot_complete<R: ServiceRuntime + 'static>(
     if s.trial.is_none() && !first_healthy {
         return;
     }
-    // Healthy: every service up, and still up without a restart HEALTH_STABLE later.
+    // Healthy: every service up, and still up without a restart `stable` later.
     // Polled: services come up at their own pace, and a restart's backoff is seconds.
+    let stable = checks.config.rancher.upgrade.healthy_after();
     let started = tokio::time::Instant::now();
     let restarts_now = || -> BTreeMap<String, u32> {
         sup.snapshot()
@@ -357,7 +356,7 @@ pub async fn after_boot_complete<R: ServiceRuntime + 'static>(
                 stable_since = tokio::time::Instant::now();
                 baseline = restarts_now();
             }
-            None if stable_since.elapsed() >= HEALTH_STABLE => break true,
+            None if stable_since.elapsed() >= stable => break true,
             None => {}
         }
         if started.elapsed() >= HEALTH_WINDOW {
@@ -380,7 +379,7 @@ pub async fn after_boot_complete<R: ServiceRuntime + 'static>(
                 &format!(
                     "health check: service {name} is not up for {} s within {} s of \
                      boot-complete ({problem})",
-                    HEALTH_STABLE.as_secs(),
+                    stable.as_secs(),
                     HEALTH_WINDOW.as_secs()
                 ),
                 power,

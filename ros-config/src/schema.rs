@@ -772,7 +772,26 @@ pub struct UpgradeConfig {
     /// public roots (new in rOS): a release server with a private CA. The bundle's own
     /// signature is checked either way.
     pub ca_certs: Vec<Text>,
+    /// How long, in seconds, every service must stay up without a restart for a trial
+    /// boot (or a slot's first boot) to count as healthy (new in rOS): 20 by default,
+    /// between 1 and [`MAX_HEALTHY_AFTER_SECS`]. A crash loop fails the gate sooner.
+    pub healthy_after: Option<u64>,
 }
+
+impl UpgradeConfig {
+    /// [`UpgradeConfig::healthy_after`], or 20 s; within 1 s and
+    /// [`MAX_HEALTHY_AFTER_SECS`].
+    pub fn healthy_after(&self) -> Duration {
+        let secs = self.healthy_after.unwrap_or(DEFAULT_HEALTHY_AFTER_SECS);
+        Duration::from_secs(secs.clamp(1, MAX_HEALTHY_AFTER_SECS))
+    }
+}
+
+/// `rancher.upgrade.healthy_after` when unset, in seconds.
+pub const DEFAULT_HEALTHY_AFTER_SECS: u64 = 20;
+/// Longest `rancher.upgrade.healthy_after`, in seconds: the gate's whole window is
+/// three minutes (init's `HEALTH_WINDOW`), and the services must settle within it.
+pub const MAX_HEALTHY_AFTER_SECS: u64 = 120;
 
 /// How long one `rancher.upgrade.health_checks` entry may run.
 pub const HEALTH_CHECK_DEADLINE_SECS: u64 = 120;
@@ -794,6 +813,26 @@ pub struct DefaultsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn healthy_after_defaults_to_20_s_and_stays_within_its_bounds() {
+        let with = |secs| UpgradeConfig {
+            healthy_after: secs,
+            ..Default::default()
+        };
+        for (set, want) in [
+            (None, 20),
+            (Some(5), 5),
+            (Some(0), 1),
+            (Some(u64::MAX), 120),
+        ] {
+            assert_eq!(
+                with(set).healthy_after(),
+                Duration::from_secs(want),
+                "{set:?}"
+            );
+        }
+    }
 
     #[test]
     fn hostname_table() {

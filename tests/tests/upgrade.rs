@@ -262,7 +262,9 @@ fn install(dir: &Path) -> PathBuf {
         ..Default::default()
     });
     vm.console_up(BOOT);
-    vm.sh("printf 'hostname: slotted\\n' > /tmp/cc.yml");
+    // Healthy after 5 s of stable services, not 20: each of these tests boots a trial or a
+    // slot's first boot several times, and the gate's rule is the same at any length.
+    vm.sh("printf 'hostname: slotted\\nrancher:\\n  upgrade:\\n    healthy_after: 5\\n' > /tmp/cc.yml");
     let (out, status) = vm.run(
         "ros install -d /dev/vdb -c /tmp/cc.yml -f --no-reboot -a rancher.autologin=ttyS0 2>&1",
         Duration::from_secs(600),
