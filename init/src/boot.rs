@@ -312,8 +312,8 @@ fn warn_if_random_unready(random: &Path) {
 }
 
 /// Mount the state disk over /var, /home and /opt, formatting a blank one if asked.
-/// Only the built-in config and the kernel command line can say where it is (the
-/// user's config lives on it). Without one: RAM, said on the console.
+/// Only the early config can say where it is ([`ros_config::Stage::Early`]: the user's
+/// config lives on it). Without one: RAM, said on the console.
 fn mount_state(cmdline: &str, modules: &crate::cloudinit::InitModules, reaper: &Reaper) {
     // The filesystem's module, once there is a disk to mount (a diskless boot loads
     // none). ext4 asks the crypto API for crc32c at mount time; there is no modprobe to
@@ -331,7 +331,12 @@ fn mount_state(cmdline: &str, modules: &crate::cloudinit::InitModules, reaper: &
             }
         }
     };
-    let early = ros_config::load(mode::root(), Some(cmdline), Mode::Boot);
+    let early = ros_config::load_stage(
+        mode::root(),
+        Some(cmdline),
+        Mode::Boot,
+        ros_config::Stage::Early,
+    );
     let settings = state::StateSettings::from_config(&early.config);
     let format = |dev: &Path, label: &str| -> Result<(), String> {
         let mut cmd = std::process::Command::new(state::MKFS);
@@ -410,8 +415,10 @@ fn cloud_init(
     cdrom: CdromDrivers,
 ) -> CloudConfig {
     let root = mode::root();
-    // The datasources to read come from the config itself (defaults + cmdline).
+    // The datasources to read come from the config itself (every layer there is before
+    // them, and the kernel line).
     let first = ros_config::load(root, Some(cmdline), Mode::Boot);
+    let layers = ros_config::layer_contents(root);
     if ros_cloudinit::lists_config_drive(&first.config) {
         cdrom.load(&Host);
     }
@@ -460,7 +467,12 @@ fn cloud_init(
             log::info!("{line}");
         }
     }
-    let config = crate::desired::load_config(cmdline);
+    // Loaded again only when a datasource changed a layer (saved or removed user-data).
+    let config = if ros_config::layer_contents(root) != layers {
+        crate::desired::load_config(cmdline)
+    } else {
+        crate::desired::reported(first)
+    };
     let applied = ros_cloudinit::apply(root, &config, &host, modules);
     crate::cloudinit::print(&applied.report);
     if config.hostname.is_none() && !mode::subreaper() {

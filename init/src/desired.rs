@@ -65,7 +65,16 @@ impl Desired {
 /// Load every config layer plus the kernel command line, boot mode: never fails; every
 /// problem is printed on the console and kept in `/var/log/ros/config.log`.
 pub fn load_config(cmdline: &str) -> CloudConfig {
-    let loaded = ros_config::load(crate::mode::root(), Some(cmdline), Mode::Boot);
+    reported(ros_config::load(
+        crate::mode::root(),
+        Some(cmdline),
+        Mode::Boot,
+    ))
+}
+
+/// The config of a full load ([`ros_config::Stage::Full`]), its problems printed on the
+/// console and kept in `/var/log/ros/config.log`.
+pub fn reported(loaded: ros_config::Loaded) -> CloudConfig {
     let mut report = String::new();
     for d in &loaded.diagnostics {
         match d.severity {

@@ -44,8 +44,8 @@ pub use file::MAX_FILE_BYTES;
 pub use graph::{start_order, stop_order, Graph, GraphError};
 pub use keypath::{KeyPath, KeyPathError, Segment};
 pub use resolve::{
-    layer_files, load, load_system, resolve, validate_text, validate_value, Layer, Loaded, Mode,
-    Resolved,
+    layer_contents, layer_files, load, load_stage, load_system, resolve, validate_text,
+    validate_value, Layer, Loaded, Mode, Resolved, Stage,
 };
 pub use schema::CloudConfig;
 pub use service::{check_service_file, check_service_path, ServiceFile, ServiceSpec};

@@ -626,14 +626,47 @@ pub fn validate_value(origin: &str, value: &Value, mode: Mode) -> Vec<Diagnostic
     resolve(vec![Layer::from_value(origin, value.clone())], mode).diagnostics
 }
 
+/// Which layers a load reads. The boot reads the config in stages, as the disks that
+/// hold its layers are mounted: each stage is named, not a matter of what happens to be
+/// mounted when it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before the state disk: the image's layers (defaults, OEM) and the kernel line, the
+    /// only ones that may say where the state disk is (the user's config is on it).
+    Early,
+    /// Every layer: the image's, the user's config and its `cloud-config.d/` drop-ins, the
+    /// kernel line.
+    Full,
+}
+
 /// The config files in layer order (lowest first) under `root`: defaults, OEM, user
 /// config, then `cloud-config.d/*.yml` sorted by name. Files need not exist.
 pub fn layer_files(root: &Path) -> Vec<PathBuf> {
+    stage_files(root, Stage::Full)
+}
+
+/// What the layer files under `root` hold (each file's bytes, or none): equal before and
+/// after a step, that step changed no layer, and a config loaded before it still holds.
+pub fn layer_contents(root: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    layer_files(root)
+        .into_iter()
+        .map(|path| {
+            let bytes = fs::read(&path).ok();
+            (path, bytes)
+        })
+        .collect()
+}
+
+/// The config files `stage` reads under `root`, in layer order ([`layer_files`]).
+fn stage_files(root: &Path, stage: Stage) -> Vec<PathBuf> {
     let mut files = vec![
         paths::under(root, paths::OS_CONFIG),
         paths::under(root, paths::OEM_CONFIG),
-        paths::under(root, paths::USER_CONFIG),
     ];
+    if stage == Stage::Early {
+        return files;
+    }
+    files.push(paths::under(root, paths::USER_CONFIG));
     let dir = paths::under(root, paths::DROP_IN_DIR);
     if let Ok(entries) = fs::read_dir(&dir) {
         let mut drop_ins: Vec<PathBuf> = entries
@@ -675,9 +708,14 @@ pub fn load_system(root: &Path) -> io::Result<Loaded> {
 /// Load every layer under `root` (see [`layer_files`]) plus the kernel command line text,
 /// and resolve them. Never fails: unusable files are skipped and reported.
 pub fn load(root: &Path, cmdline: Option<&str>, mode: Mode) -> Loaded {
+    load_stage(root, cmdline, mode, Stage::Full)
+}
+
+/// [`load`], of the layers `stage` reads.
+pub fn load_stage(root: &Path, cmdline: Option<&str>, mode: Mode, stage: Stage) -> Loaded {
     let mut layers = Vec::new();
     let mut read_errors = Vec::new();
-    for path in layer_files(root) {
+    for path in stage_files(root, stage) {
         match Layer::read(&path) {
             Ok(Some(layer)) => layers.push(layer),
             Ok(None) => {}
@@ -709,6 +747,44 @@ mod tests {
 
     fn shown(r: &Resolved) -> Vec<String> {
         r.diagnostics.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_early_stage_reads_the_images_layers_and_the_kernel_line_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |well_known: &str, text: &str| {
+            let path = paths::under(dir.path(), well_known);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write(
+            paths::OS_CONFIG,
+            "rancher:\n  state:\n    dev: LABEL=FROM_IMAGE\n",
+        );
+        write(paths::USER_CONFIG, "rancher:\n  state:\n    fstype: ext4\n");
+        write(
+            &format!("{}/zz.yml", paths::DROP_IN_DIR),
+            "rancher:\n  state:\n    autoformat: [/dev/vdb]\n",
+        );
+        let cmdline = Some("rancher.state.required=true");
+        let early = load_stage(dir.path(), cmdline, Mode::Boot, Stage::Early).config;
+        let full = load_stage(dir.path(), cmdline, Mode::Boot, Stage::Full).config;
+        for c in [&early, &full] {
+            let dev = c.rancher.state.dev.as_ref().map(ToString::to_string);
+            assert_eq!(dev.as_deref(), Some("LABEL=FROM_IMAGE"));
+            assert!(c.rancher.state.required);
+        }
+        assert_ne!(early.rancher.state.fstype, full.rancher.state.fstype);
+        // A drop-in written or removed changes what the layers hold.
+        let before = layer_contents(dir.path());
+        assert_eq!(before, layer_contents(dir.path()));
+        write(
+            &format!("{}/zz-datasource.yml", paths::DROP_IN_DIR),
+            "hostname: x\n",
+        );
+        assert_ne!(before, layer_contents(dir.path()));
+        assert!(early.rancher.state.autoformat.is_empty());
+        assert_eq!(full.rancher.state.autoformat.len(), 1);
     }
 
     #[test]
