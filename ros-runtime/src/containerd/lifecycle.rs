@@ -127,20 +127,23 @@ impl Containerd {
         output: &str,
     ) -> Result<Option<u32>> {
         let service = existing.id.as_str();
-        if !labels.contains_key(LABEL_BOOT) {
-            return Ok(None);
-        }
-        // Compared as specs: capability sets and maps are serialised in any order.
-        let same_spec = existing
-            .spec
-            .as_ref()
-            .and_then(|any| serde_json::from_slice::<oci_spec::runtime::Spec>(&any.value).ok())
-            .is_some_and(|stored| stored == *oci);
-        let same_root = match root {
-            RootSource::Snapshot { .. } => existing.snapshot_key == service,
-            RootSource::Local(_) => existing.snapshot_key.is_empty(),
-        };
-        if existing.image != image || existing.labels != *labels || !same_spec || !same_root {
+        let decision = super::reuse::decide(
+            &super::reuse::Existing {
+                id: service,
+                image: &existing.image,
+                labels: &existing.labels,
+                spec: existing.spec.as_ref().map(|any| any.value.as_slice()),
+                snapshot_key: &existing.snapshot_key,
+            },
+            &super::reuse::Wanted {
+                image,
+                labels,
+                spec: oci,
+                store_root: matches!(root, RootSource::Local(_)),
+            },
+        );
+        if let super::reuse::Reuse::Recreate(why) = decision {
+            log::debug!("service {service}: a new container: {why}");
             return Ok(None);
         }
         let kept_overlay = match (root, &self.local) {

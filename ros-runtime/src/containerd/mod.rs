@@ -45,6 +45,7 @@ mod events;
 mod images;
 mod leases;
 mod lifecycle;
+mod reuse;
 
 const NAMESPACE_HEADER: &str = "containerd-namespace";
 const LEASE_HEADER: &str = "containerd-lease";
