@@ -164,34 +164,10 @@ impl Drop for Subreaper {
                     .status();
             }
         }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<String> = mountinfo
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .map(|p| p.replace("\\040", " "))
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        mounts.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for mount in mounts {
-            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        // The services' cgroup parent, in each hierarchy (v2, or v1's one per controller);
-        // the runtime removed the services' own unless init was killed.
-        let name = format!("ros-subreaper-{pid}");
-        let hierarchies = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .chain([PathBuf::from("/sys/fs/cgroup")]);
-        for parent in hierarchies.map(|h| h.join(&name)) {
-            for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                if entry.path().is_dir() {
-                    let _ = std::fs::remove_dir(entry.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&parent);
-        }
+        ros_test_support::unmount_below(self.root.path());
+        // The services' cgroup parent; the runtime removed the services' own unless init
+        // was killed.
+        ros_test_support::remove_cgroup(&format!("ros-subreaper-{pid}"));
         let _ = std::fs::remove_dir(&state);
     }
 }

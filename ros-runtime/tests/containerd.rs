@@ -100,34 +100,10 @@ impl Drop for PrivateContainerd {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Snapshot and rootfs mounts under our root, deepest first.
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let root = self.path().to_string_lossy().to_string();
-        let mut mounts: Vec<String> = mountinfo
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .map(|p| p.replace("\\040", " "))
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        mounts.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for mount in mounts {
-            let _ = Command::new("umount").arg("-l").arg(&mount).status();
-        }
-        // runc removes each service's cgroup; the parent is ours to remove.
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_dir(
-                hierarchy
-                    .path()
-                    .join(self.cgroup_parent.trim_start_matches('/')),
-            );
-        }
-        let _ = std::fs::remove_dir(
-            Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/')),
-        );
+        // Snapshot and rootfs mounts under our root; runc removes each service's cgroup,
+        // the parent is ours to remove.
+        ros_test_support::unmount_below(self.path());
+        ros_test_support::remove_cgroup(&self.cgroup_parent);
         // The runc shim keeps per-namespace state here, empty once every task is deleted.
         let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
     }

@@ -156,6 +156,48 @@ pub fn busybox_image(out: &Path, name: &str, gzip_archive: bool) -> std::io::Res
     Ok(manifest_digest)
 }
 
+/// Detach every mount below `dir`, deepest first: what a containerd killed under its
+/// services leaves (snapshots, rootfs overlays).
+pub fn unmount_below(dir: &Path) {
+    let dir = dir.to_string_lossy().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| p.replace("\\040", " "))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for mount in mounts {
+        // A test's process, not PID 1: nothing else reaps its children.
+        #[allow(clippy::disallowed_methods)]
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&mount)
+            .status();
+    }
+}
+
+/// Remove the cgroup `parent` (`/name`, below the root) with the empty cgroups in it, in
+/// every hierarchy: cgroup v2's, or each of v1's controllers.
+pub fn remove_cgroup(parent: &str) {
+    let parent = parent.trim_start_matches('/');
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")]);
+    for dir in hierarchies.map(|h| h.join(parent)) {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
