@@ -215,14 +215,15 @@ fn service(name: &str, after: Option<&str>, shared: &Path) -> String {
 
 /// A root with what every test here needs: the os-config, the test image in the image
 /// store, the host's containerd and runc where init looks for them (runc as its crun),
-/// and `/shared`, bound into the services. Each test adds its kernel line
-/// ([`KERNEL_LINE`]), services and user config.
+/// `/shared`, bound into the services, and the kernel line ([`KERNEL_LINE`]). Each test
+/// adds its services and user config.
 fn make_root() -> tempfile::TempDir {
     let root = tempfile::Builder::new()
         .prefix("ros-subreaper-")
         .tempdir()
         .unwrap();
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+    write(&at("/proc/cmdline"), KERNEL_LINE, 0o644);
     write(
         &at(ros_config::paths::OS_CONFIG),
         "rancher:\n  shutdown_timeout: 20\n  cloud_init:\n    datasources: []\n",
@@ -314,7 +315,6 @@ fn init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order() {
     }
     let root = make_root();
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
-    write(&at("/proc/cmdline"), KERNEL_LINE, 0o644);
     let shared = at("/shared");
     write(
         &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
@@ -378,11 +378,7 @@ fn init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order() {
         Some(init.pid()),
         "the orphan's parent is init"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(orphan as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill9(orphan);
     let deadline = Instant::now() + DEADLINE;
     while Path::new(&format!("/proc/{orphan}")).exists() {
         assert!(
@@ -425,11 +421,7 @@ fn init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order() {
     // SIGTERM: a power-off; the services stop in reverse order, then init exits 0 and
     // leaves no process behind.
     let from = console.snapshot().len();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(init.pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(init.pid(), nix::sys::signal::Signal::SIGTERM);
     console.wait_for("ROS BOOT shutdown ", from);
     let code = init.wait_exit();
     let lines = console.snapshot();
@@ -499,11 +491,11 @@ fn pid_in(line: &str) -> u32 {
 }
 
 fn kill9(pid: u32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
 }
 
 /// The supervisor as a user meets it through `ros service` (the QEMU test of the same
@@ -518,7 +510,6 @@ fn services_are_restarted_backed_off_and_managed_over_the_control_socket() {
     }
     let root = make_root();
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
-    write(&at("/proc/cmdline"), KERNEL_LINE, 0o644);
     write(
         &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
         &format!(
@@ -655,11 +646,7 @@ crasher:
     // SIGINT (Ctrl-Alt-Del) asks for a reboot: PID 1 stops everything and, a subreaper,
     // exits 0. (Not `ros reboot`: it signals the machine's PID 1.)
     let from = console.snapshot().len();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(init.pid() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    signal(init.pid(), nix::sys::signal::Signal::SIGINT);
     console.wait_for("ROS BOOT shutdown ", from);
     let code = init.wait_exit();
     assert_eq!(code, Some(0), "{}", tail(&console.snapshot()));
