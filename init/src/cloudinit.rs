@@ -259,11 +259,12 @@ pub fn command_log() -> PathBuf {
 pub struct BootHost;
 
 impl BootHost {
-    fn machine_only(&self, what: &str) -> std::io::Result<()> {
+    /// Err in subreaper mode (the caller names the operation).
+    fn machine_only(&self) -> std::io::Result<()> {
         if crate::mode::subreaper() {
-            return Err(std::io::Error::other(format!(
-                "{what}: not done in subreaper mode (it would change the machine running it)"
-            )));
+            return Err(std::io::Error::other(
+                "not done in subreaper mode (it would change the machine running it)",
+            ));
         }
         Ok(())
     }
@@ -271,7 +272,7 @@ impl BootHost {
 
 impl ros_cloudinit::Host for BootHost {
     fn set_hostname(&self, name: &str) -> std::io::Result<()> {
-        self.machine_only("sethostname")?;
+        self.machine_only()?;
         ros_cloudinit::SystemHost.set_hostname(name)
     }
 
@@ -320,7 +321,7 @@ impl ros_cloudinit::Host for BootHost {
     }
 
     fn sysctl(&self, path: &Path, value: &str) -> std::io::Result<()> {
-        self.machine_only("sysctl")?;
+        self.machine_only()?;
         ros_cloudinit::SystemHost.sysctl(path, value)
     }
 
@@ -332,12 +333,12 @@ impl ros_cloudinit::Host for BootHost {
         flags: nix::mount::MsFlags,
         data: Option<&str>,
     ) -> std::io::Result<()> {
-        self.machine_only("mount")?;
+        self.machine_only()?;
         ros_cloudinit::SystemHost.mount(source, target, fstype, flags, data)
     }
 
     fn umount(&self, target: &Path) -> std::io::Result<()> {
-        self.machine_only("umount")?;
+        self.machine_only()?;
         ros_cloudinit::SystemHost.umount(target)
     }
 }

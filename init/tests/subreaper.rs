@@ -658,3 +658,65 @@ crasher:
         "the shutdown is a reboot"
     );
 }
+
+/// A user config with a bad value and an unknown key still boots: each problem is named on
+/// the console with its file, line and column, and kept in config.log; the rest of the
+/// file applies. Its hostname is refused in subreaper mode (the machine running the test
+/// keeps its own name), and said so.
+#[test]
+fn a_broken_user_config_boots_and_says_where_and_the_machine_keeps_its_name() {
+    if !can_run("a_broken_user_config_boots_and_says_where_and_the_machine_keeps_its_name") {
+        return;
+    }
+    let root = make_root();
+    let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+    let shared = at("/shared");
+    write(
+        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
+        &service("only", None, &shared),
+        0o644,
+    );
+    let user = at(ros_config::paths::USER_CONFIG);
+    write(
+        &user,
+        "#cloud-config\nhostname: not-this-machine\nrancher:\n  shutdown_timeout: soon\n  no_such_key: 1\n  environment:\n    KEPT: yes\n",
+        0o600,
+    );
+    let machine = nix::unistd::gethostname().unwrap();
+    let init = start(root);
+    let console = init.console.clone();
+    console.wait_for("ROS BOOT boot-complete", 0);
+    let lines = console.snapshot();
+    let file = user.display().to_string();
+    let said = |severity: &str, place: &str, text: &str| {
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("{severity}config: {file}:{place}")) && l.contains(text))
+    };
+    assert!(
+        said("ERROR ", "4:21: rancher.shutdown_timeout", ""),
+        "the bad value, at its line and column:\n{}",
+        tail(&lines)
+    );
+    assert!(
+        said("WARN ", "5:3: rancher.no_such_key", "ignored"),
+        "the unknown key, at its line and column:\n{}",
+        tail(&lines)
+    );
+    let log = std::fs::read_to_string(init.path("/var/log/ros/config.log")).unwrap();
+    assert!(
+        log.contains("rancher.shutdown_timeout") && log.contains("rancher.no_such_key"),
+        "config.log:\n{log}"
+    );
+    // The rest of the file applies (`ros` names the problem too, on stderr).
+    let get = init.ros(&["config", "get", "rancher.environment.KEPT"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "yes\n", "{}", text(&get));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("sethostname: not done in subreaper mode")),
+        "the hostname is refused, and said so:\n{}",
+        tail(&lines)
+    );
+    assert_eq!(nix::unistd::gethostname().unwrap(), machine);
+}
