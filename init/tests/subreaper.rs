@@ -710,7 +710,12 @@ fn a_broken_user_config_boots_and_says_where_and_the_machine_keeps_its_name() {
     );
     // The rest of the file applies (`ros` names the problem too, on stderr).
     let get = init.ros(&["config", "get", "rancher.environment.KEPT"]);
-    assert_eq!(String::from_utf8_lossy(&get.stdout), "yes\n", "{}", text(&get));
+    assert_eq!(
+        String::from_utf8_lossy(&get.stdout),
+        "yes\n",
+        "{}",
+        text(&get)
+    );
     assert!(
         lines
             .iter()

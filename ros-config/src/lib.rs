@@ -24,6 +24,7 @@ pub mod graph;
 mod keypath;
 pub mod paths;
 mod resolve;
+mod retry;
 pub mod schema;
 pub mod service;
 mod suggest;

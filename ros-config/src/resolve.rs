@@ -21,6 +21,7 @@ use crate::diagnostic::{Diagnostic, SerdeProblem, Severity};
 use crate::file::{open_config_file, MAX_FILE_BYTES};
 use crate::keypath::{KeyPath, Segment};
 use crate::paths;
+use crate::retry;
 use crate::schema::CloudConfig;
 use crate::tree::{get_exact, merge, original_path, remove_exact, strip_holes};
 use crate::yaml::{self, Mapping, Target, Value};
@@ -418,83 +419,116 @@ struct Problem {
     drop: KeyPath,
 }
 
-/// Merge `layers` (lowest first) and type-check the result, dropping what is invalid.
+/// Merge `layers` (lowest first) and type-check the result, dropping what is invalid: on
+/// the drop-and-retry engine (`retry`) for what does not type, then again for what the
+/// typed config's checks find (`check`: a finding that drops its value).
 pub fn resolve(layers: Vec<Layer>, mode: Mode) -> Resolved {
-    let mut layers = layers;
-    let mut diags: Vec<(usize, Diagnostic)> = Vec::new();
-    for (i, layer) in layers.iter_mut().enumerate() {
-        diags.extend(layer.notes.drain(..).map(|d| (i, d)));
+    let mut stack = Stack {
+        problems_per_layer: vec![0usize; layers.len()],
+        layers,
+        mode,
+        diags: Vec::new(),
+        merged: Value::Null,
+        clean: Value::Null,
+    };
+    for (i, layer) in stack.layers.iter_mut().enumerate() {
+        stack.diags.extend(layer.notes.drain(..).map(|d| (i, d)));
     }
-    let mut problems_per_layer = vec![0usize; layers.len()];
     loop {
-        let merged = layers
+        // Each error drops something (at worst every layer's whole tree), so the engine
+        // ends with a typed config; an empty tree always types.
+        let config =
+            retry::type_dropping::<CloudConfig>(&mut stack, usize::MAX).unwrap_or_default();
+        let (drops, notes): (Vec<Finding>, Vec<Finding>) =
+            check(&config).into_iter().partition(|f| f.drop);
+        if drops.is_empty() {
+            for f in notes {
+                let path = original_path(&stack.merged, &f.path);
+                let target = if f.on_key { Target::Key } else { Target::Value };
+                let (i, d) = report(&stack.layers, &path, f.severity, f.message, target);
+                stack.diags.push((i, d));
+            }
+            stack.diags.sort_by_key(|(i, d)| (*i, d.line, d.column));
+            return Resolved {
+                config,
+                value: stack.clean,
+                diagnostics: stack.diags.into_iter().map(|(_, d)| d).collect(),
+            };
+        }
+        for f in drops {
+            let path = original_path(&stack.merged, &f.path);
+            stack.drop_problem(Problem {
+                drop: drop_anchor(&path),
+                path,
+                severity: f.severity,
+                message: f.message,
+                target: Target::Value,
+            });
+        }
+    }
+}
+
+/// The layers on the drop-and-retry engine: each problem is reported in the layer that set
+/// the value, and dropped from the highest layer that has it.
+struct Stack {
+    layers: Vec<Layer>,
+    mode: Mode,
+    diags: Vec<(usize, Diagnostic)>,
+    problems_per_layer: Vec<usize>,
+    /// The last merge, and the same without its holes (what was typed).
+    merged: Value,
+    clean: Value,
+}
+
+impl retry::Attempts for Stack {
+    fn tree(&mut self) -> Value {
+        self.merged = self
+            .layers
             .iter()
             .fold(Value::Mapping(Mapping::new()), |acc, l| {
                 merge(acc, l.value.clone())
             });
-        let clean = strip_holes(&merged);
-        let problems = match yaml::from_value::<CloudConfig>(clean.clone()) {
-            Ok(config) => {
-                let (drops, notes): (Vec<Finding>, Vec<Finding>) =
-                    check(&config).into_iter().partition(|f| f.drop);
-                if drops.is_empty() {
-                    for f in notes {
-                        let path = original_path(&merged, &f.path);
-                        let target = if f.on_key { Target::Key } else { Target::Value };
-                        let (i, d) = report(&layers, &path, f.severity, f.message, target);
-                        diags.push((i, d));
-                    }
-                    diags.sort_by_key(|(i, d)| (*i, d.line, d.column));
-                    return Resolved {
-                        config,
-                        value: clean,
-                        diagnostics: diags.into_iter().map(|(_, d)| d).collect(),
-                    };
-                }
-                drops
-                    .into_iter()
-                    .map(|f| {
-                        let path = original_path(&merged, &f.path);
-                        Problem {
-                            drop: drop_anchor(&path),
-                            path,
-                            severity: f.severity,
-                            message: f.message,
-                            target: Target::Value,
-                        }
-                    })
-                    .collect()
-            }
-            Err(e) => vec![classify(original_path(&merged, &e.path), &e.message, mode)],
-        };
-        for p in problems {
-            let mut message = p.message;
-            if mode == Mode::Boot && p.drop != p.path {
-                message.push_str(&format!(" (`{}` skipped)", p.drop));
-            }
-            let (i, d) = report(&layers, &p.path, p.severity, message, p.target);
-            diags.push((i, d));
-            let removed_from = remove_from_top(&mut layers, &p.drop);
-            let counted = removed_from.unwrap_or(i);
-            if let Some(n) = problems_per_layer.get_mut(counted) {
-                *n += 1;
-                if *n == MAX_PROBLEMS_PER_LAYER {
-                    let layer = &mut layers[counted];
-                    layer.value = Value::Mapping(Mapping::new());
-                    diags.push((
-                        counted,
-                        Diagnostic {
-                            file: layer.origin.clone(),
-                            line: 0,
-                            column: 0,
-                            key_path: KeyPath::root(),
-                            severity: Severity::Error,
-                            message: format!(
-                                "{MAX_PROBLEMS_PER_LAYER} problems; ignoring the rest of this file"
-                            ),
-                        },
-                    ));
-                }
+        self.clean = strip_holes(&self.merged);
+        self.clean.clone()
+    }
+
+    fn drop_failed(&mut self, e: crate::yaml::TypedError) -> bool {
+        let path = original_path(&self.merged, &e.path);
+        self.drop_problem(classify(path, &e.message, self.mode));
+        true
+    }
+}
+
+impl Stack {
+    /// Report `p` and drop what it is about; a layer with too many problems is dropped
+    /// whole.
+    fn drop_problem(&mut self, p: Problem) {
+        let mut message = p.message;
+        if self.mode == Mode::Boot && p.drop != p.path {
+            message.push_str(&format!(" (`{}` skipped)", p.drop));
+        }
+        let (i, d) = report(&self.layers, &p.path, p.severity, message, p.target);
+        self.diags.push((i, d));
+        let removed_from = remove_from_top(&mut self.layers, &p.drop);
+        let counted = removed_from.unwrap_or(i);
+        if let Some(n) = self.problems_per_layer.get_mut(counted) {
+            *n += 1;
+            if *n == MAX_PROBLEMS_PER_LAYER {
+                let layer = &mut self.layers[counted];
+                layer.value = Value::Mapping(Mapping::new());
+                self.diags.push((
+                    counted,
+                    Diagnostic {
+                        file: layer.origin.clone(),
+                        line: 0,
+                        column: 0,
+                        key_path: KeyPath::root(),
+                        severity: Severity::Error,
+                        message: format!(
+                            "{MAX_PROBLEMS_PER_LAYER} problems; ignoring the rest of this file"
+                        ),
+                    },
+                ));
             }
         }
     }

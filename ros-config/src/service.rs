@@ -26,6 +26,7 @@ use crate::diagnostic::{Diagnostic, SerdeProblem, Severity};
 use crate::fields::{Device, User, Volume};
 use crate::file::MAX_FILE_BYTES;
 use crate::keypath::{KeyPath, Segment};
+use crate::retry;
 use crate::text::Text;
 use crate::yaml::{self, Target, Value};
 
@@ -1108,50 +1109,77 @@ impl Report<'_> {
         file
     }
 
-    /// Type one definition, reporting each bad key and retrying without it, so that every
-    /// problem is found in one pass. `None` when it had any error.
-    fn service(&mut self, at: &KeyPath, mut value: Value) -> Option<ServiceSpec> {
-        let mut ok = true;
-        // The original indices of the list entries removed so far, by key.
-        let mut removed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for _ in 0..MAX_PROBLEMS_PER_SERVICE {
-            match yaml::from_value::<ServiceSpec>(value.clone()) {
-                Ok(spec) => {
-                    for p in spec.problems() {
-                        ok &= p.severity != Severity::Error;
-                        let target = if p.on_key { Target::Key } else { Target::Value };
-                        self.push(join(at, &p.path), p.severity, p.message, target);
-                    }
-                    return ok.then_some(spec);
+    /// Type one definition on the drop-and-retry engine (`retry`), reporting each
+    /// bad key or list entry and retrying without it, so that every problem is found in
+    /// one pass. `None` when it had any error.
+    fn service(&mut self, at: &KeyPath, value: Value) -> Option<ServiceSpec> {
+        let mut attempt = Definition {
+            report: self,
+            at,
+            value,
+            removed: BTreeMap::new(),
+            failed: false,
+        };
+        let typed = retry::type_dropping::<ServiceSpec>(&mut attempt, MAX_PROBLEMS_PER_SERVICE);
+        let mut ok = !attempt.failed;
+        match typed {
+            Ok(spec) => {
+                for p in spec.problems() {
+                    ok &= p.severity != Severity::Error;
+                    let target = if p.on_key { Target::Key } else { Target::Value };
+                    self.push(join(at, &p.path), p.severity, p.message, target);
                 }
-                Err(e) => {
-                    ok = false;
-                    let (message, target) = describe(&e.message);
-                    if let Some((key, i)) = remove_entry(&mut value, &e.path) {
-                        // An entry of a list of scalars (`volumes[1]`): the others are
-                        // still checked. Reported at its index in the file.
-                        let gone = removed.entry(key.clone()).or_default();
-                        let original = gone.iter().fold(i, |n, r| n + usize::from(*r <= n));
-                        gone.push(original);
-                        gone.sort_unstable();
-                        let path = KeyPath::root().key(key.as_str()).index(original);
-                        self.push(join(at, &path), Severity::Error, message, target);
-                        continue;
-                    }
-                    self.push(join(at, &e.path), Severity::Error, message, target);
-                    if !remove_field(&mut value, &e.path) {
-                        return None;
-                    }
-                }
+                ok.then_some(spec)
+            }
+            Err(retry::GaveUp::NothingToDrop) => None,
+            Err(retry::GaveUp::TooMany) => {
+                self.push(
+                    at.clone(),
+                    Severity::Error,
+                    format!(
+                        "{MAX_PROBLEMS_PER_SERVICE} problems; ignoring the rest of this service"
+                    ),
+                    Target::Key,
+                );
+                None
             }
         }
-        self.push(
-            at.clone(),
-            Severity::Error,
-            format!("{MAX_PROBLEMS_PER_SERVICE} problems; ignoring the rest of this service"),
-            Target::Key,
-        );
-        None
+    }
+}
+
+/// One service definition on the drop-and-retry engine: a bad entry of a list of scalars
+/// (`volumes[1]`) is dropped alone and reported at its index in the file; any other
+/// problem drops its top-level key.
+struct Definition<'r, 'a> {
+    report: &'r mut Report<'a>,
+    at: &'r KeyPath,
+    value: Value,
+    /// The original indices of the list entries removed so far, by key.
+    removed: BTreeMap<String, Vec<usize>>,
+    failed: bool,
+}
+
+impl retry::Attempts for Definition<'_, '_> {
+    fn tree(&mut self) -> Value {
+        self.value.clone()
+    }
+
+    fn drop_failed(&mut self, e: crate::yaml::TypedError) -> bool {
+        self.failed = true;
+        let (message, target) = describe(&e.message);
+        if let Some((key, i)) = remove_entry(&mut self.value, &e.path) {
+            let gone = self.removed.entry(key.clone()).or_default();
+            let original = gone.iter().fold(i, |n, r| n + usize::from(*r <= n));
+            gone.push(original);
+            gone.sort_unstable();
+            let path = KeyPath::root().key(key.as_str()).index(original);
+            self.report
+                .push(join(self.at, &path), Severity::Error, message, target);
+            return true;
+        }
+        self.report
+            .push(join(self.at, &e.path), Severity::Error, message, target);
+        remove_field(&mut self.value, &e.path)
     }
 }
 
