@@ -500,13 +500,10 @@ fn report_load_problems(loaded: &Loaded, verbose: bool, io: &mut Io<'_>) {
 /// Scalars plainly (a string as its text, so `$(ros config get hostname)` just works),
 /// everything else as YAML.
 fn render(value: &Value, key: &str) -> Result<String, ConfigError> {
-    let line = |s: String| if s.ends_with('\n') { s } else { s + "\n" };
-    Ok(match value {
-        Value::Null => "\n".to_string(),
-        Value::Bool(b) => line(b.to_string()),
-        Value::Number(n) => line(n.to_string()),
-        Value::String(s) => line(s.clone()),
-        other => to_yaml(other, &format!("`{key}`"))?,
+    Ok(match ros_config::scalar_text(value) {
+        Some(s) if s.ends_with('\n') => s,
+        Some(s) => s + "\n",
+        None => to_yaml(value, &format!("`{key}`"))?,
     })
 }
 

@@ -53,4 +53,6 @@ pub use service::{check_service_file, check_service_path, ServiceFile, ServiceSp
 pub use tree::{get, merge, SetError};
 pub use user_config::{UserConfig, UserConfigError, Written};
 pub use userdata::{parse_user_data, UserData, UserDataError};
-pub use yaml::{to_yaml, Mapping, ToYamlError, Value, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES};
+pub use yaml::{
+    scalar_text, to_yaml, Mapping, ToYamlError, Value, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES,
+};

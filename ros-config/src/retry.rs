@@ -81,7 +81,7 @@ mod tests {
 
     fn keys(text: &str) -> Keys {
         Keys {
-            value: serde_yaml::from_str(text).unwrap(),
+            value: crate::yaml::parse_document(text).unwrap(),
             seen: Vec::new(),
         }
     }

@@ -485,6 +485,19 @@ pub(crate) fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, TypedEr
     })
 }
 
+/// A scalar's text as a user reads it (`true`, `60`, the string itself; empty for null),
+/// or `None` for a map or a list: what `ros config get` prints plainly, without naming the
+/// YAML crate's value kinds outside this module.
+pub fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => None,
+    }
+}
+
 /// Write a tree as a YAML document.
 pub fn to_yaml(value: &Value) -> Result<String, ToYamlError> {
     serde_yaml::to_string(value).map_err(|e| ToYamlError::Serialize(e.to_string()))
