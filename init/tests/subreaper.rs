@@ -215,14 +215,25 @@ fn service(name: &str, after: Option<&str>, shared: &Path) -> String {
 
 /// A root with what every test here needs: the os-config, the test image in the image
 /// store, the host's containerd and runc where init looks for them (runc as its crun),
-/// `/shared`, bound into the services, and the kernel line ([`KERNEL_LINE`]). Each test
-/// adds its services and user config.
-fn make_root() -> tempfile::TempDir {
+/// `/shared`, bound into the services, the kernel line ([`KERNEL_LINE`]), and the test's
+/// own files: `files` gets the root's paths (`at("/shared")`) and may write more.
+fn make_root(files: impl FnOnce(&dyn Fn(&str) -> PathBuf) -> TestFiles) -> tempfile::TempDir {
     let root = tempfile::Builder::new()
         .prefix("ros-subreaper-")
         .tempdir()
         .unwrap();
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+    let test = files(&at);
+    write(
+        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
+        &test.services,
+        0o644,
+    );
+    write(
+        &at(ros_config::paths::USER_CONFIG),
+        &test.user_config,
+        0o600,
+    );
     write(&at("/proc/cmdline"), KERNEL_LINE, 0o644);
     write(
         &at(ros_config::paths::OS_CONFIG),
@@ -244,6 +255,12 @@ fn make_root() -> tempfile::TempDir {
         std::fs::create_dir_all(at(dir)).unwrap();
     }
     root
+}
+
+/// What a test puts in its root: its services (one built-in file) and the user config.
+struct TestFiles {
+    services: String,
+    user_config: String,
 }
 
 /// The kernel line every test here boots with.
@@ -313,26 +330,17 @@ fn init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order() {
     if !can_run("init_as_a_subreaper_boots_reaps_serves_reloads_and_shuts_down_in_order") {
         return;
     }
-    let root = make_root();
-    let at = |p: &str| root.path().join(p.trim_start_matches('/'));
-    let shared = at("/shared");
-    write(
-        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
-        &format!(
+    let root = make_root(|at| TestFiles {
+        services: format!(
             "{}{}",
-            service("first", None, &shared),
-            service("second", Some("first"), &shared)
+            service("first", None, &at("/shared")),
+            service("second", Some("first"), &at("/shared"))
         ),
-        0o644,
-    );
-    write(
-        &at(ros_config::paths::USER_CONFIG),
-        &format!(
+        user_config: format!(
             "#cloud-config\nbootcmd:\n  - [sh, -c, 'sleep 600 & echo $! > {}']\n",
             at("/orphan").display()
         ),
-        0o600,
-    );
+    });
     let mut init = start(root);
     let console = init.console.clone();
 
@@ -508,12 +516,16 @@ fn services_are_restarted_backed_off_and_managed_over_the_control_socket() {
     if !can_run("services_are_restarted_backed_off_and_managed_over_the_control_socket") {
         return;
     }
-    let root = make_root();
-    let at = |p: &str| root.path().join(p.trim_start_matches('/'));
-    write(
-        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
-        &format!(
-            r#"ticker:
+    let root = make_root(|at| {
+        let bars = at("/conf/bars.yml");
+        write(
+            &bars,
+            &format!("bars-good:\n  image: {IMAGE}\n  command: [sh, -c, \"trap 'exit 0' TERM; sleep 1000 & wait $!\"]\n  privileged: true\n  net: none\n"),
+            0o644,
+        );
+        TestFiles {
+            services: format!(
+                r#"ticker:
   image: {IMAGE}
   command: ["sh", "-c", "trap 'exit 0' TERM; echo tick; sleep 3600 & wait $!"]
   privileged: true
@@ -526,24 +538,14 @@ crasher:
   net: none
   restart: always
 "#
-        ),
-        0o644,
-    );
-    let bars = at("/conf/bars.yml");
-    write(
-        &bars,
-        &format!("bars-good:\n  image: {IMAGE}\n  command: [sh, -c, \"trap 'exit 0' TERM; sleep 1000 & wait $!\"]\n  privileged: true\n  net: none\n"),
-        0o644,
-    );
-    // Debug from the user's config, not the kernel line.
-    write(
-        &at(ros_config::paths::USER_CONFIG),
-        &format!(
-            "#cloud-config\nrancher:\n  debug: true\n  services_include:\n    {}: true\n",
-            bars.display()
-        ),
-        0o600,
-    );
+            ),
+            // Debug from the user's config, not the kernel line.
+            user_config: format!(
+                "#cloud-config\nrancher:\n  debug: true\n  services_include:\n    {}: true\n",
+                bars.display()
+            ),
+        }
+    });
     let mut init = start(root);
     let console = init.console.clone();
     console.wait_for("debug logging on (rancher.debug)", 0);
@@ -592,6 +594,7 @@ crasher:
     init.ros_until(&["service", "ps"], "shows bars-good Up", |ps| {
         ps_row(ps, "bars-good").iter().any(|f| f == "Up")
     });
+    let bars = init.path("/conf/bars.yml");
     let mut file = std::fs::read_to_string(&bars).unwrap();
     file.push_str("bars-bad:\n  image: ros/test:1\n  restart: sometimes\n");
     write(&bars, &file, 0o644);
@@ -668,26 +671,21 @@ fn a_broken_user_config_boots_and_says_where_and_the_machine_keeps_its_name() {
     if !can_run("a_broken_user_config_boots_and_says_where_and_the_machine_keeps_its_name") {
         return;
     }
-    let root = make_root();
-    let at = |p: &str| root.path().join(p.trim_start_matches('/'));
-    let shared = at("/shared");
-    write(
-        &at(ros_config::paths::SERVICES_DIR).join("test.yml"),
-        &service("only", None, &shared),
-        0o644,
-    );
-    let user = at(ros_config::paths::USER_CONFIG);
-    write(
-        &user,
-        "#cloud-config\nhostname: not-this-machine\nrancher:\n  shutdown_timeout: soon\n  no_such_key: 1\n  environment:\n    KEPT: yes\n",
-        0o600,
-    );
+    let root = make_root(|at| {
+        TestFiles {
+        services: service("only", None, &at("/shared")),
+        user_config: "#cloud-config\nhostname: not-this-machine\nrancher:\n  shutdown_timeout: soon\n  no_such_key: 1\n  environment:\n    KEPT: yes\n".into(),
+    }
+    });
     let machine = nix::unistd::gethostname().unwrap();
     let init = start(root);
     let console = init.console.clone();
     console.wait_for("ROS BOOT boot-complete", 0);
     let lines = console.snapshot();
-    let file = user.display().to_string();
+    let file = init
+        .path(ros_config::paths::USER_CONFIG)
+        .display()
+        .to_string();
     let said = |severity: &str, place: &str, text: &str| {
         lines
             .iter()
