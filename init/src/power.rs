@@ -2,6 +2,7 @@
 //! sync, unmount in reverse (a busy disk filesystem remounted read-only before it is
 //! detached), `reboot(2)`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -51,43 +52,22 @@ pub fn start_signal_thread(reaper: Reaper, actions: Sender<PowerAction>) -> std:
     Ok(())
 }
 
-/// Which processes a shutdown ends: every user process of the machine (PID 1), or only
-/// this process's descendants (subreaper mode: the machine's others are not its own).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    Machine,
-    DescendantsOf(u32),
-}
-
-impl Scope {
-    fn current() -> Scope {
-        if crate::mode::subreaper() {
-            Scope::DescendantsOf(std::process::id())
-        } else {
-            Scope::Machine
-        }
-    }
-}
-
-/// Whether any process in `scope` is left (zombies included).
+/// Whether any descendant of `ancestor` is left (zombies included).
 ///
 /// Not `kill(-1, 0)`: it counts kernel threads, so it never says "none".
-fn others_alive(scope: Scope) -> bool {
-    !survivors(Path::new("/proc"), scope).is_empty()
+fn others_alive(ancestor: u32) -> bool {
+    !survivors(Path::new("/proc"), ancestor).is_empty()
 }
 
-/// Send `signal` to every process in `scope`: `kill(-1)` for PID 1; each descendant, one
-/// by one, for a subreaper.
-fn signal_all(scope: Scope, signal: Signal) {
-    match scope {
-        Scope::Machine => {
-            let _ = kill(Pid::from_raw(-1), signal);
-        }
-        Scope::DescendantsOf(_) => {
-            for (pid, _) in processes(Path::new("/proc"), scope) {
-                let _ = kill(Pid::from_raw(pid as i32), signal);
-            }
-        }
+/// Send `signal` to every descendant of `ancestor`: for PID 1, every user process, with
+/// one `kill(-1)` (nothing forked meanwhile escapes it); for a subreaper, each of its own.
+fn signal_all(ancestor: u32, signal: Signal) {
+    if ancestor == 1 {
+        let _ = kill(Pid::from_raw(-1), signal);
+        return;
+    }
+    for (pid, _) in descendants(Path::new("/proc"), ancestor) {
+        let _ = kill(Pid::from_raw(pid as i32), signal);
     }
 }
 
@@ -107,7 +87,9 @@ pub fn deadline_after(after: Duration) -> Instant {
 
 /// TERM every process, wait up to `grace` for them to exit, then KILL the rest.
 pub fn terminate_all(reaper: &Reaper, grace: Duration) {
-    let scope = Scope::current();
+    // PID 1's descendants are every user process (kernel threads descend from kthreadd,
+    // pid 2); a subreaper's are only its own.
+    let scope = std::process::id();
     signal_all(scope, Signal::SIGTERM);
     let gone = reaper.wait_until(deadline_after(grace), || !others_alive(scope));
     if !gone {
@@ -122,9 +104,9 @@ pub fn terminate_all(reaper: &Reaper, grace: Duration) {
     }
 }
 
-/// `pid:name` of every process in `scope` ([`processes`]).
-fn survivors(proc: &Path, scope: Scope) -> Vec<String> {
-    let mut out: Vec<String> = processes(proc, scope)
+/// `pid:name` of every descendant of `ancestor` ([`descendants`]).
+fn survivors(proc: &Path, ancestor: u32) -> Vec<String> {
+    let mut out: Vec<String> = descendants(proc, ancestor)
         .into_iter()
         .map(|(pid, comm)| format!("{pid}:{comm}"))
         .collect();
@@ -132,11 +114,10 @@ fn survivors(proc: &Path, scope: Scope) -> Vec<String> {
     out
 }
 
-/// Every user process but PID 1, zombies included (`Scope::Machine`), or every
-/// descendant of one process: pid and name. Kernel threads are kthreadd (pid 2) and its
-/// children, so they are skipped by their parent.
-fn processes(proc: &Path, scope: Scope) -> Vec<(u32, String)> {
-    let mut all: Vec<(u32, u32, String)> = Vec::new();
+/// Every descendant of `ancestor`, zombies included: pid and name. PID 1's are every user
+/// process; kernel threads are kthreadd (pid 2, parent 0) and its children, so none is.
+fn descendants(proc: &Path, ancestor: u32) -> Vec<(u32, String)> {
+    let mut children: HashMap<u32, Vec<(u32, String)>> = HashMap::new();
     for entry in std::fs::read_dir(proc).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(pid) = name.parse::<u32>() else {
@@ -157,32 +138,20 @@ fn processes(proc: &Path, scope: Scope) -> Vec<(u32, String)> {
         else {
             continue;
         };
-        all.push((pid, ppid, comm.to_string()));
+        children
+            .entry(ppid)
+            .or_default()
+            .push((pid, comm.to_string()));
     }
-    match scope {
-        Scope::Machine => all
-            .into_iter()
-            .filter(|(pid, ppid, _)| *pid > 2 && *ppid != 0 && *ppid != 2)
-            .map(|(pid, _, comm)| (pid, comm))
-            .collect(),
-        Scope::DescendantsOf(root) => {
-            let mut found: Vec<u32> = vec![root];
-            let mut out = Vec::new();
-            // Parents before children is not guaranteed in /proc: go until nothing is added.
-            loop {
-                let before = out.len();
-                for (pid, ppid, comm) in &all {
-                    if found.contains(ppid) && !found.contains(pid) {
-                        found.push(*pid);
-                        out.push((*pid, comm.clone()));
-                    }
-                }
-                if out.len() == before {
-                    break out;
-                }
-            }
+    let mut out = Vec::new();
+    let mut next = vec![ancestor];
+    while let Some(parent) = next.pop() {
+        for (pid, comm) in children.remove(&parent).unwrap_or_default() {
+            next.push(pid);
+            out.push((pid, comm));
         }
     }
+    out
 }
 
 /// Unmount everything but `/` and the kernel's pseudo filesystems, newest first.
@@ -368,7 +337,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("self")).unwrap();
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            survivors(dir.path(), Scope::Machine),
+            survivors(dir.path(), 1),
             names(&[
                 "300:containerd-shim",
                 "301:a (b) c",
@@ -380,7 +349,7 @@ mod tests {
         );
         // A subreaper ends its own descendants, never its parent or the machine's others.
         assert_eq!(
-            survivors(dir.path(), Scope::DescendantsOf(401)),
+            survivors(dir.path(), 401),
             names(&["402:containerd", "403:shim"])
         );
     }
