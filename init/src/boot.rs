@@ -740,12 +740,9 @@ async fn serve(
         paths::at(paths::IMAGE_STORE),
         paths::at(paths::SERVICE_ROOTS),
     );
-    // A subreaper's containers get a namespace of their own: the shim keeps runc's state
-    // per namespace in the machine's /run/containerd/runc, where the machine's `ros` is.
-    let namespace = match mode::subreaper() {
-        true => format!("{SYSTEM_NAMESPACE}-subreaper-{}", std::process::id()),
-        false => SYSTEM_NAMESPACE.to_string(),
-    };
+    // A subreaper's services get a namespace and a cgroup parent of their own.
+    let own = mode::own_name();
+    let namespace = own.clone().unwrap_or_else(|| SYSTEM_NAMESPACE.to_string());
     let runtime = match Containerd::wait_ready(&socket, &namespace, CONTAINERD_READY_TIMEOUT).await
     {
         Ok(c) => c
@@ -753,11 +750,9 @@ async fn serve(
             .with_runtime_binary(paths::at(paths::OCI_RUNTIME).display().to_string()),
         Err(e) => fatal(&format!("system containerd never became ready: {e}")),
     };
-    // A subreaper's services get a cgroup of its own, never the machine's `/ros`.
-    let runtime = if mode::subreaper() {
-        runtime.with_cgroup_parent(Some(format!("/ros-subreaper-{}", std::process::id())))
-    } else {
-        runtime
+    let runtime = match own {
+        Some(name) => runtime.with_cgroup_parent(Some(format!("/{name}"))),
+        None => runtime,
     };
     // Unprivileged services see the kernel line without its secrets (rancher.password).
     // Best-effort: without the file they see the kernel's own, as privileged ones do.

@@ -8,7 +8,7 @@ fn main() {
         // The kernel passes PID 1 the command line's words it does not know: ignored.
         _ if std::process::id() == 1 => ros_init::run(),
         [] => usage("rOS init must run as PID 1 (the kernel's init), or with --subreaper"),
-        [flag] if flag == "--subreaper" => match std::env::var_os("ROS_ROOT") {
+        [flag] if flag == "--subreaper" => match std::env::var_os(ros_config::paths::ROOT_ENV) {
             Some(root) if std::path::Path::new(&root).is_absolute() => {
                 ros_init::run_subreaper(root.into())
             }

@@ -44,3 +44,10 @@ pub fn root() -> &'static Path {
         RunMode::Subreaper { root } => root,
     }
 }
+
+/// A subreaper's name for what it makes in the machine's shared tables: its containerd
+/// namespace (so runc's state under /run/containerd/runc is its own too) and its services'
+/// cgroup parent, `ros-subreaper-PID`, never the machine's `ros`. None for PID 1.
+pub fn own_name() -> Option<String> {
+    subreaper().then(|| format!("ros-subreaper-{}", std::process::id()))
+}

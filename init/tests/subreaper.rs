@@ -106,7 +106,7 @@ impl Subreaper {
         #[allow(clippy::disallowed_methods)] // a test process, not PID 1: no reaper here
         Command::new(ros_binary())
             .args(args)
-            .env("ROS_ROOT", self.root.path())
+            .env(ros_config::paths::ROOT_ENV, self.root.path())
             .output()
             .expect("running ros")
     }
@@ -151,8 +151,9 @@ impl Drop for Subreaper {
             }
         }
         // runc's state for init's namespace, and what a killed init left running there.
-        let state = Path::new("/run/containerd/runc")
-            .join(format!("{}-subreaper-{pid}", ros_runtime::SYSTEM_NAMESPACE));
+        // init's containerd namespace and cgroup parent are both `ros-subreaper-PID`.
+        let own = format!("ros-subreaper-{pid}");
+        let state = Path::new("/run/containerd/runc").join(&own);
         for entry in std::fs::read_dir(&state).into_iter().flatten().flatten() {
             if let Some(runc) = runc() {
                 #[allow(clippy::disallowed_methods)] // a test process, not PID 1
@@ -167,7 +168,7 @@ impl Drop for Subreaper {
         ros_test_support::unmount_below(self.root.path());
         // The services' cgroup parent; the runtime removed the services' own unless init
         // was killed.
-        ros_test_support::remove_cgroup(&format!("ros-subreaper-{pid}"));
+        ros_test_support::remove_cgroup(&own);
         let _ = std::fs::remove_dir(&state);
     }
 }
@@ -292,7 +293,7 @@ fn start(root: tempfile::TempDir) -> Subreaper {
     let console = Arc::new(Console::default());
     let mut child = Command::new(INIT)
         .arg("--subreaper")
-        .env("ROS_ROOT", root.path())
+        .env(ros_config::paths::ROOT_ENV, root.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

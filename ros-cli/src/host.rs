@@ -9,13 +9,9 @@ use ros_config::paths;
 
 use crate::CliError;
 
-/// Environment variable that moves every well-known path below another directory
-/// (`ROS_ROOT=/tmp/r` reads `/tmp/r/usr/share/ros/os-config.yml`, `/tmp/r/proc/cmdline`, ...).
-pub const ROOT_ENV: &str = "ROS_ROOT";
-
 /// Where the well-known paths are: `/`, or `$ROS_ROOT` (the tests' temporary roots).
 pub fn root() -> PathBuf {
-    match std::env::var_os(ROOT_ENV) {
+    match std::env::var_os(paths::ROOT_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from("/"),
     }

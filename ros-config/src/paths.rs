@@ -30,6 +30,11 @@ pub const REDACTED_CMDLINE: &str = "/run/ros/cmdline";
 /// loop device; `ros install` on such a boot reads the kernel and initrd from the ISO.
 pub const LIVE_ROOT_IMAGE: &str = "/ros/root.squashfs";
 
+/// Environment variable that moves every well-known path below another directory, for
+/// `ros` and for init's subreaper mode (`ROS_ROOT=/tmp/r` reads
+/// `/tmp/r/usr/share/ros/os-config.yml`, `/tmp/r/proc/cmdline`, ...).
+pub const ROOT_ENV: &str = "ROS_ROOT";
+
 /// `well_known` below `root` (`under(Path::new("/"), X)` is `X`).
 pub fn under(root: &Path, well_known: &str) -> PathBuf {
     root.join(well_known.trim_start_matches('/'))
