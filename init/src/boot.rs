@@ -260,7 +260,8 @@ fn set_hostname(config: &CloudConfig) {
         .as_ref()
         .map(|h| h.to_string())
         .unwrap_or_else(|| "rancher".to_string());
-    if let Err(e) = nix::unistd::sethostname(&name) {
+    // Through cloud-init's host, as a configured hostname is: it refuses in subreaper mode.
+    if let Err(e) = ros_cloudinit::Host::set_hostname(&crate::cloudinit::BootHost, &name) {
         log::warn!("hostname {name}: {e}");
     }
 }
@@ -425,7 +426,7 @@ fn cloud_init(
     // Quietly: the CD-ROM driver, when an adapter a CD-ROM may sit on is there (a missing
     // module only hides that drive). It loads while containerd starts, on the CPUs it
     // needs: only what can find a drive (its filesystem is loaded once one is found).
-    if !mode::subreaper() && has_entries(Path::new("/sys/class/scsi_host")) {
+    if has_entries(Path::new("/sys/class/scsi_host")) {
         let cdrom = ros_cloudinit::CDROM_MODULE;
         if let Err(e) = ros_cloudinit::ModuleLoader::load_module(modules, cdrom, "") {
             log::debug!("{e}");
@@ -436,11 +437,6 @@ fn cloud_init(
     let url = url.as_deref();
     // A `url:` or `cmdline` datasource: a network first, for as long as they take.
     let net = ros_cloudinit::needs_network(&first.config, url).then(|| {
-        if mode::subreaper() {
-            // The machine running a subreaper keeps its own network.
-            log::error!("network: not brought up in subreaper mode; the URL datasources will fail");
-            return Err(());
-        }
         crate::netboot::up(modules, reaper, EARLY_DHCP_TIMEOUT)
             .map_err(|e| log::error!("network: {e}; the URL datasources will fail"))
     });
@@ -475,7 +471,7 @@ fn cloud_init(
     };
     let applied = ros_cloudinit::apply(root, &config, &host, modules);
     crate::cloudinit::print(&applied.report);
-    if config.hostname.is_none() && !mode::subreaper() {
+    if config.hostname.is_none() {
         set_hostname(&config);
     }
     let runner = crate::cloudinit::ReaperRunner::for_bootcmd(reaper.clone());

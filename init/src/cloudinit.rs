@@ -192,14 +192,15 @@ impl CommandRunner for ReaperRunner {
     }
 }
 
-/// [`COMMANDS_CGROUP`], created if missing; `None` (with a warning) when it cannot be.
+/// [`COMMANDS_CGROUP`], or none for a subreaper: the machine's cloud-init cgroup is not
+/// its to make or to kill (the shutdown's TERM of its descendants reaches its commands).
+fn commands_cgroup_path() -> Option<&'static Path> {
+    (!crate::mode::subreaper()).then_some(Path::new(COMMANDS_CGROUP))
+}
+
+/// [`commands_cgroup_path`], created if missing; `None` (with a warning) when it cannot be.
 fn commands_cgroup() -> Option<PathBuf> {
-    // A subreaper's commands stay in its own cgroup: the machine's cloud-init cgroup is
-    // not its to make or to kill.
-    if crate::mode::subreaper() {
-        return None;
-    }
-    let dir = PathBuf::from(COMMANDS_CGROUP);
+    let dir = commands_cgroup_path()?.to_path_buf();
     match std::fs::create_dir(&dir) {
         Ok(()) => Some(dir),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(dir),
@@ -217,12 +218,10 @@ static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// start no more: the first step of a shutdown, so that nothing they do holds it.
 pub fn kill_commands() {
     STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
-    if crate::mode::subreaper() {
-        // No cgroup of its own (see `commands_cgroup`): the shutdown's TERM of its
-        // children reaches the commands.
+    let Some(dir) = commands_cgroup_path() else {
         return;
-    }
-    let kill = Path::new(COMMANDS_CGROUP).join("cgroup.kill");
+    };
+    let kill = dir.join("cgroup.kill");
     if kill.exists() {
         if let Err(e) = std::fs::write(&kill, "1") {
             log::warn!("shutdown: {}: {e}", kill.display());

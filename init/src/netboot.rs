@@ -118,6 +118,10 @@ fn run(
 /// Bring up the first interface that gets a DHCP lease within `budget`, loading the
 /// network drivers first. Says on the console what it did and how long it took.
 pub fn up(modules: &InitModules, reaper: &Reaper, budget: Duration) -> Result<EarlyNet, String> {
+    // The machine running a subreaper keeps its own network.
+    if crate::mode::subreaper() {
+        return Err("not brought up in subreaper mode".into());
+    }
     let start = Instant::now();
     let deadline = crate::power::deadline_after(budget);
     let drivers = load_drivers(Path::new("/sys/bus"), modules);
