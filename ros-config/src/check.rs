@@ -461,7 +461,7 @@ mod tests {
 
     #[test]
     fn set_refuses_a_duration_over_its_bound() {
-        let mut value = crate::Value::Mapping(crate::Mapping::new());
+        let mut value = crate::Value::mapping();
         crate::set(&mut value, "rancher.shutdown_timeout", "3600").unwrap();
         let before = value.clone();
         match crate::set(&mut value, "rancher.shutdown_timeout", "99999999999999999") {

@@ -6,7 +6,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::keypath::KeyPath;
 use crate::paths;
 use crate::tree::{self, insert, InsertMode};
-use crate::yaml::{Mapping, Value};
+use crate::value::Value;
 use std::borrow::Cow;
 
 /// Longest command line read; the kernel's own limit is a few KiB.
@@ -195,7 +195,7 @@ impl Cmdline {
     /// and ignored.
     pub fn parse(text: &str) -> Cmdline {
         let mut out = Cmdline {
-            tree: Value::Mapping(Mapping::new()),
+            tree: Value::mapping(),
             ..Cmdline::default()
         };
         let mut text = text;

@@ -5,7 +5,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::keypath::KeyPath;
 use crate::resolve::{validate_value, Mode};
 use crate::tree::{insert, parse_value_text, InsertMode, SetError};
-use crate::yaml::Value;
+use crate::value::Value;
 
 /// Set a dotted key to `value_text`, read as a YAML scalar (`true`, `60`, `8.8.8.8`) or a
 /// `[a, b]` list of scalars, creating mappings on the way. The result is validated (strict

@@ -1,7 +1,7 @@
 //! `ros config export`: the config as YAML-ready tree, with private material (SSH host keys,
 //! TLS keys, passwords, registry credentials) removed unless asked for. Pure.
 
-use crate::yaml::Value;
+use crate::value::Value;
 
 /// Key paths that hold private material; `*` matches any key.
 const PRIVATE: &[&[&str]] = &[

@@ -2,9 +2,9 @@
 //!
 //! Owns parsing, layering, validation and dotted get/set. Must not depend on nix, tokio or
 //! tonic, nor call libc (its constants name the flags of the no-follow, non-blocking open
-//! of config files, which std does not): everything here is testable without root. `serde_yaml` is used only
-//! inside this crate (the `yaml` module, and `service`) so that replacing it touches one
-//! module.
+//! of config files, which std does not): everything here is testable without root. `serde_yaml` is called only
+//! by the `yaml` module, and the config tree is our own [`Value`], so that replacing the
+//! YAML crate touches that one module.
 //!
 //! PID 1 calls [`load`] with [`Mode::Boot`]: every layer plus the kernel command line,
 //! never failing; bad files or keys are dropped and reported as [`Diagnostic`]s. `ros config`
@@ -32,6 +32,7 @@ mod text;
 mod tree;
 mod user_config;
 mod userdata;
+mod value;
 mod yaml;
 
 pub use atomic::{write_atomic, AtomicWriteError, SECRET_MODE};
@@ -53,6 +54,5 @@ pub use service::{check_service_file, check_service_path, ServiceFile, ServiceSp
 pub use tree::{get, merge, SetError};
 pub use user_config::{UserConfig, UserConfigError, Written};
 pub use userdata::{parse_user_data, UserData, UserDataError};
-pub use yaml::{
-    scalar_text, to_yaml, Mapping, ToYamlError, Value, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES,
-};
+pub use value::{Mapping, Number, Tagged, Value};
+pub use yaml::{scalar_text, to_yaml, ToYamlError, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES};

@@ -24,7 +24,8 @@ use crate::paths;
 use crate::retry;
 use crate::schema::CloudConfig;
 use crate::tree::{get_exact, merge, original_path, remove_exact, strip_holes};
-use crate::yaml::{self, Mapping, Target, Value};
+use crate::value::{Mapping, Value};
+use crate::yaml::{self, Target};
 
 /// After this many problems in one file, the rest of that file is ignored.
 const MAX_PROBLEMS_PER_LAYER: usize = 100;
@@ -100,7 +101,7 @@ impl Layer {
                     column,
                     format!(
                         "a cloud-config must be a mapping of keys, found a {}; file skipped",
-                        crate::tree::kind_of(&other)
+                        other.kind()
                     ),
                 ));
             }
@@ -163,11 +164,11 @@ impl Layer {
                     Severity::Error,
                     format!(
                         "a cloud-config must be a mapping of keys, found a {}",
-                        crate::tree::kind_of(&other)
+                        other.kind()
                     ),
                     Target::Value,
                 );
-                layer.value = Value::Mapping(Mapping::new());
+                layer.value = Value::mapping();
             }
         }
         layer
@@ -198,7 +199,7 @@ impl Layer {
         let mut notes = Vec::new();
         let mut value = normalize(value, &KeyPath::root(), &mut notes).unwrap_or(Value::Null);
         if value.is_null() {
-            value = Value::Mapping(Mapping::new());
+            value = Value::mapping();
         }
         flatten_sysctl(&mut value);
         if !matches!(self.source, Source::Cmdline(_)) {
@@ -302,7 +303,7 @@ type Note = (KeyPath, Severity, String);
 /// Keys become strings (`1:` -> "1"), empty values mean unset (as in RancherOS), tags are
 /// dropped with a warning. `None` when the node itself is empty.
 fn normalize(value: Value, path: &KeyPath, notes: &mut Vec<Note>) -> Option<Value> {
-    let value = match yaml::untag(value) {
+    let value = match value.untag() {
         Ok((tag, inner)) => {
             notes.push((
                 path.clone(),
@@ -325,13 +326,13 @@ fn normalize(value: Value, path: &KeyPath, notes: &mut Vec<Note>) -> Option<Valu
             );
             let mut out = Mapping::new();
             for (k, v) in map {
-                let Some(key) = yaml::key_text(&k) else {
+                let Some(key) = k.key_text() else {
                     notes.push((
                         path.clone(),
                         Severity::Error,
                         format!(
                             "a key must be a string, found a {}; entry ignored",
-                            crate::tree::kind_of(&k)
+                            k.kind()
                         ),
                     ));
                     continue;
@@ -378,7 +379,7 @@ fn flatten_sysctl(value: &mut Value) {
         match v {
             Value::Mapping(m) => {
                 for (k, v) in m {
-                    let key = yaml::key_text(&k).unwrap_or_default();
+                    let key = k.key_text().unwrap_or_default();
                     let full = if prefix.is_empty() {
                         key
                     } else {
@@ -485,9 +486,7 @@ impl retry::Attempts for Stack {
         self.merged = self
             .layers
             .iter()
-            .fold(Value::Mapping(Mapping::new()), |acc, l| {
-                merge(acc, l.value.clone())
-            });
+            .fold(Value::mapping(), |acc, l| merge(acc, l.value.clone()));
         self.clean = strip_holes(&self.merged);
         self.clean.clone()
     }
@@ -515,7 +514,7 @@ impl Stack {
             *n += 1;
             if *n == MAX_PROBLEMS_PER_LAYER {
                 let layer = &mut self.layers[counted];
-                layer.value = Value::Mapping(Mapping::new());
+                layer.value = Value::mapping();
                 self.diags.push((
                     counted,
                     Diagnostic {
@@ -547,7 +546,7 @@ fn remove_from_top(layers: &mut [Layer], path: &KeyPath) -> Option<usize> {
     }
     // The root itself is wrong: nothing in any layer can be used.
     for layer in layers.iter_mut() {
-        layer.value = Value::Mapping(Mapping::new());
+        layer.value = Value::mapping();
     }
     None
 }

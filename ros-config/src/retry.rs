@@ -6,7 +6,8 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::yaml::{self, TypedError, Value};
+use crate::value::Value;
+use crate::yaml::{self, TypedError};
 
 /// What is typed and what a problem drops.
 pub(crate) trait Attempts {

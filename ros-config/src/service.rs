@@ -28,7 +28,8 @@ use crate::file::MAX_FILE_BYTES;
 use crate::keypath::{KeyPath, Segment};
 use crate::retry;
 use crate::text::Text;
-use crate::yaml::{self, Target, Value};
+use crate::value::Value;
+use crate::yaml::{self, Target};
 
 /// Label: `system` runs the service in the system containerd (otherwise the user engine).
 pub const LABEL_SCOPE: &str = "io.rancher.os.scope";
@@ -1072,7 +1073,7 @@ impl Report<'_> {
                     Severity::Error,
                     format!(
                         "a service file must be a map of service names to definitions, found a {}",
-                        crate::tree::kind_of(&other)
+                        other.kind()
                     ),
                     Target::Value,
                 );
@@ -1080,14 +1081,11 @@ impl Report<'_> {
             }
         };
         for (k, v) in map {
-            let Some(name) = yaml::key_text(&k) else {
+            let Some(name) = k.key_text() else {
                 self.push(
                     KeyPath::root(),
                     Severity::Error,
-                    format!(
-                        "a service name must be a string, found a {}",
-                        crate::tree::kind_of(&k)
-                    ),
+                    format!("a service name must be a string, found a {}", k.kind()),
                     Target::Value,
                 );
                 continue;

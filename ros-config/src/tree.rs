@@ -3,7 +3,8 @@
 
 use crate::diagnostic::Diagnostic;
 use crate::keypath::{KeyPath, KeyPathError, Segment};
-use crate::yaml::{self, Mapping, Value};
+use crate::value::Value;
+use crate::yaml;
 
 /// Errors from [`crate::set`].
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +220,7 @@ fn insert_at(
         return Ok(());
     };
     if node.is_null() {
-        *node = Value::Mapping(Mapping::new());
+        *node = Value::mapping();
     }
     let in_the_way = match &*node {
         Value::Mapping(_) => None,
@@ -236,7 +237,7 @@ fn insert_at(
         },
         other => Some(InsertError::NotAMapping {
             at: path.truncated(i),
-            kind: kind_of(other),
+            kind: other.kind(),
         }),
     };
     if let Some(err) = in_the_way {
@@ -244,7 +245,7 @@ fn insert_at(
             return Err(err);
         }
         // Command line: the later word wins over whatever was there.
-        *node = Value::Mapping(Mapping::new());
+        *node = Value::mapping();
     }
     match node {
         Value::Mapping(map) => {
@@ -264,14 +265,11 @@ fn insert_at(
                     key = joined.clone();
                 }
             }
-            let k = Value::String(key);
             if i + take == segs.len() {
-                map.insert(k, new);
+                map.insert(Value::String(key), new);
                 return Ok(());
             }
-            let child = map
-                .entry(k)
-                .or_insert_with(|| Value::Mapping(Mapping::new()));
+            let child = map.entry_or_insert_with(&key, Value::mapping);
             insert_at(child, path, i + take, new, mode)
         }
         Value::Sequence(seq) => match seq_index(seg).and_then(|ix| seq.get_mut(ix)) {
@@ -283,20 +281,8 @@ fn insert_at(
         },
         other => Err(InsertError::NotAMapping {
             at: path.truncated(i),
-            kind: kind_of(other),
+            kind: other.kind(),
         }),
-    }
-}
-
-pub(crate) fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Sequence(_) => "sequence",
-        Value::Mapping(_) => "mapping",
-        Value::Tagged(_) => "tagged value",
     }
 }
 
@@ -309,7 +295,7 @@ pub(crate) fn get_exact<'a>(value: &'a Value, path: &KeyPath) -> Option<&'a Valu
             (Value::Sequence(s), Segment::Index(i)) => s.get(*i)?,
             _ => return None,
         };
-        if yaml::is_hole(node) {
+        if node.is_hole() {
             return None;
         }
     }
@@ -341,8 +327,8 @@ pub(crate) fn remove_exact(value: &mut Value, path: &KeyPath) -> bool {
     match (node, last) {
         (Value::Mapping(m), Segment::Key(k)) => m.shift_remove(k.as_str()).is_some(),
         (Value::Sequence(s), Segment::Index(i)) => match s.get_mut(*i) {
-            Some(slot) if !yaml::is_hole(slot) => {
-                *slot = yaml::hole();
+            Some(slot) if !slot.is_hole() => {
+                *slot = Value::hole();
                 true
             }
             _ => false,
@@ -357,12 +343,9 @@ pub(crate) fn strip_holes(value: &Value) -> Value {
         Value::Mapping(m) => {
             Value::Mapping(m.iter().map(|(k, v)| (k.clone(), strip_holes(v))).collect())
         }
-        Value::Sequence(s) => Value::Sequence(
-            s.iter()
-                .filter(|v| !yaml::is_hole(v))
-                .map(strip_holes)
-                .collect(),
-        ),
+        Value::Sequence(s) => {
+            Value::Sequence(s.iter().filter(|v| !v.is_hole()).map(strip_holes).collect())
+        }
         other => other.clone(),
     }
 }
@@ -374,11 +357,7 @@ pub(crate) fn original_path(with_holes: &Value, path: &KeyPath) -> KeyPath {
     for seg in path.segments() {
         match (node, seg) {
             (Some(Value::Sequence(s)), Segment::Index(i)) => {
-                let found = s
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, v)| !yaml::is_hole(v))
-                    .nth(*i);
+                let found = s.iter().enumerate().filter(|(_, v)| !v.is_hole()).nth(*i);
                 match found {
                     Some((orig, v)) => {
                         out.push(Segment::Index(orig));

@@ -18,7 +18,8 @@ use crate::keypath::{KeyPath, KeyPathError, Segment};
 use crate::paths;
 use crate::resolve::Layer;
 use crate::tree::{remove_exact, SetError};
-use crate::yaml::{to_yaml, Mapping, ToYamlError, Value};
+use crate::value::Value;
+use crate::yaml::{to_yaml, ToYamlError};
 
 /// Mode of the directory made for a new user config (RancherOS's `/var/lib/rancher/conf`;
 /// the file is 0600).
@@ -129,7 +130,7 @@ impl UserConfig {
                 file.take(limit).read_to_end(&mut bytes).map_err(read_err)?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let empty = Value::Mapping(Mapping::new());
+                let empty = Value::mapping();
                 return Ok(UserConfig {
                     path,
                     text: None,

@@ -1,9 +1,11 @@
-//! The YAML boundary: the only module of the cloud-config code that calls `serde_yaml`
-//! (deprecated upstream), so that replacing it touches this file and the `Value` alias.
+//! The YAML boundary: the only module that calls `serde_yaml` (deprecated upstream), so that
+//! replacing it touches this file alone. The tree it reads into and writes from is our own
+//! [`Value`]; the crate's value type is converted at this boundary and never leaves it.
 //!
 //! Owns: reading text into a [`Value`] under hard limits (depth, values and text after alias
 //! expansion), finding the line and column of a key path, typed conversion that reports the
-//! key path of the first error, and writing YAML. Must not know the cloud-config schema.
+//! key path of the first error, a number's printed form, and writing YAML. Must not know
+//! the cloud-config schema.
 //!
 //! Positions come from `serde_yaml` itself rather than from a second YAML parser: a
 //! `Value` has no marks, but an error raised by a visitor carries the mark of the node being
@@ -16,11 +18,7 @@ use std::fmt;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, Visitor};
 
 use crate::keypath::{KeyPath, Segment};
-
-/// A YAML value: the untyped config tree that layering, get/set and export work on.
-pub type Value = serde_yaml::Value;
-/// A YAML mapping (insertion-ordered).
-pub type Mapping = serde_yaml::Mapping;
+use crate::value::{Number, Tagged, Value, N};
 
 /// Deepest nesting accepted. RancherOS configs nest about 6 deep; `serde_yaml` stops at 128.
 pub const MAX_DEPTH: usize = 64;
@@ -67,9 +65,77 @@ pub(crate) fn parse_document(text: &str) -> Result<Value, SyntaxError> {
     if let Err(e) = seed.deserialize(serde_yaml::Deserializer::from_str(text)) {
         return Err(syntax_error(&e, budget.reason.take()));
     }
-    let mut value: Value = serde_yaml::from_str(text).map_err(|e| syntax_error(&e, None))?;
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| syntax_error(&e, None))?;
     value.apply_merge().map_err(|e| syntax_error(&e, None))?;
-    Ok(value)
+    Ok(from_serde(value))
+}
+
+/// The crate's tree as ours.
+fn from_serde(value: serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match value {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => Value::Number(match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => u.into(),
+            (None, Some(i), _) => i.into(),
+            (None, None, f) => f.unwrap_or(f64::NAN).into(),
+        }),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(seq) => Value::Sequence(seq.into_iter().map(from_serde).collect()),
+        Y::Mapping(map) => Value::Mapping(
+            map.into_iter()
+                .map(|(k, v)| (from_serde(k), from_serde(v)))
+                .collect(),
+        ),
+        Y::Tagged(t) => {
+            let t = *t;
+            Value::Tagged(Box::new(Tagged {
+                tag: t.tag.to_string(),
+                value: from_serde(t.value),
+            }))
+        }
+    }
+}
+
+/// Our tree as the crate's, to convert or write it.
+fn to_serde(value: Value) -> serde_yaml::Value {
+    use serde_yaml::Value as Y;
+    match value {
+        Value::Null => Y::Null,
+        Value::Bool(b) => Y::Bool(b),
+        Value::Number(n) => Y::Number(serde_number(n)),
+        Value::String(s) => Y::String(s),
+        Value::Sequence(seq) => Y::Sequence(seq.into_iter().map(to_serde).collect()),
+        Value::Mapping(map) => Y::Mapping(
+            map.into_iter()
+                .map(|(k, v)| (to_serde(k), to_serde(v)))
+                .collect(),
+        ),
+        Value::Tagged(t) => {
+            let t = *t;
+            Y::Tagged(Box::new(serde_yaml::value::TaggedValue {
+                tag: serde_yaml::value::Tag::new(t.tag),
+                value: to_serde(t.value),
+            }))
+        }
+    }
+}
+
+fn serde_number(n: Number) -> serde_yaml::Number {
+    match n.repr() {
+        N::PosInt(u) => u.into(),
+        N::NegInt(i) => i.into(),
+        N::Float(f) => f.into(),
+    }
+}
+
+/// A number as YAML prints it: `60`, `-1`, `1.5`, `.inf`.
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&serde_number(*self), f)
+    }
 }
 
 /// Refuse flow collections nested deeper than [`MAX_DEPTH`] before `serde_yaml` sees
@@ -464,7 +530,7 @@ impl<'de> Visitor<'de> for KeyMatch<'_> {
 
 /// Convert a tree into a typed value; on failure, the key path of the first bad node.
 pub(crate) fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, TypedError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(to_serde(value)).map_err(|e| {
         let mut segments = Vec::new();
         for seg in e.path().iter() {
             match seg {
@@ -486,8 +552,7 @@ pub(crate) fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, TypedEr
 }
 
 /// A scalar's text as a user reads it (`true`, `60`, the string itself; empty for null),
-/// or `None` for a map or a list: what `ros config get` prints plainly, without naming the
-/// YAML crate's value kinds outside this module.
+/// or `None` for a map or a list: what `ros config get` prints plainly.
 pub fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::Null => Some(String::new()),
@@ -500,7 +565,8 @@ pub fn scalar_text(value: &Value) -> Option<String> {
 
 /// Write a tree as a YAML document.
 pub fn to_yaml(value: &Value) -> Result<String, ToYamlError> {
-    serde_yaml::to_string(value).map_err(|e| ToYamlError::Serialize(e.to_string()))
+    serde_yaml::to_string(&to_serde(value.clone()))
+        .map_err(|e| ToYamlError::Serialize(e.to_string()))
 }
 
 /// Read one command-line or `ros config set` word as a YAML scalar: `true`, `60`, `8.8.8.8`.
@@ -510,48 +576,10 @@ pub(crate) fn parse_scalar(text: &str) -> Value {
         return Value::String(String::new());
     }
     // Bounded: callers pass single words (a kernel command line is at most a few KiB).
-    match serde_yaml::from_str::<Value>(text) {
+    match serde_yaml::from_str::<serde_yaml::Value>(text).map(from_serde) {
         Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
         Ok(Value::Null) if matches!(text.trim(), "~" | "null" | "Null" | "NULL") => Value::Null,
         _ => Value::String(text.to_string()),
-    }
-}
-
-/// The text of a scalar used as a mapping key: `1` -> "1", `true` -> "true".
-/// `None` for null, sequences, mappings and tagged keys.
-pub(crate) fn key_text(key: &Value) -> Option<String> {
-    match key {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-const HOLE_TAG: &str = "!ros-removed";
-
-/// A placeholder left where a sequence element was dropped, so that the indices of its
-/// siblings keep matching the file (and the positions found by [`locate`]).
-pub(crate) fn hole() -> Value {
-    Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
-        tag: serde_yaml::value::Tag::new(HOLE_TAG),
-        value: Value::Null,
-    }))
-}
-
-pub(crate) fn is_hole(v: &Value) -> bool {
-    matches!(v, Value::Tagged(t) if t.tag == HOLE_TAG)
-}
-
-/// Split a tagged value (`!foo bar`) into its tag text and value; `Err` gives back an
-/// untagged value unchanged.
-pub(crate) fn untag(v: Value) -> Result<(String, Value), Value> {
-    match v {
-        Value::Tagged(t) => {
-            let t = *t;
-            Ok((t.tag.to_string(), t.value))
-        }
-        other => Err(other),
     }
 }
 
@@ -606,7 +634,7 @@ mod tests {
         // serde_yaml alone refuses deep nesting (128) and classic alias bombs; we refuse
         // earlier, with our own message and a position.
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(serde_yaml::from_str::<Value>(&deep).is_err());
+        assert!(serde_yaml::from_str::<serde_yaml::Value>(&deep).is_err());
         let err = parse_document(&deep).unwrap_err();
         assert_eq!((err.line, err.column), (1, 65), "{err:?}");
         assert!(err.message.contains("nesting deeper than 64"), "{err:?}");

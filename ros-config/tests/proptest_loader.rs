@@ -194,19 +194,17 @@ fn schema_shaped() -> impl Strategy<Value = Value> {
         prop::collection::vec(write_file(), 0..4),
     )
         .prop_map(|(entries, files)| {
-            let mut root = Value::Mapping(Mapping::new());
+            let mut root = Value::mapping();
             for (path, leaf) in entries {
                 let mut node = &mut root;
                 for key in path.split('.') {
                     if !node.is_mapping() {
-                        *node = Value::Mapping(Mapping::new());
+                        *node = Value::mapping();
                     }
                     let Value::Mapping(m) = node else {
                         unreachable!()
                     };
-                    node = m
-                        .entry(Value::String(key.to_string()))
-                        .or_insert(Value::Null);
+                    node = m.entry_or_insert_with(key, || Value::Null);
                 }
                 *node = leaf;
             }

@@ -127,3 +127,42 @@ fn a_cycle_is_found_and_named() {
     acyclic.get_mut("c").unwrap().clear();
     assert_eq!(cycle(&acyclic), None);
 }
+
+/// The YAML crate is deprecated upstream: replacing it must touch one module. Only
+/// `ros-config/src/yaml.rs` may name it in code (comments may), and only ros-config's
+/// manifest may depend on it; every other module works on `ros_config::Value`, our own tree.
+#[test]
+fn the_yaml_crate_is_named_by_one_module() {
+    let name = concat!("serde", "_yaml");
+    let root = boot_tests::workspace_root();
+    let mut named = BTreeSet::new();
+    for krate in fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        let manifest = krate.join("Cargo.toml");
+        if !manifest.is_file() {
+            continue;
+        }
+        if fs::read_to_string(&manifest).unwrap().contains(name) {
+            named.insert(manifest.strip_prefix(&root).unwrap().to_path_buf());
+        }
+        for dir in ["src", "tests", "benches"] {
+            if !krate.join(dir).is_dir() {
+                continue;
+            }
+            for file in boot_tests::rust_files(&krate.join(dir)) {
+                let text = fs::read_to_string(&file).unwrap();
+                let in_code = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .any(|l| l.contains(name));
+                if in_code {
+                    named.insert(file.strip_prefix(&root).unwrap().to_path_buf());
+                }
+            }
+        }
+    }
+    let want: BTreeSet<PathBuf> = ["ros-config/Cargo.toml", "ros-config/src/yaml.rs"]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(named, want, "files naming {name} in code");
+}
