@@ -43,12 +43,18 @@ run: image
 		-append "$(KERNEL_ARGS)" $(QEMU_EXTRA)
 
 # Needs cargo and shellcheck only (make deps installs shellcheck): no Go, no Debian sources.
+# cargo-deny (licences, bans, sources: deny.toml) is built from crates.io into cargo's own
+# bin directory the first time, about 3 minutes; advisories are not checked (deny.toml says why).
+CARGO_DENY_VERSION := 0.20.2
 # The image's scripts run under busybox ash, which has `local` and `exec -a`.
 IMAGE_SCRIPTS = $(shell grep -rlE '^\#!/bin/(ba)?sh' images | sort)
 lint:
 	@command -v shellcheck >/dev/null || { echo "make lint: shellcheck not found (make deps installs it)" >&2; exit 1; }
+	@$(CARGO) deny --version 2>/dev/null | grep -qx "cargo-deny $(CARGO_DENY_VERSION)" || \
+		$(CARGO) install --locked --quiet cargo-deny@$(CARGO_DENY_VERSION)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) deny --offline check licenses bans sources
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked --quiet
 	shellcheck -S warning scripts/*.sh initramfs/*.sh .ci/run
 	shellcheck -s sh -e SC3043,SC3038 -S warning $(IMAGE_SCRIPTS)
