@@ -103,6 +103,8 @@ fn nocloud_seed(value: &str) -> Option<&str> {
 
 struct Word {
     text: String,
+    /// The word as written, quotes kept.
+    raw: String,
     /// Column of each char of `text` in the line (quotes removed).
     cols: Vec<usize>,
     start: usize,
@@ -118,9 +120,12 @@ fn split_words(text: &str) -> Vec<Word> {
             in_quote = !in_quote;
             cur.get_or_insert_with(|| Word {
                 text: String::new(),
+                raw: String::new(),
                 cols: Vec::new(),
                 start: col,
-            });
+            })
+            .raw
+            .push(c);
             continue;
         }
         if c.is_whitespace() && !in_quote {
@@ -129,10 +134,12 @@ fn split_words(text: &str) -> Vec<Word> {
         }
         let w = cur.get_or_insert_with(|| Word {
             text: String::new(),
+            raw: String::new(),
             cols: Vec::new(),
             start: col,
         });
         w.text.push(c);
+        w.raw.push(c);
         w.cols.push(col);
     }
     words.extend(cur);
@@ -151,6 +158,19 @@ pub fn cmdline_words(text: &str) -> Vec<(String, Option<String>)> {
             None => (w.text, None),
         })
         .collect()
+}
+
+/// A kernel command line without the words whose key is in `keys`, the others as written
+/// (quotes kept) and split as [`cmdline_words`] splits them: a quoted value holding spaces
+/// or `key=` text stays one word.
+pub fn cmdline_without(text: &str, keys: &[&str]) -> String {
+    split_words(text)
+        .into_iter()
+        .filter(|w| !w.raw.is_empty())
+        .filter(|w| !keys.contains(&w.text.split('=').next().unwrap_or_default()))
+        .map(|w| w.raw)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The `key[=value]` words of a kernel command line ([`cmdline_words`]), for what is read
@@ -359,6 +379,16 @@ mod tests {
 
     fn y(text: &str) -> Value {
         parse_document(text).unwrap()
+    }
+
+    #[test]
+    fn a_line_without_some_keys_keeps_the_other_words_as_written() {
+        let line = " quiet a=\"x y=1\"\tb \"c=2 3\" root=/dev/vda d=\"\" quiet=1";
+        assert_eq!(
+            cmdline_without(line, &["quiet", "root"]),
+            "a=\"x y=1\" b \"c=2 3\" d=\"\""
+        );
+        assert_eq!(cmdline_without("", &["a"]), "");
     }
 
     #[test]

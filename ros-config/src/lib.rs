@@ -37,7 +37,8 @@ mod yaml;
 
 pub use atomic::{write_atomic, AtomicWriteError, SECRET_MODE};
 pub use cmdline::{
-    cmdline_words, read_cmdline, redacted_cmdline, Cmdline, CmdlineWords, MAX_CMDLINE_BYTES,
+    cmdline_without, cmdline_words, read_cmdline, redacted_cmdline, Cmdline, CmdlineWords,
+    MAX_CMDLINE_BYTES,
 };
 pub use diagnostic::{Diagnostic, Severity};
 pub use edit::set;

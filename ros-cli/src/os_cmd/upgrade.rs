@@ -109,11 +109,7 @@ fn user_args(cmdline: &str) -> String {
         "initrd",
         "ros.slot",
     ];
-    cmdline
-        .split_whitespace()
-        .filter(|w| !OURS.contains(&w.split('=').next().unwrap_or("")))
-        .collect::<Vec<_>>()
-        .join(" ")
+    ros_config::cmdline_without(cmdline, &OURS)
 }
 
 fn trusted_keys(root: &Path) -> Result<Vec<bundle::TrustedKey>, CliError> {
@@ -483,5 +479,12 @@ mod tests {
         );
         assert_eq!(cmdline_value("rootimgx=1", "rootimg"), None);
         assert_eq!(user_args(line), "rancher.autologin=ttyS0");
+        // A quoted value is one word, kept as written, whatever it holds.
+        let quoted =
+            "root=LABEL=X rancher.environment=\"A=1 root=2\"  quiet \"rancher.ssh.port=22\"";
+        assert_eq!(
+            user_args(quoted),
+            "rancher.environment=\"A=1 root=2\" \"rancher.ssh.port=22\""
+        );
     }
 }
