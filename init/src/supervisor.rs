@@ -125,6 +125,10 @@ impl Default for Timeouts {
     }
 }
 
+/// How long a request waits for the supervisor to re-attach to a restarting containerd
+/// (its restarts back off from 0.5 s to 16 s); below `ros service reload`'s 30 s.
+pub const ATTACH_WAIT: Duration = Duration::from_secs(20);
+
 /// The supervisor; shared as `Arc<Supervisor<R>>` by the tasks that drive it.
 pub struct Supervisor<R> {
     rt: Arc<R>,
@@ -136,6 +140,9 @@ pub struct Supervisor<R> {
     changed: watch::Sender<u64>,
     /// Serialises converge/start/stop so two requests can't interleave on one service.
     ops: tokio::sync::Mutex<()>,
+    /// False from the end of containerd's exit events (containerd died) until the
+    /// supervisor has re-subscribed and resynced: requests wait for it ([`ATTACH_WAIT`]).
+    attached: watch::Sender<bool>,
     /// Called with (service, pid) each time a service's task starts.
     on_start: Mutex<Option<StartHook>>,
 }
@@ -165,6 +172,16 @@ pub enum SupervisorError {
     },
 }
 
+/// What went wrong for `service`, without the `service NAME: ` the runtime's errors start
+/// with (the supervisor's own messages name the service once).
+fn problem(service: &str, e: &RuntimeError) -> String {
+    let text = e.to_string();
+    match text.strip_prefix(&format!("service {service}: ")) {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
+}
+
 impl<R: ServiceRuntime + 'static> Supervisor<R> {
     /// A supervisor over `rt`. Service logs go to `<log_dir>/<name>.log`; `route_file`
     /// is /proc/net/route (for `after: network`).
@@ -179,6 +196,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
             waves: Mutex::new(Vec::new()),
             changed,
             ops: tokio::sync::Mutex::new(()),
+            attached: watch::channel(true).0,
             on_start: Mutex::new(None),
         })
     }
@@ -250,7 +268,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
                 log::info!("service {name}: already running (pid {pid}), attached");
                 Ok(pid)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(problem(name, &e)),
         };
         let now = SystemTime::now();
         let mut retry = None;
@@ -334,7 +352,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         self.bump();
         result.map_err(|e| SupervisorError::Failed {
             service: name.to_string(),
-            message: e.to_string(),
+            message: problem(name, &e),
         })
     }
 
@@ -425,6 +443,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
             while let Some(ev) = events.recv().await {
                 self.on_exit(&ev);
             }
+            self.attached.send_replace(false);
             log::warn!("supervisor: containerd exit events ended; resubscribing");
             loop {
                 match self.rt.exits().await {
@@ -442,6 +461,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
                 }
             }
             self.resync().await;
+            self.attached.send_replace(true);
             log::info!("supervisor: re-attached to containerd (exit events and services resynced)");
         }
     }
@@ -526,7 +546,7 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         order: StartOrder,
         wake: &[String],
     ) {
-        let _guard = self.ops.lock().await;
+        let _guard = self.lock_ops().await;
         let (removed, changed): (Vec<String>, Vec<String>) = {
             let recs = self.records();
             let removed = recs
@@ -684,8 +704,16 @@ impl<R: ServiceRuntime + 'static> Supervisor<R> {
         self.bump();
     }
 
-    /// Take the operations lock (for requests that combine several steps).
+    /// Take the operations lock (for requests that combine several steps), once the
+    /// supervisor is attached to containerd: a request made while containerd restarts
+    /// waits for it (at most [`ATTACH_WAIT`], then goes on and fails with its own error)
+    /// instead of failing at once on a closed socket.
     pub async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut attached = self.attached.subscribe();
+        if !*attached.borrow() {
+            log::info!("supervisor: waiting for containerd before the request");
+            let _ = tokio::time::timeout(ATTACH_WAIT, attached.wait_for(|a| *a)).await;
+        }
         self.ops.lock().await
     }
 }
@@ -904,6 +932,19 @@ mod tests {
         .await;
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert!(matches!(s.snapshot()["once"].state, State::Failed { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_its_service_once() {
+        let (rt, s) = supervised().await;
+        let mut desired = BTreeMap::new();
+        desired.insert("a".to_string(), spec(&[], RestartPolicy::No));
+        s.converge(desired, StartOrder::from_waves(vec![]), &[])
+            .await;
+        s.stop_one("a", Duration::from_secs(1)).await.unwrap();
+        rt.fail_next_run("a", "runc: boom");
+        let err = s.start_one("a").await.unwrap_err();
+        assert_eq!(err.to_string(), "service a: creating task: runc: boom");
     }
 
     #[tokio::test]

@@ -628,8 +628,20 @@ crasher:
         .unwrap();
     let from = lines.len();
     kill9(containerd);
-    console.wait_for("containerd: started (pid", from);
-    console.wait_for("supervisor: re-attached to containerd", from);
+    // A request made while containerd is down waits for PID 1 to re-attach (containerd's
+    // restart backs off at least 0.5 s), then is carried out through the new containerd.
+    console.wait_for("supervisor: containerd exit events ended", from);
+    let during = init.ros(&["service", "restart", "bars-good"]);
+    assert!(during.status.success(), "{}", text(&during));
+    let waited = console.wait_for(
+        "supervisor: waiting for containerd before the request",
+        from,
+    );
+    let attached = console.wait_for("supervisor: re-attached to containerd", from);
+    console.wait_for("service-started ", attached);
+    assert!(waited < attached, "{}", tail(&console.snapshot()));
+    let ps = text(&init.ros(&["service", "ps"]));
+    assert!(ps_row(&ps, "bars-good").iter().any(|f| f == "Up"), "{ps}");
     let ps = text(&init.ros(&["service", "ps"]));
     assert!(ps_row(&ps, "ticker").iter().any(|f| f == "Up"), "{ps}");
     assert!(
