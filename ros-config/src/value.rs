@@ -216,11 +216,6 @@ impl Mapping {
         &mut self.0[ix]
     }
 
-    /// Keep only the entries `keep` says yes to, in order.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Value, &mut Value) -> bool) {
-        self.0.retain(|k, v| keep(k, v));
-    }
-
     /// How many entries.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -236,11 +231,6 @@ impl Mapping {
         self.0.iter()
     }
 
-    /// The entries in order, values changeable.
-    pub fn iter_mut(&mut self) -> indexmap::map::IterMut<'_, Value, Value> {
-        self.0.iter_mut()
-    }
-
     /// The keys in order.
     pub fn keys(&self) -> indexmap::map::Keys<'_, Value, Value> {
         self.0.keys()
@@ -249,11 +239,6 @@ impl Mapping {
     /// The values in order.
     pub fn values(&self) -> indexmap::map::Values<'_, Value, Value> {
         self.0.values()
-    }
-
-    /// The values in order, changeable.
-    pub fn values_mut(&mut self) -> indexmap::map::ValuesMut<'_, Value, Value> {
-        self.0.values_mut()
     }
 }
 
@@ -351,14 +336,6 @@ impl Value {
         }
     }
 
-    /// A sequence's elements, to change them.
-    pub fn as_sequence_mut(&mut self) -> Option<&mut Vec<Value>> {
-        match self {
-            Value::Sequence(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// Whether this is null.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
@@ -367,11 +344,6 @@ impl Value {
     /// Whether this is a mapping.
     pub fn is_mapping(&self) -> bool {
         matches!(self, Value::Mapping(_))
-    }
-
-    /// Whether this is a sequence.
-    pub fn is_sequence(&self) -> bool {
-        matches!(self, Value::Sequence(_))
     }
 
     /// What kind of node this is, as a diagnostic names it.
@@ -451,33 +423,15 @@ impl From<bool> for Value {
     }
 }
 
-impl From<i32> for Value {
-    fn from(i: i32) -> Value {
-        Value::Number(i64::from(i).into())
-    }
-}
-
 impl From<i64> for Value {
     fn from(i: i64) -> Value {
         Value::Number(i.into())
     }
 }
 
-impl From<u64> for Value {
-    fn from(u: u64) -> Value {
-        Value::Number(u.into())
-    }
-}
-
-impl From<Mapping> for Value {
-    fn from(m: Mapping) -> Value {
-        Value::Mapping(m)
-    }
-}
-
-impl From<Vec<Value>> for Value {
-    fn from(s: Vec<Value>) -> Value {
-        Value::Sequence(s)
+impl From<i32> for Value {
+    fn from(i: i32) -> Value {
+        Value::Number(i64::from(i).into())
     }
 }
 
